@@ -1,0 +1,150 @@
+/**
+ * Loads configuration in layers (STYLE 7): the image's file (`/etc/outpost/config.json`, or
+ * `--config` / `OUTPOST_CONFIG`), then a writable overlay `<stateDir>/config.json` written on
+ * the device, then directory overrides from the environment for tests and the demo.
+ * Every problem is reported as `file: field.path: message`, all at once.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { OutpostError } from '../errors.js';
+import { configSchema, type Config } from './schema.js';
+
+/** Where the configuration comes from when nothing else says. */
+export const defaultConfigPath = '/etc/outpost/config.json';
+
+type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+type JsonObject = { [key: string]: Json };
+
+/** One problem found in a config file. */
+export interface ConfigProblem {
+  file: string;
+  field: string;
+  message: string;
+}
+
+function isObject(value: unknown): value is JsonObject {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function lineAndColumn(text: string, position: number): string {
+  const before = text.slice(0, position);
+  const line = before.split('\n').length;
+  const column = position - before.lastIndexOf('\n');
+  return `line ${line} column ${column}`;
+}
+
+function configError(problems: ConfigProblem[]): OutpostError {
+  const lines = problems.map((p) => `${p.file}: ${p.field}: ${p.message}`);
+  const error = new OutpostError('CONFIG_INVALID', lines.join('\n'));
+  return Object.assign(error, { problems });
+}
+
+/** Reads and JSON-parses one file; `undefined` when it does not exist and is optional. */
+function readJson(file: string, optional: boolean): JsonObject | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (optional && (err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message;
+    throw new OutpostError('CONFIG_UNREADABLE', `${file}: (file): cannot read: ${reason}`, { cause: err });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    const match = /position (\d+)/.exec((err as Error).message);
+    const where = match?.[1] === undefined ? '' : ` at ${lineAndColumn(text, Number(match[1]))}`;
+    throw configError([{ file, field: '(root)', message: `invalid JSON${where}: ${(err as Error).message}` }]);
+  }
+  if (!isObject(parsed)) throw configError([{ file, field: '(root)', message: 'must be a JSON object' }]);
+  return parsed;
+}
+
+/** Objects merge key by key; anything else in the overlay replaces the base value. */
+function merge(base: JsonObject, overlay: JsonObject): JsonObject {
+  const out: JsonObject = { ...base };
+  for (const [key, value] of Object.entries(overlay)) {
+    const current = out[key];
+    out[key] = isObject(current) && isObject(value) ? merge(current, value) : value;
+  }
+  return out;
+}
+
+function hasPath(doc: JsonObject | undefined, path: readonly PropertyKey[]): boolean {
+  let node: unknown = doc;
+  for (const key of path) {
+    if (!isObject(node) || !(String(key) in node)) return false;
+    node = node[String(key)];
+  }
+  return true;
+}
+
+function dotted(path: readonly PropertyKey[]): string {
+  return path.length === 0 ? '(root)' : path.map(String).join('.');
+}
+
+/** One issue from zod becomes one or more problems; each unknown key is reported on its own. */
+function toProblems(issue: z.core.$ZodIssue, fileOf: (path: readonly PropertyKey[]) => string): ConfigProblem[] {
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => {
+      const path = [...issue.path, key];
+      return { file: fileOf(path), field: dotted(path), message: 'unknown key' };
+    });
+  }
+  const missing = issue.code === 'invalid_type' && issue.message.includes('received undefined');
+  return [{ file: fileOf(issue.path), field: dotted(issue.path), message: missing ? 'is required' : issue.message }];
+}
+
+/** Validates an already-merged document; `sources` are the layers, last one wins. */
+function validate(doc: JsonObject, sources: { file: string; doc: JsonObject }[]): Config {
+  const result = configSchema.safeParse(doc);
+  if (result.success) return Object.freeze(result.data);
+  const fileOf = (path: readonly PropertyKey[]): string =>
+    ([...sources].reverse().find((s) => hasPath(s.doc, path)) ?? sources[0])?.file ?? '(config)';
+  throw configError(result.error.issues.flatMap((issue) => toProblems(issue, fileOf)));
+}
+
+/** Validates one file on its own, as `outpost config validate FILE` does. */
+export function validateConfigFile(file: string): Config {
+  const doc = readJson(file, false) ?? {};
+  return validate(doc, [{ file, doc }]);
+}
+
+/** Options for loading the layered configuration. */
+export interface LoadConfigOptions {
+  /** Explicit path (`--config`); falls back to `OUTPOST_CONFIG`, then the default. */
+  path?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Loads, layers and validates the configuration the daemon runs with. */
+export function loadConfig(options: LoadConfigOptions = {}): Config {
+  const env = options.env ?? process.env;
+  const file = options.path ?? env.OUTPOST_CONFIG ?? defaultConfigPath;
+  const base = readJson(file, false) ?? {};
+  const sources = [{ file, doc: base }];
+
+  const envPaths: JsonObject = {};
+  if (env.OUTPOST_STATE_DIR) envPaths.stateDir = env.OUTPOST_STATE_DIR;
+  if (env.OUTPOST_RUN_DIR) envPaths.runDir = env.OUTPOST_RUN_DIR;
+
+  const basePaths = isObject(base.paths) ? base.paths : {};
+  const stateDir = envPaths.stateDir ?? basePaths.stateDir ?? '/var/lib/outpost';
+  let merged = base;
+  if (typeof stateDir === 'string') {
+    const overlayFile = join(stateDir, 'config.json');
+    const overlay = readJson(overlayFile, true);
+    if (overlay) {
+      sources.push({ file: overlayFile, doc: overlay });
+      merged = merge(merged, overlay);
+    }
+  }
+  if (Object.keys(envPaths).length > 0) {
+    const envDoc = { paths: envPaths };
+    sources.push({ file: '(environment)', doc: envDoc });
+    merged = merge(merged, envDoc);
+  }
+  return validate(merged, sources);
+}

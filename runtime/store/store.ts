@@ -1,0 +1,229 @@
+/**
+ * The state store: LevelDB (classic-level) under the state dir, the one place outpost keeps
+ * anything that must survive a crash or power cut.
+ *
+ * Invariants:
+ * - Every write is a synchronous (fsync'd) batch: when `commit()` resolves, the data is on disk,
+ *   so callers may act on it (write-ahead, DESIGN principle 2).
+ * - Values are JSON and validated against their collection's schema on read; a value that does
+ *   not match is reported as corruption, never handed to logic half-parsed.
+ * - `meta/schemaVersion` is the store's format version; migrations bring older stores forward in
+ *   one batch, a newer store is refused rather than misread.
+ */
+import { cpSync, rmSync, readdirSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { ClassicLevel } from 'classic-level';
+import type { z } from 'zod';
+import { OutpostError, toOutpostError } from '../errors.js';
+
+type Db = ClassicLevel<string, unknown>;
+const jsonSublevel = (db: Db, name: string) => db.sublevel<string, unknown>(name, { valueEncoding: 'json' });
+type Sub = ReturnType<typeof jsonSublevel>;
+type BatchOps = ({ type: 'put'; sublevel: Sub; key: string; value: unknown } | { type: 'del'; sublevel: Sub; key: string })[];
+
+/** A typed keyspace inside the store. */
+export interface Collection<T> {
+  readonly name: string;
+  get(key: string): Promise<T | undefined>;
+  /** All entries in key order; for small collections (state, counters), not log data. */
+  entries(): Promise<[string, T][]>;
+}
+
+/** An atomic, fsync'd group of writes across collections. */
+export interface WriteBatch {
+  put<T>(collection: Collection<T>, key: string, value: T): WriteBatch;
+  del(collection: Collection<unknown>, key: string): WriteBatch;
+  commit(): Promise<void>;
+}
+
+/** Brings a store from version `from` to `from + 1`, adding its writes to `batch`. */
+export interface Migration {
+  from: number;
+  describe: string;
+  run(ctx: { raw(name: string): Promise<[string, unknown][]>; batch: WriteBatch; collection: <T>(name: string, schema: z.ZodType<T>) => Collection<T> }): Promise<void>;
+}
+
+/** What happened while opening, for the caller to log. */
+export type OpenEvent =
+  | { kind: 'migrated'; from: number; to: number }
+  | { kind: 'repaired'; backup: string };
+
+/** Options for {@link openStore}. */
+export interface OpenStoreOptions {
+  location: string;
+  /** The format version this code writes; migrations must cover every step below it. */
+  version: number;
+  migrations?: readonly Migration[];
+  /** Try LevelDB's repair once on corruption, after keeping a copy of the damaged store. */
+  repair?: boolean;
+  onEvent?: (event: OpenEvent) => void;
+}
+
+const metaKey = 'schemaVersion';
+
+class LevelCollection<T> implements Collection<T> {
+  constructor(
+    readonly name: string,
+    readonly sub: Sub,
+    private readonly schema: z.ZodType<T>,
+  ) {}
+
+  private check(key: string, value: unknown): T {
+    const result = this.schema.safeParse(value);
+    if (result.success) return result.data;
+    throw new OutpostError('STORE_CORRUPT', `store value ${this.name}/${key} does not match its schema: ${result.error.issues[0]?.message ?? 'invalid'}`);
+  }
+
+  async get(key: string): Promise<T | undefined> {
+    const value = await this.sub.get(key);
+    return value === undefined ? undefined : this.check(key, value);
+  }
+
+  async entries(): Promise<[string, T][]> {
+    const out: [string, T][] = [];
+    for await (const [key, value] of this.sub.iterator()) out.push([key, this.check(key, value)]);
+    return out;
+  }
+}
+
+class LevelBatch implements WriteBatch {
+  private readonly ops: BatchOps = [];
+  constructor(private readonly db: Db) {}
+
+  private subOf(collection: Collection<unknown>): Sub {
+    if (!(collection instanceof LevelCollection)) throw new OutpostError('INTERNAL', `collection ${collection.name} is not from this store`);
+    return collection.sub;
+  }
+
+  put<T>(collection: Collection<T>, key: string, value: T): WriteBatch {
+    this.ops.push({ type: 'put', sublevel: this.subOf(collection as Collection<unknown>), key, value });
+    return this;
+  }
+
+  del(collection: Collection<unknown>, key: string): WriteBatch {
+    this.ops.push({ type: 'del', sublevel: this.subOf(collection), key });
+    return this;
+  }
+
+  async commit(): Promise<void> {
+    if (this.ops.length === 0) return;
+    try {
+      await this.db.batch(this.ops, { sync: true });
+    } catch (err) {
+      throw toOutpostError(err, 'STORE_IO', `cannot write the state store at ${this.db.location}`);
+    }
+  }
+}
+
+/** An open state store. */
+export class Store {
+  private constructor(
+    private readonly db: Db,
+    /** The format version found on disk after migrations. */
+    readonly version: number,
+  ) {}
+
+  get location(): string {
+    return this.db.location;
+  }
+
+  /** A typed collection; values are validated with `schema` on every read. */
+  collection<T>(name: string, schema: z.ZodType<T>): Collection<T> {
+    if (!/^[a-z][a-z0-9-]*$/.test(name) || name === 'meta') throw new OutpostError('INTERNAL', `invalid collection name "${name}"`);
+    return new LevelCollection(name, jsonSublevel(this.db, name), schema);
+  }
+
+  batch(): WriteBatch {
+    return new LevelBatch(this.db);
+  }
+
+  async close(): Promise<void> {
+    await this.db.close();
+  }
+
+  /** Opens (creating if needed) the store, migrating it to `version`. */
+  static async open(options: OpenStoreOptions): Promise<Store> {
+    let db: Db;
+    try {
+      db = await openLevel(options.location);
+    } catch (err) {
+      const corrupt = levelCause(err) === 'LEVEL_CORRUPTION';
+      if (!corrupt || !options.repair) throw openError(err, options.location);
+      const backup = await repair(options.location);
+      options.onEvent?.({ kind: 'repaired', backup });
+      try {
+        db = await openLevel(options.location);
+      } catch (again) {
+        throw openError(again, options.location);
+      }
+    }
+    try {
+      return await migrate(db, options);
+    } catch (err) {
+      await db.close().catch(() => undefined);
+      throw err;
+    }
+  }
+}
+
+async function openLevel(location: string): Promise<Db> {
+  const db: Db = new ClassicLevel<string, unknown>(location, { valueEncoding: 'json' });
+  await db.open({ createIfMissing: true });
+  return db;
+}
+
+function levelCause(err: unknown): string | undefined {
+  const cause = (err as { cause?: { code?: unknown } }).cause;
+  return typeof cause?.code === 'string' ? cause.code : undefined;
+}
+
+function openError(err: unknown, location: string): OutpostError {
+  switch (levelCause(err)) {
+    case 'LEVEL_LOCKED':
+      return new OutpostError('STORE_LOCKED', `state store ${location} is locked by another process (is another outpost running with the same stateDir?)`, { cause: err });
+    case 'LEVEL_CORRUPTION':
+      return new OutpostError('STORE_CORRUPT', `state store ${location} is corrupt and could not be repaired; move it aside to start with empty state`, { cause: err });
+    default:
+      return toOutpostError(err, 'STORE_IO', `cannot open the state store at ${location}`);
+  }
+}
+
+/** Keeps one copy of the damaged store beside it (older copies are removed: disk is bounded). */
+async function repair(location: string): Promise<string> {
+  const parent = dirname(location);
+  const prefix = `${basename(location)}.corrupt-`;
+  for (const old of readdirSync(parent).filter((n) => n.startsWith(prefix))) rmSync(join(parent, old), { recursive: true, force: true });
+  const backup = join(parent, `${prefix}${Date.now()}`);
+  cpSync(location, backup, { recursive: true });
+  await ClassicLevel.repair(location);
+  return backup;
+}
+
+async function migrate(db: Db, options: OpenStoreOptions): Promise<Store> {
+  const meta = jsonSublevel(db, 'meta');
+  const setVersion = (v: number) => db.batch([{ type: 'put', sublevel: meta, key: metaKey, value: v }], { sync: true });
+  const storedRaw = await meta.get(metaKey);
+  const stored = typeof storedRaw === 'number' ? storedRaw : undefined;
+  const fresh = stored === undefined;
+  let version = stored ?? options.version;
+  if (version > options.version) {
+    throw new OutpostError('STORE_TOO_NEW', `state store ${options.location} has format version ${version}, newer than this outpost understands (${options.version}); it was written by a newer release`);
+  }
+  const store = Reflect.construct(Store, [db, options.version]) as Store;
+  while (version < options.version) {
+    const step = options.migrations?.find((m) => m.from === version);
+    if (!step) throw new OutpostError('INTERNAL', `no migration from store format version ${version}`);
+    const batch = store.batch();
+    await step.run({
+      raw: async (name) => jsonSublevel(db, name).iterator().all(),
+      batch,
+      collection: (name, schema) => store.collection(name, schema),
+    });
+    await batch.commit();
+    await setVersion(version + 1);
+    options.onEvent?.({ kind: 'migrated', from: version, to: version + 1 });
+    version += 1;
+  }
+  if (fresh) await setVersion(version);
+  return store;
+}
