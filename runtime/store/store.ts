@@ -148,13 +148,13 @@ export class Store {
       db = await openLevel(options.location);
     } catch (err) {
       const corrupt = levelCause(err) === 'LEVEL_CORRUPTION';
-      if (!corrupt || !options.repair) throw openError(err, options.location);
+      if (!corrupt || !options.repair) throw openError(err, options.location, false);
       const backup = await repair(options.location);
       options.onEvent?.({ kind: 'repaired', backup });
       try {
         db = await openLevel(options.location);
       } catch (again) {
-        throw openError(again, options.location);
+        throw openError(again, options.location, true);
       }
     }
     try {
@@ -177,12 +177,19 @@ function levelCause(err: unknown): string | undefined {
   return typeof cause?.code === 'string' ? cause.code : undefined;
 }
 
-function openError(err: unknown, location: string): OutpostError {
+function openError(err: unknown, location: string, repaired: boolean): OutpostError {
+  const detail = (err as { cause?: { message?: string } }).cause?.message ?? String(err);
   switch (levelCause(err)) {
     case 'LEVEL_LOCKED':
       return new OutpostError('STORE_LOCKED', `state store ${location} is locked by another process (is another outpost running with the same stateDir?)`, { cause: err });
     case 'LEVEL_CORRUPTION':
-      return new OutpostError('STORE_CORRUPT', `state store ${location} is corrupt and could not be repaired; move it aside to start with empty state`, { cause: err });
+      return new OutpostError(
+        'STORE_CORRUPT',
+        repaired
+          ? `state store ${location} is corrupt (${detail}) and LevelDB repair did not fix it; move it aside to start with empty state`
+          : `state store ${location} is corrupt (${detail}); \`outpost run\` repairs it on start, keeping a copy beside it`,
+        { cause: err },
+      );
     default:
       return toOutpostError(err, 'STORE_IO', `cannot open the state store at ${location}`);
   }

@@ -1,0 +1,107 @@
+import t, { type Test } from 'tap';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, validateConfigFile } from '../../../runtime/config/index.js';
+import { OutpostError } from '../../../runtime/errors.js';
+
+function tempDir(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-config-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function write(dir: string, name: string, doc: unknown): string {
+  const file = join(dir, name);
+  writeFileSync(file, typeof doc === 'string' ? doc : JSON.stringify(doc));
+  return file;
+}
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof OutpostError) return err.message.split('\n');
+    throw err;
+  }
+  throw new Error('expected the config to be rejected');
+}
+
+const broker = { url: 'mqtts://broker.example:8883', caFile: '/etc/outpost/ca.pem', certFile: '/etc/outpost/device.pem', keyFile: '/etc/outpost/device.key' };
+
+t.test('a minimal file gets every default', async (t) => {
+  const dir = tempDir(t);
+  const config = loadConfig({ path: write(dir, 'c.json', { deviceId: 'gw-1' }), env: {} });
+  t.same(config, {
+    deviceId: 'gw-1',
+    paths: { stateDir: '/var/lib/outpost', runDir: '/run/outpost' },
+    lifecycle: { stopTimeoutMs: 10_000 },
+    api: { socketMode: '0660' },
+    log: { level: 'info' },
+  });
+  t.ok(Object.isFrozen(config), 'config is frozen once validated');
+});
+
+t.test('every problem is reported at once as file: field.path: message', async (t) => {
+  const dir = tempDir(t);
+  const file = write(dir, 'c.json', {
+    deviceId: 'gw/1',
+    brokr: {},
+    broker: { ...broker, url: 'mqtt://insecure:1883', keepaliveSec: '60', keyFile: undefined },
+    log: { level: 'loud' },
+  });
+  const problems = problemsOf(() => validateConfigFile(file));
+  t.match(problems, [
+    `${file}: deviceId: must be 1-64 characters`,
+    `${file}: broker.url: must be an mqtts://`,
+    `${file}: broker.keyFile: is required`,
+    `${file}: broker.keepaliveSec: Invalid input: expected number`,
+    `${file}: log.level: Invalid option`,
+    `${file}: brokr: unknown key`,
+  ]);
+  t.equal(problems.length, 6);
+});
+
+t.test('unknown nested keys are errors, so typos never pass silently', async (t) => {
+  const dir = tempDir(t);
+  const file = write(dir, 'c.json', { deviceId: 'gw-1', broker: { ...broker, keepAliveSec: 30 } });
+  t.same(problemsOf(() => validateConfigFile(file)), [`${file}: broker.keepAliveSec: unknown key`]);
+});
+
+t.test('cross-field rules name the field to change', async (t) => {
+  const dir = tempDir(t);
+  const file = write(dir, 'c.json', { deviceId: 'gw-1', broker: { ...broker, reconnectMinMs: 5000, reconnectMaxMs: 2000 } });
+  t.same(problemsOf(() => validateConfigFile(file)), [`${file}: broker.reconnectMaxMs: must be at least reconnectMinMs`]);
+});
+
+t.test('invalid JSON names the line and column', async (t) => {
+  const dir = tempDir(t);
+  const file = write(dir, 'c.json', '{\n  "deviceId": "gw-1",\n}\n');
+  const [problem] = problemsOf(() => validateConfigFile(file));
+  t.match(problem, new RegExp(`^${file}: \\(root\\): invalid JSON at line 3 column 1`));
+});
+
+t.test('a missing file is CONFIG_UNREADABLE and names the file', async (t) => {
+  const dir = tempDir(t);
+  t.throws(() => loadConfig({ path: join(dir, 'nope.json'), env: {} }), { code: 'CONFIG_UNREADABLE', message: /nope\.json: \(file\): cannot read: file not found/ });
+});
+
+t.test('the writable overlay in stateDir wins, and its problems name the overlay file', async (t) => {
+  const dir = tempDir(t);
+  const stateDir = join(dir, 'state');
+  mkdirSync(stateDir);
+  const base = write(dir, 'c.json', { deviceId: 'gw-1', paths: { stateDir }, log: { level: 'warn' } });
+  write(stateDir, 'config.json', { log: { level: 'debug' } });
+  t.equal(loadConfig({ path: base, env: {} }).log.level, 'debug');
+
+  const overlay = write(stateDir, 'config.json', { lifecycle: { stopTimeoutMs: -1 } });
+  t.match(problemsOf(() => loadConfig({ path: base, env: {} })), [`${overlay}: lifecycle.stopTimeoutMs:`]);
+});
+
+t.test('OUTPOST_CONFIG and the directory variables override the file', async (t) => {
+  const dir = tempDir(t);
+  const file = write(dir, 'c.json', { deviceId: 'gw-2' });
+  const config = loadConfig({ env: { OUTPOST_CONFIG: file, OUTPOST_STATE_DIR: join(dir, 's'), OUTPOST_RUN_DIR: join(dir, 'r') } });
+  t.same(config.paths, { stateDir: join(dir, 's'), runDir: join(dir, 'r') });
+  t.equal(config.deviceId, 'gw-2');
+});

@@ -1,0 +1,114 @@
+import t, { type Test } from 'tap';
+import { mkdtempSync, readdirSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fork } from 'node:child_process';
+import { z } from 'zod';
+import { Store } from '../../../runtime/store/index.js';
+import { isOutpostError } from '../../../runtime/errors.js';
+
+const counter = z.strictObject({ n: z.number().int() });
+
+function tempStore(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-store-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return join(dir, 'db');
+}
+
+function corruptManifest(location: string): void {
+  for (const file of readdirSync(location)) if (file.startsWith('MANIFEST')) writeFileSync(join(location, file), 'not a manifest');
+}
+
+t.test('a batch is atomic across collections and survives reopen', async (t) => {
+  const location = tempStore(t);
+  const store = await Store.open({ location, version: 1 });
+  const a = store.collection('a', counter);
+  const b = store.collection('b', counter);
+  await store.batch().put(a, 'x', { n: 1 }).put(b, 'y', { n: 2 }).commit();
+  await store.batch().del(a, 'x').put(b, 'y', { n: 3 }).commit();
+  await store.close();
+
+  const again = await Store.open({ location, version: 1 });
+  t.equal(await again.collection('a', counter).get('x'), undefined);
+  t.same(await again.collection('b', counter).get('y'), { n: 3 });
+  t.same(await again.collection('b', counter).entries(), [['y', { n: 3 }]]);
+  await again.close();
+});
+
+t.test('a value that does not match its schema is reported as corruption, not returned', async (t) => {
+  const location = tempStore(t);
+  const store = await Store.open({ location, version: 1 });
+  await store.batch().put(store.collection('a', z.unknown()), 'x', { n: 'text' }).commit();
+  await t.rejects(store.collection('a', counter).get('x'), { code: 'STORE_CORRUPT', message: /a\/x does not match/ });
+  await store.close();
+});
+
+t.test('a second opener in the same process gets STORE_LOCKED', async (t) => {
+  const location = tempStore(t);
+  const store = await Store.open({ location, version: 1 });
+  await t.rejects(Store.open({ location, version: 1 }), { code: 'STORE_LOCKED', message: /locked by another process/ });
+  await store.close();
+});
+
+t.test('another process holding the store makes open fail with STORE_LOCKED, not a crash', async (t) => {
+  const location = tempStore(t);
+  const child = fork(new URL('../../fixtures/hold-store.ts', import.meta.url), [location], { execArgv: ['--import=tsx'], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  await new Promise<void>((resolve) => child.once('message', () => resolve()));
+  await t.rejects(Store.open({ location, version: 1 }), { code: 'STORE_LOCKED' });
+  child.kill('SIGKILL');
+  await new Promise((resolve) => child.once('exit', resolve));
+  const store = await Store.open({ location, version: 1 });
+  t.pass('the lock is released when the holder dies, even by SIGKILL');
+  await store.close();
+});
+
+t.test('a corrupt store is refused with STORE_CORRUPT unless repair is allowed', async (t) => {
+  const location = tempStore(t);
+  const store = await Store.open({ location, version: 1 });
+  await store.batch().put(store.collection('a', counter), 'x', { n: 7 }).commit();
+  await store.close();
+  corruptManifest(location);
+
+  const refused = await Store.open({ location, version: 1 }).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  t.ok(isOutpostError(refused, 'STORE_CORRUPT'), 'refused as STORE_CORRUPT');
+  t.match(String(refused), /repairs it on start/, 'the message says what happens next');
+  const events: unknown[] = [];
+  const repaired = await Store.open({ location, version: 1, repair: true, onEvent: (e) => events.push(e) });
+  t.same(await repaired.collection('a', counter).get('x'), { n: 7 }, 'data recovered by repair');
+  t.match(events, [{ kind: 'repaired', backup: /db\.corrupt-\d+$/ }], 'a copy of the damaged store is kept');
+  await repaired.close();
+});
+
+t.test('migrations run in order in one batch each; a newer store is refused', async (t) => {
+  const location = tempStore(t);
+  const v1 = await Store.open({ location, version: 1 });
+  await v1.batch().put(v1.collection('old', z.number()), 'k', 5).commit();
+  await v1.close();
+
+  const events: unknown[] = [];
+  const v2 = await Store.open({
+    location,
+    version: 2,
+    onEvent: (e) => events.push(e),
+    migrations: [
+      {
+        from: 1,
+        describe: 'wrap numbers in objects',
+        run: async ({ raw, batch, collection }) => {
+          const target = collection('a', counter);
+          for (const [key, value] of await raw('old')) batch.put(target, key, { n: Number(value) });
+        },
+      },
+    ],
+  });
+  t.equal(v2.version, 2);
+  t.same(await v2.collection('a', counter).get('k'), { n: 5 });
+  t.same(events, [{ kind: 'migrated', from: 1, to: 2 }]);
+  await v2.close();
+
+  await t.rejects(Store.open({ location, version: 1 }), { code: 'STORE_TOO_NEW' });
+});
