@@ -1,0 +1,135 @@
+/**
+ * Starts services in order, tells systemd when the daemon is ready, feeds the systemd watchdog
+ * while every service is healthy, and stops everything in reverse within a bounded time.
+ *
+ * Invariants:
+ * - READY=1 is sent only after every service's start() resolved.
+ * - A start failure stops the services already started (reverse order) before rethrowing.
+ * - stop() is idempotent and never takes longer than `stopTimeoutMs`; a service that hangs in
+ *   stop is abandoned with an error rather than holding the whole daemon.
+ */
+import { OutpostError, toOutpostError } from '../errors.js';
+import type { Logger } from '../logs/index.js';
+import type { Notify, Service } from './service.js';
+
+/** Timer functions, injectable so tests can drive time. */
+export interface Timers {
+  setInterval(fn: () => void, ms: number): unknown;
+  clearInterval(handle: unknown): void;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export const realTimers: Timers = {
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clearInterval: (h) => clearInterval(h as NodeJS.Timeout),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+/** Options for {@link Supervisor}. */
+export interface SupervisorOptions {
+  services: readonly Service[];
+  notify: Notify;
+  log: Logger;
+  stopTimeoutMs: number;
+  /** Half of WATCHDOG_USEC (sd_watchdog_enabled); undefined when systemd does not watch us. */
+  watchdogIntervalMs?: number;
+  timers?: Timers;
+}
+
+/** Runs the daemon's services as one unit. */
+export class Supervisor {
+  private readonly started: Service[] = [];
+  private watchdogTimer: unknown;
+  private stopping: Promise<void> | undefined;
+  private withheld = false;
+  private readonly timers: Timers;
+
+  constructor(private readonly options: SupervisorOptions) {
+    this.timers = options.timers ?? realTimers;
+  }
+
+  /** Starts every service in order, then sends READY=1. */
+  async start(): Promise<void> {
+    for (const service of this.options.services) {
+      await this.status(`starting ${service.name}`);
+      try {
+        await service.start();
+      } catch (err) {
+        this.options.log.error('service failed to start', { service: service.name, err });
+        await this.stopStarted();
+        throw toOutpostError(err, 'INTERNAL', `service ${service.name} failed to start`);
+      }
+      this.started.push(service);
+    }
+    this.startWatchdog();
+    await this.options.notify({ READY: '1', STATUS: 'running' }).catch((err: unknown) => this.options.log.warn('cannot notify systemd', { err }));
+    this.options.log.info('ready', { services: this.started.map((s) => s.name) });
+  }
+
+  /** Reports progress to systemd (`systemctl status` shows it). */
+  async status(text: string): Promise<void> {
+    await this.options.notify({ STATUS: text }).catch((err: unknown) => this.options.log.debug('cannot send STATUS', { err }));
+  }
+
+  /** True while every started service reports healthy. */
+  healthy(): boolean {
+    return this.started.every((s) => s.healthy?.() ?? true);
+  }
+
+  /** Sends STOPPING=1 and stops all services in reverse order, bounded by stopTimeoutMs. */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopBounded();
+    return this.stopping;
+  }
+
+  private async stopBounded(): Promise<void> {
+    await this.options.notify({ STOPPING: '1', STATUS: 'stopping' }).catch(() => undefined);
+    let timer: unknown;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.timers.setTimeout(
+        () => reject(new OutpostError('STOP_TIMEOUT', `services did not stop within ${this.options.stopTimeoutMs} ms`)),
+        this.options.stopTimeoutMs,
+      );
+    });
+    try {
+      await Promise.race([this.stopStarted(), timeout]);
+    } finally {
+      this.timers.clearTimeout(timer);
+    }
+  }
+
+  private async stopStarted(): Promise<void> {
+    if (this.watchdogTimer !== undefined) this.timers.clearInterval(this.watchdogTimer);
+    this.watchdogTimer = undefined;
+    while (this.started.length > 0) {
+      const service = this.started.pop();
+      if (!service) break;
+      try {
+        await service.stop();
+      } catch (err) {
+        // Keep stopping the rest: one stuck service must not keep the others' files open.
+        this.options.log.error('service failed to stop cleanly', { service: service.name, err });
+      }
+    }
+  }
+
+  /**
+   * The ping runs on the event loop on purpose: a blocked loop stops the pings and systemd
+   * kills us, which is the point. An unhealthy service withholds pings the same way.
+   */
+  private startWatchdog(): void {
+    const intervalMs = this.options.watchdogIntervalMs;
+    if (intervalMs === undefined) return;
+    this.watchdogTimer = this.timers.setInterval(() => {
+      if (!this.healthy()) {
+        if (!this.withheld) this.options.log.error('withholding watchdog ping: a service is unhealthy', { unhealthy: this.started.filter((s) => s.healthy?.() === false).map((s) => s.name) });
+        this.withheld = true;
+        return;
+      }
+      this.withheld = false;
+      this.options.notify({ WATCHDOG: '1' }).catch((err: unknown) => this.options.log.warn('watchdog ping failed', { err }));
+    }, intervalMs);
+  }
+}

@@ -1,0 +1,103 @@
+import t from 'tap';
+import { Supervisor, type Service, type Timers } from '../../../runtime/lifecycle/index.js';
+import { silentLogger } from '../../../runtime/logs/index.js';
+
+/** Manual timers: tests fire intervals and timeouts explicitly instead of waiting. */
+function manualTimers() {
+  const intervals = new Map<number, () => void>();
+  const timeouts = new Map<number, () => void>();
+  let next = 1;
+  const timers: Timers = {
+    setInterval: (fn) => (intervals.set(next, fn), next++),
+    clearInterval: (h) => void intervals.delete(h as number),
+    setTimeout: (fn) => (timeouts.set(next, fn), next++),
+    clearTimeout: (h) => void timeouts.delete(h as number),
+  };
+  return { timers, tickIntervals: () => [...intervals.values()].forEach((fn) => fn()), fireTimeouts: () => [...timeouts.values()].forEach((fn) => fn()), intervals };
+}
+
+function recorder() {
+  const events: string[] = [];
+  const notify = async (fields: Record<string, string>) => {
+    events.push(Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(' '));
+  };
+  const service = (name: string, opts: { failStart?: boolean; hangStop?: boolean; healthy?: () => boolean } = {}): Service => ({
+    name,
+    start: async () => {
+      events.push(`start ${name}`);
+      if (opts.failStart) throw new Error(`${name} broke`);
+    },
+    stop: async () => {
+      events.push(`stop ${name}`);
+      if (opts.hangStop) await new Promise(() => undefined);
+    },
+    ...(opts.healthy ? { healthy: opts.healthy } : {}),
+  });
+  return { events, notify, service };
+}
+
+t.test('starts in order and sends READY=1 only after every service is up', async (t) => {
+  const r = recorder();
+  const sup = new Supervisor({ services: [r.service('store'), r.service('link'), r.service('api')], notify: r.notify, log: silentLogger, stopTimeoutMs: 1000 });
+  await sup.start();
+  t.same(r.events, ['STATUS=starting store', 'start store', 'STATUS=starting link', 'start link', 'STATUS=starting api', 'start api', 'READY=1 STATUS=running']);
+  await sup.stop();
+  t.same(r.events.slice(-4), ['STOPPING=1 STATUS=stopping', 'stop api', 'stop link', 'stop store']);
+});
+
+t.test('a failed start stops what was started, in reverse, and never sends READY', async (t) => {
+  const r = recorder();
+  const sup = new Supervisor({ services: [r.service('a'), r.service('b'), r.service('c', { failStart: true }), r.service('d')], notify: r.notify, log: silentLogger, stopTimeoutMs: 1000 });
+  await t.rejects(sup.start(), { code: 'INTERNAL', message: /service c failed to start: c broke/ });
+  t.notOk(r.events.some((e) => e.startsWith('READY')), 'no READY');
+  t.notOk(r.events.includes('start d'), 'later services are not started');
+  t.same(r.events.filter((e) => e.startsWith('stop')), ['stop b', 'stop a']);
+});
+
+t.test('stop is bounded: a hanging service is abandoned with STOP_TIMEOUT', async (t) => {
+  const r = recorder();
+  const m = manualTimers();
+  const sup = new Supervisor({ services: [r.service('a'), r.service('stuck', { hangStop: true })], notify: r.notify, log: silentLogger, stopTimeoutMs: 50, timers: m.timers });
+  await sup.start();
+  const stopped = sup.stop();
+  await new Promise((resolve) => setImmediate(resolve));
+  m.fireTimeouts();
+  await t.rejects(stopped, { code: 'STOP_TIMEOUT' });
+  t.equal(sup.stop(), sup.stop(), 'stop is idempotent');
+});
+
+t.test('the watchdog is fed only while every service is healthy', async (t) => {
+  const r = recorder();
+  const m = manualTimers();
+  let linkHealthy = true;
+  const sup = new Supervisor({
+    services: [r.service('a'), r.service('link', { healthy: () => linkHealthy })],
+    notify: r.notify,
+    log: silentLogger,
+    stopTimeoutMs: 1000,
+    watchdogIntervalMs: 5000,
+    timers: m.timers,
+  });
+  await sup.start();
+  const pings = () => r.events.filter((e) => e === 'WATCHDOG=1').length;
+  m.tickIntervals();
+  m.tickIntervals();
+  t.equal(pings(), 2);
+  linkHealthy = false;
+  m.tickIntervals();
+  t.equal(pings(), 2, 'no ping while link is unhealthy');
+  linkHealthy = true;
+  m.tickIntervals();
+  t.equal(pings(), 3, 'pings resume when healthy again');
+  await sup.stop();
+  t.equal(m.intervals.size, 0, 'the ping timer is cleared on stop');
+});
+
+t.test('no watchdog timer when systemd does not watch the daemon', async (t) => {
+  const r = recorder();
+  const m = manualTimers();
+  const sup = new Supervisor({ services: [r.service('a')], notify: r.notify, log: silentLogger, stopTimeoutMs: 1000, timers: m.timers });
+  await sup.start();
+  t.equal(m.intervals.size, 0);
+  await sup.stop();
+});
