@@ -1,0 +1,99 @@
+/**
+ * The local API: HTTP/1.1 + JSON on a unix socket (default /run/outpost/api.sock), so only
+ * local users in the socket's group can reach it and no TCP port is ever opened on the device.
+ *
+ * Routes are a typed registry keyed by "METHOD /path" (STYLE 4); unknown routes get 404, known
+ * paths with another method 405, handler failures 500 with the error code but no stack.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
+import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import { OutpostError, isOutpostError } from '../errors.js';
+import type { Logger } from '../logs/index.js';
+
+/** A route handler: returns the JSON body of a 200 response. */
+export type Handler = (req: IncomingMessage) => Promise<unknown> | unknown;
+/** Routes keyed by "GET /v1/status" style strings. */
+export type Routes = Readonly<Record<`${'GET' | 'POST' | 'PUT' | 'DELETE'} /${string}`, Handler>>;
+
+/** Options for {@link ApiServer}. */
+export interface ApiServerOptions {
+  socketPath: string;
+  /** Octal file mode for the socket, e.g. 0o660. */
+  mode: number;
+  routes: Routes;
+  log: Logger;
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** True when something is accepting connections on the socket (another daemon running). */
+function socketInUse(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = connect(path);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
+/** The local API server; a lifecycle Service. */
+export class ApiServer {
+  readonly name = 'api';
+  private server: Server | undefined;
+
+  constructor(private readonly options: ApiServerOptions) {}
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://localhost').pathname;
+    const handler = this.options.routes[`${req.method ?? 'GET'} ${path}` as keyof Routes];
+    if (!handler) {
+      const known = Object.keys(this.options.routes).some((key) => key.endsWith(` ${path}`));
+      send(res, known ? 405 : 404, { error: known ? 'method not allowed' : 'not found', path });
+      return;
+    }
+    try {
+      send(res, 200, await handler(req));
+    } catch (err) {
+      this.options.log.error('api handler failed', { path, err });
+      send(res, 500, { error: err instanceof Error ? err.message : String(err), code: isOutpostError(err) ? err.code : 'INTERNAL' });
+    }
+  }
+
+  async start(): Promise<void> {
+    const { socketPath, mode } = this.options;
+    mkdirSync(dirname(socketPath), { recursive: true, mode: 0o755 });
+    if (await socketInUse(socketPath)) {
+      throw new OutpostError('API_UNAVAILABLE', `API socket ${socketPath} is in use: another outpost is running`);
+    }
+    // A socket file left by a killed daemon would make listen() fail with EADDRINUSE.
+    try {
+      unlinkSync(socketPath);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const server = createServer((req, res) => void this.handle(req, res));
+    server.keepAliveTimeout = 1000;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => resolve());
+    });
+    chmodSync(socketPath, mode);
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    const server = this.server;
+    if (!server) return;
+    this.server = undefined;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,2 @@
+/** Updates: booted commit discovery now; TUF client, downloader, ostree adapter and state machine follow. */
+export { readBootedCommit, type BootedCommitSource } from './booted-commit.js';
