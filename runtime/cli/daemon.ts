@@ -1,0 +1,134 @@
+/**
+ * `outpost run`: wires the domains into one daemon. This is the only place that knows all of
+ * them; each domain sees just the narrow interfaces it is handed.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApiServer, type Status } from '../api/index.js';
+import type { Config } from '../config/index.js';
+import { isOutpostError } from '../errors.js';
+import { Supervisor, type Service } from '../lifecycle/index.js';
+import { createLink, type Link } from '../link/index.js';
+import { createLogger, type Logger } from '../logs/index.js';
+import { createNotifier, watchdogIntervalMs } from '../platform/index.js';
+import type { StateDocument } from '../protocol/index.js';
+import { Store } from '../store/index.js';
+import { readBootedCommit } from '../update/index.js';
+import { outpostVersion } from '../version.js';
+
+/** The store format this release writes; bump with a migration in store/migrations. */
+const storeVersion = 1;
+
+/** Owns the state store for the daemon's lifetime. */
+class StoreService implements Service {
+  readonly name = 'store';
+  store: Store | undefined;
+  constructor(
+    private readonly location: string,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    this.store = await Store.open({
+      location: this.location,
+      version: storeVersion,
+      repair: true,
+      onEvent: (event) => this.log.warn(event.kind === 'repaired' ? 'state store was corrupt and has been repaired' : 'state store migrated', { ...event }),
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.store?.close();
+    this.store = undefined;
+  }
+}
+
+/** Adapts the MQTT link to the lifecycle. */
+function linkService(link: Link): Service {
+  return { name: 'link', start: async () => link.start(), stop: () => link.stop() };
+}
+
+/** Builds the state document from what the daemon knows now. */
+function stateDocument(config: Config, bootedCommit: string | null): StateDocument {
+  return { schema: 'outpost.state/1', deviceId: config.deviceId, version: outpostVersion, bootedCommit, health: 'unknown', updatedAt: new Date().toISOString() };
+}
+
+/** Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. */
+export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise<number> {
+  const log = createLogger({ level: config.log.level });
+  const startedAt = new Date();
+  mkdirSync(config.paths.stateDir, { recursive: true, mode: 0o700 });
+  mkdirSync(config.paths.runDir, { recursive: true, mode: 0o755 });
+
+  const notifier = createNotifier({ env, log: log.child('notify') });
+  const bootedCommit = await readBootedCommit();
+  const link = config.broker ? createLink({ broker: config.broker, deviceId: config.deviceId, log: log.child('link'), version: outpostVersion }) : undefined;
+
+  const status = (): Status => {
+    const memory = process.memoryUsage();
+    return {
+      deviceId: config.deviceId,
+      version: outpostVersion,
+      pid: process.pid,
+      startedAt: startedAt.toISOString(),
+      uptimeSec: (Date.now() - startedAt.getTime()) / 1000,
+      bootedCommit,
+      link: link ? { ...link.status } : { state: 'disabled', since: startedAt.toISOString(), connects: 0 },
+      memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
+    };
+  };
+
+  const api = new ApiServer({
+    socketPath: join(config.paths.runDir, 'api.sock'),
+    mode: Number.parseInt(config.api.socketMode, 8),
+    routes: { 'GET /v1/status': status },
+    log: log.child('api'),
+  });
+
+  const services: Service[] = [new StoreService(join(config.paths.stateDir, 'store'), log.child('store'))];
+  if (link) services.push(linkService(link));
+  services.push(api);
+
+  const supervisor = new Supervisor({
+    services,
+    notify: (fields) => notifier.send(fields),
+    log: log.child('lifecycle'),
+    stopTimeoutMs: config.lifecycle.stopTimeoutMs,
+    watchdogIntervalMs: watchdogIntervalMs(env, process.pid),
+  });
+
+  log.info('starting', { version: outpostVersion, deviceId: config.deviceId, pid: process.pid, notify: notifier.mechanism, bootedCommit });
+  try {
+    await supervisor.start();
+  } catch (err) {
+    log.error('startup failed', { err });
+    process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    return isOutpostError(err) ? err.exitCode : 70;
+  }
+  link?.publishState(stateDocument(config, bootedCommit));
+
+  return new Promise<number>((resolve) => {
+    let signalled = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (signalled) {
+        log.warn('second signal: exiting now', { signal });
+        resolve(70);
+        return;
+      }
+      signalled = true;
+      log.info('stopping', { signal });
+      supervisor.stop().then(
+        () => {
+          log.info('stopped');
+          resolve(0);
+        },
+        (err: unknown) => {
+          log.error('stop did not complete', { err });
+          resolve(70);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

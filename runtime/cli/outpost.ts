@@ -1,0 +1,65 @@
+#!/usr/bin/env node
+/** `outpost`: the device daemon and its local commands. Argument handling only; work lives in the domains. */
+import { join } from 'node:path';
+import { apiGet, formatStatus, statusSchema } from '../api/index.js';
+import { loadConfig, validateConfigFile, defaultConfigPath } from '../config/index.js';
+import { OutpostError } from '../errors.js';
+import { outpostVersion } from '../version.js';
+import { runProgram, type Command, type OptionSpec } from './command.js';
+import { runDaemon } from './daemon.js';
+
+const configOption: OptionSpec = { type: 'string', short: 'c', valueName: 'PATH', description: `config file (default $OUTPOST_CONFIG or ${defaultConfigPath})` };
+const configPath = (values: Record<string, unknown>): { path?: string } => (typeof values.config === 'string' ? { path: values.config } : {});
+
+const commands: Command[] = [
+  {
+    name: 'run',
+    summary: 'run the daemon (systemd starts this; Type=notify)',
+    options: { config: configOption },
+    details: 'Exits 78 on an invalid config, 65 on an unrecoverable state store, 0 after a clean stop.',
+    run: async ({ values, env }) => runDaemon(loadConfig({ ...configPath(values), env }), env),
+  },
+  {
+    name: 'status',
+    summary: 'show what the running daemon reports',
+    options: {
+      config: configOption,
+      json: { type: 'boolean', description: 'print the status document as JSON' },
+      socket: { type: 'string', valueName: 'PATH', description: 'API socket (default <runDir>/api.sock from the config)' },
+    },
+    run: async ({ values, env, out }) => {
+      const socket = typeof values.socket === 'string' ? values.socket : join(loadConfig({ ...configPath(values), env }).paths.runDir, 'api.sock');
+      const parsed = statusSchema.safeParse(await apiGet(socket, '/v1/status'));
+      if (!parsed.success) throw new OutpostError('API_BAD_RESPONSE', `unexpected status document from ${socket}: ${parsed.error.issues[0]?.message ?? ''}`);
+      out(values.json === true ? JSON.stringify(parsed.data, null, 2) : formatStatus(parsed.data));
+      return 0;
+    },
+  },
+  {
+    name: 'config validate',
+    summary: 'check a config file; prints every problem as file: field: message',
+    args: 'PATH',
+    positionals: { min: 1, max: 1 },
+    run: async ({ positionals, out }) => {
+      const file = positionals[0] ?? '';
+      validateConfigFile(file);
+      out(`${file}: ok`);
+      return 0;
+    },
+  },
+  {
+    name: 'version',
+    summary: 'print the outpost version',
+    run: async ({ out }) => {
+      out(outpostVersion);
+      return 0;
+    },
+  },
+];
+
+const code = await runProgram({ name: 'outpost', summary: 'outpost keeps this gateway updated and healthy.', commands }, process.argv.slice(2), {
+  env: process.env,
+  out: (text) => process.stdout.write(`${text}\n`),
+  err: (text) => process.stderr.write(`${text}\n`),
+});
+process.exit(code);

@@ -1,0 +1,22 @@
+#!/usr/bin/env node
+/** `outpostctl`: the operator's tool. Release signing, rollouts and commands join as their issues land. */
+import { outpostVersion } from '../version.js';
+import { runProgram, type Command } from './command.js';
+
+const commands: Command[] = [
+  {
+    name: 'version',
+    summary: 'print the outpostctl version',
+    run: async ({ out }) => {
+      out(outpostVersion);
+      return 0;
+    },
+  },
+];
+
+const code = await runProgram({ name: 'outpostctl', summary: 'outpostctl signs releases and steers a fleet of outpost gateways.', commands }, process.argv.slice(2), {
+  env: process.env,
+  out: (text) => process.stdout.write(`${text}\n`),
+  err: (text) => process.stderr.write(`${text}\n`),
+});
+process.exit(code);
