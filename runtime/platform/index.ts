@@ -1,7 +1,7 @@
 /** Platform: adapters to the host (service manager notification, hardware watchdog, native addon). */
 export { errnoError, errnoName } from './errno.js';
 export { openHardwareWatchdog, type HardwareWatchdog } from './hardware-watchdog.js';
-export { loadNative, packageRoot, type NativeLoad, type OutpostNative } from './native.js';
+export { loadNative, type NativeLoad, type OutpostNative } from './native.js';
 export {
   createNotifier,
   formatNotifyFields,

@@ -5,8 +5,9 @@
  * and choose their fallback. Loading never throws. The package root is found by walking up to
  * outpost's package.json, so the same code works from runtime/ (tsx) and dist/runtime/ (tsc).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { packageRoot } from '../version.js';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -37,24 +38,6 @@ function isOutpostNative(value: unknown): value is OutpostNative {
   if (typeof value !== 'object' || value === null) return false;
   const record = value as Record<string, unknown>;
   return functions.every((name) => typeof record[name] === 'function');
-}
-
-/** The directory holding outpost's package.json, found from this module's own location. */
-export function packageRoot(from: string = dirname(fileURLToPath(import.meta.url))): string | undefined {
-  for (let dir = from; ; dir = dirname(dir)) {
-    const manifest = join(dir, 'package.json');
-    if (existsSync(manifest) && isOutpostManifest(manifest)) return dir;
-    if (dirname(dir) === dir) return undefined;
-  }
-}
-
-function isOutpostManifest(path: string): boolean {
-  try {
-    const parsed: unknown = JSON.parse(readFileSync(path, 'utf8'));
-    return typeof parsed === 'object' && parsed !== null && (parsed as { name?: unknown }).name === 'outpost';
-  } catch {
-    return false;
-  }
 }
 
 /** Loads the addon; `OUTPOST_NATIVE=0` in `env` disables it (to exercise the fallbacks). */

@@ -2,7 +2,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { loadNative, packageRoot } from '../../../runtime/platform/index.js';
+import { loadNative } from '../../../runtime/platform/index.js';
+import { packageRoot } from '../../../runtime/version.js';
 
 t.test('packageRoot walks up to outpost package.json (from runtime/ or dist/runtime/)', async (t) => {
   const root = packageRoot();
