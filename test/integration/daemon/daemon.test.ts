@@ -1,0 +1,173 @@
+import t from 'tap';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fork } from 'node:child_process';
+import { deviceWorld } from '../../fixtures/daemon.js';
+import { startNotifyReceiver } from '../../fixtures/notify-receiver.js';
+
+async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+t.test('outpost run: STATUS while starting, READY=1 when up, watchdog pings, STOPPING=1 and exit 0 on SIGTERM', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  const receiver = await startNotifyReceiver(join(world.dir, 'notify.sock'));
+  t.teardown(() => receiver.close());
+
+  const daemon = world.run({ NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '400000' });
+  t.teardown(() => daemon.kill('SIGKILL'));
+  const seen: string[] = [];
+  while (!seen.some((d) => d.includes('READY=1'))) seen.push((await receiver.next(15_000)).data);
+  t.ok(seen.some((d) => d.startsWith('STATUS=starting store')), 'STATUS reported while starting');
+  t.match(seen.at(-1), /READY=1\nSTATUS=running/);
+
+  const pings = [(await receiver.next(2000)).data, (await receiver.next(2000)).data];
+  t.same(pings, ['WATCHDOG=1\n', 'WATCHDOG=1\n'], 'pings at half of WATCHDOG_USEC');
+
+  const status = await world.cli(['status', '--json']);
+  t.equal(status.exitCode, 0, status.stderr);
+  const doc = JSON.parse(status.stdout) as { deviceId: string; pid: number; link: { state: string }; bootedCommit: unknown };
+  t.equal(doc.deviceId, 'gw-test-1');
+  t.equal(doc.pid, daemon.pid);
+  t.equal(doc.link.state, 'disabled', 'no broker configured');
+  t.equal(statSync(world.socketPath).mode & 0o777, 0o660, 'API socket mode from config');
+
+  const human = await world.cli(['status']);
+  t.match(human.stdout, /device:\s+gw-test-1/);
+
+  daemon.kill('SIGTERM');
+  const rest: string[] = [];
+  for (;;) {
+    const d = (await receiver.next(5000)).data;
+    rest.push(d);
+    if (d.includes('STOPPING=1')) break;
+  }
+  const result = await daemon;
+  t.equal(result.exitCode, 0, 'clean stop exits 0');
+  t.notOk(existsSync(world.socketPath), 'API socket removed on stop');
+});
+
+t.test('a blocked event loop stops the watchdog pings (so systemd would kill it)', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  const receiver = await startNotifyReceiver(join(world.dir, 'notify.sock'));
+  t.teardown(() => receiver.close());
+  const daemon = world.run({ NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '200000' });
+  t.teardown(() => daemon.kill('SIGKILL'));
+  while (!(await receiver.next(15_000)).data.includes('READY=1'));
+  await receiver.next(2000);
+  daemon.kill('SIGSTOP');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  receiver.pending();
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  t.same(receiver.pending(), [], 'no pings while the process is stopped');
+  daemon.kill('SIGCONT');
+  t.equal((await receiver.next(2000)).data, 'WATCHDOG=1\n', 'pings resume');
+  daemon.kill('SIGTERM');
+  t.equal((await daemon).exitCode, 0);
+});
+
+t.test('a bad config: every problem on stderr as file: field: message, exit 78, never READY', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  world.writeConfig({ deviceId: 'bad/id', lifecycl: {} });
+  const receiver = await startNotifyReceiver(join(world.dir, 'notify.sock'));
+  t.teardown(() => receiver.close());
+  const result = await world.run({ NOTIFY_SOCKET: receiver.address });
+  t.equal(result.exitCode, 78);
+  t.match(result.all, `${world.configPath}: deviceId: must be`);
+  t.match(result.all, `${world.configPath}: lifecycl: unknown key`);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.same(receiver.pending(), [], 'nothing was sent to systemd');
+
+  const validate = await world.cli(['config', 'validate', world.configPath]);
+  t.equal(validate.exitCode, 78);
+  t.equal(validate.stderr, result.all?.trim(), 'config validate prints the same problems');
+});
+
+t.test('config validate accepts a good file', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  const r = await world.cli(['config', 'validate', world.configPath]);
+  t.equal(r.exitCode, 0);
+  t.equal(r.stdout, `${world.configPath}: ok`);
+});
+
+t.test('the store locked by another process: a clear error and exit 75, not a crash', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  const holder = fork(new URL('../../fixtures/hold-store.ts', import.meta.url), [join(world.stateDir, 'store')], { execArgv: ['--import=tsx'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  t.teardown(() => holder.kill('SIGKILL'));
+  await new Promise((resolve) => holder.once('message', resolve));
+  const result = await world.run();
+  t.equal(result.exitCode, 75);
+  t.match(result.all, /state store .* is locked by another process/);
+  t.notMatch(result.all, /at .*\.js:\d+/, 'no stack trace for an expected condition');
+});
+
+t.test('a corrupt store is repaired on start with a copy kept; the daemon comes up', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  const first = world.run();
+  await until('API socket', () => (existsSync(world.socketPath) ? true : undefined));
+  first.kill('SIGTERM');
+  await first;
+  const { readdirSync } = await import('node:fs');
+  const storeDir = join(world.stateDir, 'store');
+  for (const f of readdirSync(storeDir)) if (f.startsWith('MANIFEST')) writeFileSync(join(storeDir, f), 'garbage');
+  const second = world.run();
+  t.teardown(() => second.kill('SIGKILL'));
+  await until('API socket', () => (existsSync(world.socketPath) ? true : undefined));
+  second.kill('SIGTERM');
+  const result = await second;
+  t.equal(result.exitCode, 0);
+  t.match(result.all, /state store was corrupt and has been repaired/);
+  t.ok(readdirSync(world.stateDir).some((f) => f.startsWith('store.corrupt-')), 'copy of the damaged store kept');
+});
+
+t.test('after SIGKILL the next daemon starts despite the stale socket file', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  const first = world.run();
+  await until('API socket', () => (existsSync(world.socketPath) ? true : undefined));
+  first.kill('SIGKILL');
+  await first;
+  t.ok(existsSync(world.socketPath), 'SIGKILL left the socket file behind');
+  const second = world.run();
+  t.teardown(() => second.kill('SIGKILL'));
+  const status = await until('status', async () => {
+    const r = await world.cli(['status', '--json']);
+    return r.exitCode === 0 ? r : undefined;
+  });
+  t.equal((JSON.parse(status.stdout) as { pid: number }).pid, second.pid);
+  second.kill('SIGTERM');
+  t.equal((await second).exitCode, 0);
+});
+
+t.test('outpost status without a daemon says so and exits 69', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  const r = await world.cli(['status']);
+  t.equal(r.exitCode, 69);
+  t.match(r.stderr, /cannot reach outpost at .*api\.sock.*is the outpost daemon running\?/);
+});
+
+t.test('--help works on every command; unknown commands and options exit 64', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  for (const args of [['--help'], ['run', '--help'], ['status', '--help'], ['config', 'validate', '--help'], ['version', '--help']]) {
+    const r = await world.cli(args);
+    t.equal(r.exitCode, 0, args.join(' '));
+    t.match(r.stdout, /^Usage: outpost/, args.join(' '));
+  }
+  t.equal((await world.cli(['frobnicate'])).exitCode, 64);
+  t.equal((await world.cli(['status', '--jsn'])).exitCode, 64);
+  t.equal((await world.cli(['config', 'validate'])).exitCode, 64);
+});
