@@ -21,6 +21,7 @@ export const errorCodes = {
   API_BAD_RESPONSE: { exit: 65, transient: false },
   LINK_TLS_FILES: { exit: 78, transient: false },
   LINK_UNAVAILABLE: { exit: 69, transient: true },
+  PROTOCOL_INVALID: { exit: 65, transient: false },
   STOP_TIMEOUT: { exit: 70, transient: false },
   INTERNAL: { exit: 70, transient: false },
 } as const satisfies Record<string, { exit: number; transient: boolean }>;
