@@ -22,6 +22,11 @@ export const errorCodes = {
   LINK_TLS_FILES: { exit: 78, transient: false },
   LINK_UNAVAILABLE: { exit: 69, transient: true },
   PROTOCOL_INVALID: { exit: 65, transient: false },
+  EXEC_FAILED: { exit: 69, transient: false },
+  OSTREE_FAILED: { exit: 69, transient: false },
+  DOWNLOAD_FAILED: { exit: 69, transient: true },
+  DOWNLOAD_VERIFY: { exit: 65, transient: false },
+  DISK_SPACE: { exit: 75, transient: false },
   STOP_TIMEOUT: { exit: 70, transient: false },
   INTERNAL: { exit: 70, transient: false },
 } as const satisfies Record<string, { exit: number; transient: boolean }>;

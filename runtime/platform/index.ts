@@ -10,3 +10,4 @@ export {
   type NotifierOptions,
   type NotifyMechanism,
 } from './notify.js';
+export { createExec, defaultExecTimeoutMs, stderrTail, type Exec, type ExecOptions, type ExecResult } from './exec.js';

@@ -1,0 +1,97 @@
+/**
+ * The process-runner port. Every tool outpost drives (ostree, fsfreeze, sync, tpm2-tools,
+ * systemctl) runs through `Exec`, so logic can be tested against the real binaries in temp dirs
+ * or against a stand-in, and so one place enforces the rules:
+ *
+ * - no shell: arguments are passed as an array, never interpolated into a command line;
+ * - every call has a timeout (default 10 min), after which the child gets SIGTERM, then SIGKILL;
+ * - a failure is an `EXEC_FAILED` OutpostError naming the command, its exit code (or signal or
+ *   timeout) and the last lines of its stderr, which is what a person needs to act on it.
+ */
+import { execa, type ExecaError } from 'execa';
+import { OutpostError } from '../errors.js';
+import type { Logger } from '../logs/index.js';
+
+/** Per-call options. `env` is added to the inherited environment, not a replacement for it. */
+export interface ExecOptions {
+  timeoutMs?: number;
+  env?: Record<string, string>;
+  input?: string;
+}
+
+/** What a successful call printed, final newline stripped. */
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program without a shell; rejects with `EXEC_FAILED` on a non-zero exit, signal or timeout. */
+export interface Exec {
+  run(cmd: string, args: string[], opts?: ExecOptions): Promise<ExecResult>;
+}
+
+/** Default time limit for one call: long enough for a deploy on a slow gateway, short enough to notice a hang. */
+export const defaultExecTimeoutMs = 10 * 60_000;
+
+/** How many trailing stderr lines an error message keeps. */
+const stderrTailLines = 8;
+
+/** The last few non-empty lines of a tool's stderr, for error messages. */
+export function stderrTail(stderr: string, lines = stderrTailLines): string {
+  return stderr
+    .split('\n')
+    .map((line) => line.trimEnd())
+    .filter((line) => line !== '')
+    .slice(-lines)
+    .join('\n');
+}
+
+function isExecaError(err: unknown): err is ExecaError {
+  return err instanceof Error && 'isTerminated' in err && 'timedOut' in err;
+}
+
+/** The process-runner backed by execa; `log` receives one debug line per call with its duration. */
+export function createExec(log: Logger): Exec {
+  return {
+    async run(cmd, args, opts = {}) {
+      const timeoutMs = opts.timeoutMs ?? defaultExecTimeoutMs;
+      const started = performance.now();
+      try {
+        const result = await execa(cmd, args, {
+          shell: false,
+          timeout: timeoutMs,
+          forceKillAfterDelay: 5_000,
+          // Tools that wait on stdin (none should) must not hang the daemon: give them EOF.
+          ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
+          ...(opts.env === undefined ? {} : { env: opts.env }),
+          extendEnv: true,
+          stripFinalNewline: true,
+          // Bounded output: ostree status and friends print kilobytes, never megabytes.
+          maxBuffer: 16 * 1024 * 1024,
+          encoding: 'utf8',
+        });
+        log.debug('exec', { cmd, args, ms: Math.round(performance.now() - started) });
+        return { stdout: result.stdout, stderr: result.stderr };
+      } catch (err) {
+        throw execError(cmd, args, timeoutMs, err);
+      }
+    },
+  };
+}
+
+function execError(cmd: string, args: string[], timeoutMs: number, err: unknown): OutpostError {
+  const command = [cmd, ...args].join(' ');
+  if (!isExecaError(err)) return new OutpostError('EXEC_FAILED', `${command}: ${String(err)}`, { cause: err });
+  const stderr = typeof err.stderr === 'string' ? stderrTail(err.stderr) : '';
+  let how: string;
+  let transient = false;
+  if (err.code === 'ENOENT') how = `${cmd} is not installed or not on PATH`;
+  else if (err.timedOut) {
+    how = `timed out after ${timeoutMs} ms and was killed`;
+    // A slow disk or a busy device can finish next time; a wrong argument cannot.
+    transient = true;
+  } else if (err.signal !== undefined) how = `killed by ${err.signal}`;
+  else if (err.exitCode !== undefined) how = `exit code ${err.exitCode}`;
+  else how = err.originalMessage ?? err.shortMessage;
+  return new OutpostError('EXEC_FAILED', `${command}: ${how}${stderr === '' ? '' : `\n${stderr}`}`, { cause: err, transient });
+}
