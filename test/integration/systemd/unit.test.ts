@@ -52,3 +52,8 @@ t.test('systemd-analyze security rates the unit at most 5.0 (MEDIUM or better)',
   t.ok(exposure !== undefined, 'exposure reported');
   t.ok(Number(exposure) <= 5.0, `exposure ${exposure} <= 5.0`);
 });
+
+t.test('the unit runs node with the flags the memory benchmark measured', async (t) => {
+  const { daemonNodeOptions } = await import('../../../bench/startup-memory.js');
+  t.same(directive('Environment').filter((e) => e.includes('NODE_OPTIONS')), [`"NODE_OPTIONS=${daemonNodeOptions}"`]);
+});

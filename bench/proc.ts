@@ -1,0 +1,15 @@
+/** Reads a process's memory from /proc/<pid>/status, in KiB, as the kernel accounts it. */
+import { readFileSync } from 'node:fs';
+
+/** Memory figures of one process. */
+export interface ProcMemory {
+  rssAnonKiB: number;
+  rssKiB: number;
+}
+
+/** Sums RssAnon and VmRSS over a process and its descendants (mender and node both may fork helpers). */
+export function procMemory(pid: number): ProcMemory {
+  const field = (text: string, name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
+  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return { rssAnonKiB: field(text, 'RssAnon'), rssKiB: field(text, 'VmRSS') };
+}
