@@ -1,0 +1,21 @@
+/** Trust: canonical JSON, ed25519 keys and signatures (tweetnacl), key files, durable file writes. */
+export { canonicalize, canonicalBytes, CanonicalJsonError } from './canonical-json.js';
+export {
+  generateKey,
+  privateKeyFromSeed,
+  publicKeyFromBytes,
+  publicOf,
+  seedOf,
+  keyObject,
+  keyIdOf,
+  sign,
+  verify,
+  toHex,
+  fromHex,
+  type Ed25519KeyObject,
+  type PublicKey,
+  type PrivateKey,
+  type Signature,
+} from './ed25519.js';
+export { readPrivateKeyFile, readPublicKeyFile, writePrivateKeyFile, writePublicKeyFile } from './key-files.js';
+export { writeFileAtomic, type AtomicWriteOptions } from './atomic-write.js';
