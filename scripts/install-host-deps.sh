@@ -14,6 +14,7 @@ packages=(
   build-essential python3
   systemd
   curl
+  grub-common u-boot-tools libubootenv-tool
 )
 check_only=false
 for arg in "$@"; do

@@ -1,0 +1,6 @@
+/** Boot port: trial boots and reboot, with one backend per bootloader (registry below). */
+export type { Boot, BootBackendKind, TrialState } from './boot.js';
+export { grubBoot, parseEnvList, type GrubBootOptions } from './grub.js';
+export { ubootBoot, type UbootBootOptions } from './uboot.js';
+export { simulatedBoot, simulateNeverBoots, type SimulatedBootOptions } from './simulated.js';
+export { kernelBootId } from './system.js';

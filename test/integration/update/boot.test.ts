@@ -1,0 +1,83 @@
+import t, { type Test } from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { grubBoot, ubootBoot, simulatedBoot, simulateNeverBoots } from '../../../runtime/update/boot/index.js';
+import { createExec } from '../../../runtime/platform/index.js';
+import { silentLogger } from '../../../runtime/logs/index.js';
+
+function tempDir(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-boot-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+const exec = createExec(silentLogger);
+
+t.test('GRUB: markTrial arms greenboot boot_counter, markGood blesses; each write is flushed', async (t) => {
+  const dir = tempDir(t);
+  const envFile = join(dir, 'grubenv');
+  await execa('grub-editenv', [envFile, 'create']);
+  let flushes = 0;
+  const boot = grubBoot({ exec, envFile, trialBoots: 3, flush: async () => void flushes++ });
+  t.same(await boot.trialState(), { armed: false, remaining: null });
+  await boot.markTrial();
+  t.same(await boot.trialState(), { armed: true, remaining: 3 });
+  const listed = (await execa('grub-editenv', [envFile, 'list'])).stdout;
+  t.match(listed, /boot_counter=3/);
+  t.match(listed, /boot_success=0/);
+  await boot.markGood();
+  t.same(await boot.trialState(), { armed: false, remaining: null });
+  t.match((await execa('grub-editenv', [envFile, 'list'])).stdout, /boot_success=1/);
+  t.equal(flushes, 2);
+});
+
+t.test('U-Boot: upgrade_available/bootcount/bootlimit through fw_setenv on an env image', async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, 'env.txt'), 'bootcmd=run ostree_boot\naltbootcmd=run ostree_rollback\n');
+  await execa('mkenvimage', ['-s', '0x4000', '-o', join(dir, 'env.bin'), join(dir, 'env.txt')]);
+  const fwEnvConfig = join(dir, 'fw_env.config');
+  writeFileSync(fwEnvConfig, `${join(dir, 'env.bin')} 0x0000 0x4000\n`);
+  let flushes = 0;
+  const boot = ubootBoot({ exec, fwEnvConfig, trialBoots: 2, flush: async () => void flushes++ });
+  await boot.markTrial();
+  t.same(await boot.trialState(), { armed: true, remaining: 2 });
+  const env = (await execa('fw_printenv', ['-c', fwEnvConfig])).stdout;
+  t.match(env, /upgrade_available=1/);
+  t.match(env, /bootlimit=2/);
+  t.match(env, /altbootcmd=run ostree_rollback/, 'existing variables kept');
+  await boot.markGood();
+  t.same(await boot.trialState(), { armed: false, remaining: null });
+  t.equal(flushes, 2);
+});
+
+t.test('simulated: a reboot boots the default deployment on trial, counting down', async (t) => {
+  const dir = tempDir(t);
+  const reasons: string[] = [];
+  const boot = simulatedBoot({ stateFile: join(dir, 'boot.json'), trialBoots: 2, menu: async () => ['v2', 'v1'], onReboot: (r) => reasons.push(r) });
+  await boot.boot();
+  const firstBootId = await boot.bootId();
+  t.equal(await boot.bootedCommit(), 'v2');
+  await boot.markTrial();
+  await boot.reboot('deploy v2');
+  t.same(reasons, ['deploy v2']);
+  await boot.boot();
+  t.not(await boot.bootId(), firstBootId, 'a new boot id after reboot');
+  t.equal(await boot.bootedCommit(), 'v2');
+  t.same(await boot.trialState(), { armed: true, remaining: 1 });
+  const id = await boot.bootId();
+  await boot.boot();
+  t.equal(await boot.bootId(), id, 'boot() without a pending reboot changes nothing');
+});
+
+t.test('simulated: a release that never boots makes the bootloader fall back when the counter runs out', async (t) => {
+  const dir = tempDir(t);
+  const stateFile = join(dir, 'boot.json');
+  const boot = simulatedBoot({ stateFile, trialBoots: 3, menu: async () => ['v4', 'v2'], onReboot: () => undefined });
+  await simulateNeverBoots(stateFile, 'v4');
+  await boot.markTrial();
+  await boot.reboot('deploy v4');
+  await boot.boot();
+  t.equal(await boot.bootedCommit(), 'v2', 'fell back to the previous deployment');
+  t.same(await boot.trialState(), { armed: false, remaining: -1 }, 'the counter ran out');
+});
