@@ -62,8 +62,12 @@ export interface Ostree {
   hasCommit(commit: string): Promise<boolean>;
   /** Checks the commit is present, complete, self-consistent, and (fsck, default on) the repo's objects hash right. */
   verifyCommit(commit: string, options?: { fsck?: boolean }): Promise<void>;
-  /** Applies a static delta file into the repo; with `expectCommit`, checks that commit is now present. */
-  applyStaticDelta(file: string, options?: { expectCommit?: string }): Promise<void>;
+  /**
+   * Applies a static delta file into the repo. `expectFrom`: the source commit the signed metadata
+   * names, checked first (ostree's own error for a missing source is often an obscure opcode
+   * failure). `expectCommit`: the target, checked to be present afterwards.
+   */
+  applyStaticDelta(file: string, options?: { expectFrom?: string; expectCommit?: string }): Promise<void>;
   /** Pulls a ref or commit from an HTTP archive repo (the fallback path); resolves to the commit. */
   pull(remoteUrl: string, refOrCommit: string, options?: { remote?: string }): Promise<string>;
   /** Deploys `commit` as the new default and flushes /boot; resolves to the new deployment. */
@@ -167,6 +171,9 @@ export function createOstree(options: OstreeOptions): Ostree {
     },
 
     async applyStaticDelta(file, apply = {}) {
+      if (apply.expectFrom !== undefined && !(await hasCommit(apply.expectFrom))) {
+        throw new OutpostError('OSTREE_FAILED', `static delta ${file} starts from ${apply.expectFrom}, which is not in ${repo}: fetch a full commit instead`);
+      }
       const started = performance.now();
       await run(`applying static delta ${file}`, ['static-delta', 'apply-offline', `--repo=${repo}`, file], long);
       if (apply.expectCommit !== undefined && !(await hasCommit(apply.expectCommit))) {
