@@ -1,0 +1,43 @@
+/** The result of a successful TUF refresh: the targets a device may act on, read-only. */
+import type { TargetsSigned } from './schema.js';
+
+/** One target as verified targets metadata describes it. */
+export interface TargetInfo {
+  readonly name: string;
+  readonly length: number;
+  readonly hashes: Readonly<Record<string, string>>;
+  /** The application's fields (`{}` when the target has none). */
+  readonly custom: Readonly<Record<string, unknown>>;
+}
+
+/** Verified top-level targets metadata, with the versions of the chain that vouched for it. */
+export class TrustedTargets {
+  private readonly byName: ReadonlyMap<string, TargetInfo>;
+  /** When the targets metadata expires. */
+  readonly expires: Date;
+
+  constructor(
+    targets: Readonly<TargetsSigned>,
+    /** Versions of the trusted root, timestamp, snapshot and targets metadata. */
+    readonly versions: Readonly<{ root: number; timestamp: number; snapshot: number; targets: number }>,
+    /** The one reference time expiry was judged against in this refresh (spec §5.1). */
+    readonly referenceTime: Date,
+  ) {
+    this.expires = new Date(targets.expires);
+    this.byName = new Map(
+      Object.entries(targets.targets)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+        .map(([name, file]) => [name, Object.freeze({ name, length: file.length, hashes: file.hashes, custom: file.custom ?? {} })]),
+    );
+  }
+
+  /** Every target, sorted by name. */
+  list(): TargetInfo[] {
+    return [...this.byName.values()];
+  }
+
+  /** One target by name. */
+  get(name: string): TargetInfo | undefined {
+    return this.byName.get(name);
+  }
+}
