@@ -35,6 +35,10 @@ export const errorCodes = {
   DOWNLOAD_VERIFY: { exit: 65, transient: false },
   DISK_SPACE: { exit: 75, transient: false },
   STOP_TIMEOUT: { exit: 70, transient: false },
+  UPDATE_NO_SOURCE: { exit: 69, transient: false },
+  UPDATE_ROLLBACK_IMPOSSIBLE: { exit: 70, transient: false },
+  UPDATE_BUSY: { exit: 75, transient: true },
+  UPDATE_REFUSED: { exit: 65, transient: false },
   INTERNAL: { exit: 70, transient: false },
 } as const satisfies Record<string, { exit: number; transient: boolean }>;
 

@@ -1,0 +1,170 @@
+/**
+ * Runs the update state machine with write-ahead persistence.
+ *
+ * Invariants:
+ * - The next state is saved (one fsync'd batch, with any bookkeeping the step produced) before
+ *   its step runs, so `kill -9` at any line resumes in a state whose step is safe to re-run.
+ *   Every step is therefore idempotent: it checks what is already done before doing it.
+ * - A transient error (network down, disk busy) leaves the state as it is; the caller retries
+ *   later. A permanent error in a forward state becomes the `failed` event; in rollback states it
+ *   is logged and the machine pauses rather than giving up on getting back to a good system.
+ * - Saving the same state more than `maxSaves` times in a row is a loop: the `loop` event.
+ */
+import { z } from 'zod';
+import { isOutpostError } from '../errors.js';
+import type { Logger } from '../logs/index.js';
+import type { Collection, Store } from '../store/index.js';
+import { initialRecord, updateRecordSchema, type Release, type UpdateRecord, type UpdateState } from './record.js';
+import { allows, nextState, type UpdateEvent } from './transitions.js';
+
+/** What a step returns: the event, changes to the record, and bookkeeping saved with it. */
+export interface StepResult {
+  event: UpdateEvent;
+  patch?: Partial<Omit<UpdateRecord, 'state' | 'saves' | 'counter' | 'schema'>>;
+  /** Never offer this commit again (a failed trial). */
+  failedCommit?: { commit: string; reason: string };
+  /** The release version now committed: the anti-rollback floor. */
+  installedVersion?: number;
+  /** Stop after saving (e.g. a reboot was requested); the next run resumes from here. */
+  pause?: boolean;
+}
+
+/** One step per non-idle state; the compiler demands every state has one (STYLE 4). */
+export type Steps = { readonly [S in Exclude<UpdateState, 'idle'>]: (record: UpdateRecord) => Promise<StepResult> };
+
+const failedCommitSchema = z.strictObject({ reason: z.string(), at: z.string() });
+const recordKey = 'record';
+
+/** The machine's persistent view: the record, failed commits, and the installed version floor. */
+export class UpdateStore {
+  readonly records: Collection<UpdateRecord>;
+  readonly failed: Collection<z.infer<typeof failedCommitSchema>>;
+  readonly installed: Collection<number>;
+
+  constructor(readonly store: Store) {
+    this.records = store.collection('update', updateRecordSchema);
+    this.failed = store.collection('update-failed', failedCommitSchema);
+    this.installed = store.collection('update-installed', z.number().int().nonnegative());
+  }
+
+  async record(now: Date): Promise<UpdateRecord> {
+    return (await this.records.get(recordKey)) ?? initialRecord(now);
+  }
+
+  async installedVersion(): Promise<number> {
+    return (await this.installed.get('version')) ?? 0;
+  }
+
+  async hasFailed(commit: string): Promise<boolean> {
+    return (await this.failed.get(commit)) !== undefined;
+  }
+
+  async save(record: UpdateRecord, extra: Pick<StepResult, 'failedCommit' | 'installedVersion'> = {}, now = new Date()): Promise<void> {
+    const batch = this.store.batch().put(this.records, recordKey, record);
+    if (extra.failedCommit) batch.put(this.failed, extra.failedCommit.commit, { reason: extra.failedCommit.reason, at: now.toISOString() });
+    if (extra.installedVersion !== undefined) batch.put(this.installed, 'version', extra.installedVersion);
+    await batch.commit();
+  }
+}
+
+/** Options of {@link UpdateMachine}. */
+export interface UpdateMachineOptions {
+  store: UpdateStore;
+  steps: Steps;
+  log: Logger;
+  now?: () => Date;
+  maxSaves?: number;
+  /** Called after every save, e.g. to publish progress on the state topic. */
+  onChange?: (record: UpdateRecord) => void;
+}
+
+/** What a permanent step error means per state; absent = keep the state and retry later. */
+const errorEvents: Partial<Record<Exclude<UpdateState, 'idle'>, UpdateEvent>> = {
+  downloading: 'failed',
+  downloaded: 'failed',
+  applying: 'failed',
+  probation: 'unhealthy',
+};
+
+/** The state machine runner. */
+export class UpdateMachine {
+  private readonly now: () => Date;
+  private readonly maxSaves: number;
+
+  constructor(private readonly options: UpdateMachineOptions) {
+    this.now = options.now ?? (() => new Date());
+    this.maxSaves = options.maxSaves ?? 20;
+  }
+
+  /** The current record. */
+  record(): Promise<UpdateRecord> {
+    return this.options.store.record(this.now());
+  }
+
+  /** Starts installing `release` from idle; persisted before any work. */
+  async begin(release: Release, previousCommit: string | null): Promise<void> {
+    const record = await this.record();
+    const next = this.advance(record, { event: 'begin', patch: { release, previousCommit, reason: null, progress: null, rebootFromBootId: null, probationBootId: null, probationStartedAt: null } });
+    await this.persist(next, {});
+  }
+
+  /** Records progress without a transition (not fsync-critical, but cheap enough at 1/s). */
+  async progress(progress: UpdateRecord['progress']): Promise<void> {
+    const record = await this.record();
+    await this.persist({ ...record, progress, updatedAt: this.now().toISOString() }, {});
+  }
+
+  /** Runs steps until idle or a step pauses. Transient errors propagate; the state is kept. */
+  async run(): Promise<UpdateRecord> {
+    for (;;) {
+      const record = await this.record();
+      if (record.state === 'idle') return record;
+      const result = await this.runStep(record);
+      const next = this.advance(record, result);
+      await this.persist(next, result);
+      this.options.log.info('update state', { from: record.state, event: result.event, to: next.state, version: next.release?.version, reason: next.reason });
+      if (result.pause) return next;
+    }
+  }
+
+  private async runStep(record: UpdateRecord): Promise<StepResult> {
+    const state = record.state as Exclude<UpdateState, 'idle'>;
+    try {
+      return await this.options.steps[state](record);
+    } catch (err) {
+      const onError = errorEvents[state];
+      if ((isOutpostError(err) && err.transient) || onError === undefined) {
+        // Kept in place and retried by the caller; in rollback states this is the "log, never
+        // fatal" rule: the machine keeps trying to get back to a good system.
+        this.options.log.error('update step failed; will retry', { state, err });
+        throw err;
+      }
+      return { event: onError, patch: { reason: err instanceof Error ? err.message : String(err) } };
+    }
+  }
+
+  private advance(record: UpdateRecord, result: StepResult): UpdateRecord {
+    let event = result.event;
+    let to = nextState(record.state, event);
+    const saves = to === record.state ? record.saves + 1 : 0;
+    if (saves > this.maxSaves && allows(record.state, 'loop')) {
+      event = 'loop';
+      to = nextState(record.state, event);
+    }
+    const loopReason = event === 'loop' ? `stuck in ${record.state} after ${saves} attempts` : undefined;
+    return {
+      ...record,
+      ...result.patch,
+      ...(loopReason ? { reason: record.reason ?? loopReason } : {}),
+      state: to,
+      saves: to === record.state ? saves : 0,
+      counter: record.counter + 1,
+      updatedAt: this.now().toISOString(),
+    };
+  }
+
+  private async persist(record: UpdateRecord, extra: Pick<StepResult, 'failedCommit' | 'installedVersion'>): Promise<void> {
+    await this.options.store.save(record, extra, this.now());
+    this.options.onChange?.(record);
+  }
+}

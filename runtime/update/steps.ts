@@ -1,0 +1,184 @@
+/**
+ * What each update state does. Every step is idempotent (machine.ts re-runs the current step
+ * after a crash) and returns an event; none picks the next state.
+ */
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { OutpostError } from '../errors.js';
+import type { Logger } from '../logs/index.js';
+import type { Boot } from './boot/index.js';
+import type { Downloader, DownloadProgress } from './download.js';
+import type { StepResult, Steps } from './machine.js';
+import type { Ostree } from './ostree.js';
+import type { ProbationResult } from './probation.js';
+import type { Release, UpdateRecord } from './record.js';
+
+/** Where release files come from: the update server, or an offline bundle's directory. */
+export interface ReleaseSources {
+  /** URL of a TUF target file (a delta). */
+  targetUrl(targetName: string): string;
+  /** HTTP archive repo for the full-pull fallback; undefined when there is none. */
+  ostreeUrl?: string;
+}
+
+/** The ports the steps drive. */
+export interface StepPorts {
+  ostree: Ostree;
+  boot: Boot;
+  downloader: Downloader;
+  sources: ReleaseSources;
+  /** Runs probation against the given deadline. */
+  probation: (deadline: Date) => Promise<ProbationResult>;
+  probationWindowMs: number;
+  downloadDir: string;
+  applyHeadroomBytes: number;
+  log: Logger;
+  now: () => Date;
+  onProgress: (progress: DownloadProgress & { phase: string }) => void;
+}
+
+/** Ref that keeps a staged commit from being pruned between apply and deploy. */
+const stagedRef = 'outpost/staged';
+
+function requireRelease(record: UpdateRecord): Release {
+  if (!record.release) throw new OutpostError('INTERNAL', `update record in ${record.state} has no release`);
+  return record.release;
+}
+
+/** The delta file's local path: in the bundle, or in the download dir. */
+function deltaPath(ports: StepPorts, release: Release): string | undefined {
+  if (!release.delta) return undefined;
+  const name = release.delta.target.replace(/[^A-Za-z0-9._-]/g, '_');
+  return release.bundleDir ? join(release.bundleDir, 'targets', release.delta.target) : join(ports.downloadDir, name);
+}
+
+function outcome(record: UpdateRecord, result: 'committed' | 'rolledBack' | 'failed', now: Date): UpdateRecord['last'] {
+  const release = requireRelease(record);
+  return { result, version: release.version, commit: release.commit, reason: record.reason, at: now.toISOString() };
+}
+
+/** Builds the step table for the machine. */
+export function createSteps(ports: StepPorts): Steps {
+  const { ostree, boot, log } = ports;
+
+  const download = async (record: UpdateRecord): Promise<StepResult> => {
+    const release = requireRelease(record);
+    if (!release.delta || release.bundleDir || (await ostree.hasCommit(release.commit))) return { event: 'downloaded' };
+    const path = deltaPath(ports, release) ?? '';
+    await ports.downloader.download({
+      url: ports.sources.targetUrl(release.delta.target),
+      dir: ports.downloadDir,
+      name: path.slice(ports.downloadDir.length + 1),
+      expectedLength: release.delta.length,
+      sha256: release.delta.sha256,
+      applyHeadroomBytes: ports.applyHeadroomBytes,
+      onProgress: (p) => ports.onProgress({ ...p, phase: 'downloading' }),
+    });
+    return { event: 'downloaded', patch: { progress: { phase: 'downloaded', bytes: release.delta.length, total: release.delta.length, rateBps: 0 } } };
+  };
+
+  const apply = async (record: UpdateRecord): Promise<StepResult> => {
+    const release = requireRelease(record);
+    if (!(await ostree.hasCommit(release.commit))) {
+      const file = deltaPath(ports, release);
+      if (file && release.delta) {
+        try {
+          await ostree.applyStaticDelta(file, { expectFrom: release.delta.from, expectCommit: release.commit });
+        } catch (err) {
+          if (!ports.sources.ostreeUrl || release.bundleDir) throw err;
+          log.warn('static delta failed to apply; falling back to a full pull', { err });
+          await ostree.pull(ports.sources.ostreeUrl, release.commit);
+        }
+      } else if (ports.sources.ostreeUrl && !release.bundleDir) {
+        await ostree.pull(ports.sources.ostreeUrl, release.commit);
+      } else {
+        throw new OutpostError('UPDATE_NO_SOURCE', `release ${release.version}: no delta from the booted commit and no OSTree repository to pull from`);
+      }
+    }
+    await ostree.verifyCommit(release.commit);
+    await ostree.refUpdate(stagedRef, release.commit);
+    return { event: 'applied' };
+  };
+
+  const deploy = async (record: UpdateRecord): Promise<StepResult> => {
+    const release = requireRelease(record);
+    // Arm the counter before the new deployment becomes the default: a power cut in between
+    // must never leave a default entry that the bootloader would retry forever.
+    await boot.markTrial();
+    const current = (await ostree.deployments()).find((d) => d.isDefault);
+    if (current?.commit !== release.commit) await ostree.deploy(release.commit);
+    return { event: 'deployed' };
+  };
+
+  const requestReboot = async (): Promise<StepResult> => ({ event: 'rebootRequested', patch: { rebootFromBootId: await boot.bootId() } });
+
+  const rebooting = async (record: UpdateRecord): Promise<StepResult> => {
+    const release = requireRelease(record);
+    const bootId = await boot.bootId();
+    if (bootId === record.rebootFromBootId) {
+      await boot.reboot(`update to release ${release.version}`);
+      return { event: 'rebootRequested', pause: true };
+    }
+    const booted = await boot.bootedCommit();
+    if (booted === release.commit) {
+      return { event: 'bootedNew', patch: { probationBootId: bootId, probationStartedAt: ports.now().toISOString() } };
+    }
+    const reason = `release ${release.version} never came up: the bootloader fell back to ${booted ?? 'an unknown deployment'}`;
+    return { event: 'fellBack', patch: { reason }, failedCommit: { commit: release.commit, reason } };
+  };
+
+  const probation = async (record: UpdateRecord): Promise<StepResult> => {
+    const release = requireRelease(record);
+    if ((await boot.bootId()) !== record.probationBootId) {
+      const reason = `the system restarted during the trial of release ${release.version} (watchdog reset, crash or power loss)`;
+      return { event: 'trialReset', patch: { reason }, failedCommit: { commit: release.commit, reason } };
+    }
+    const started = new Date(record.probationStartedAt ?? ports.now().toISOString());
+    const verdict = await ports.probation(new Date(started.getTime() + ports.probationWindowMs));
+    if (!verdict.ok) return { event: 'unhealthy', patch: { reason: verdict.reason }, failedCommit: { commit: release.commit, reason: verdict.reason } };
+    await boot.markGood();
+    return { event: 'healthy', installedVersion: release.version };
+  };
+
+  const rollingBack = async (record: UpdateRecord): Promise<StepResult> => {
+    const release = requireRelease(record);
+    const booted = await boot.bootedCommit();
+    const deployments = await ostree.deployments();
+    if (booted !== release.commit && deployments.find((d) => d.isDefault)?.commit !== release.commit) {
+      // Back on the previous system: drop the failed deployment so nothing boots it again.
+      const failed = deployments.find((d) => d.commit === release.commit && !d.booted);
+      if (failed) await ostree.undeploy(failed.index).catch((err: unknown) => log.warn('could not remove the failed deployment', { err }));
+      await boot.markGood();
+      return { event: 'restored' };
+    }
+    if (deployments.find((d) => d.isDefault)?.commit === release.commit) {
+      const fallback = deployments.find((d) => d.commit !== release.commit);
+      if (!fallback) throw new OutpostError('UPDATE_ROLLBACK_IMPOSSIBLE', `no previous deployment to roll back to from release ${release.version}`);
+      if (deployments[0]?.booted) await ostree.rollback();
+      else await ostree.undeploy(0);
+    }
+    await boot.markGood();
+    await boot.reboot(`roll back release ${release.version}: ${record.reason ?? 'unknown reason'}`);
+    return { event: 'rebootRequested', pause: true };
+  };
+
+  const finish = (result: 'committed' | 'rolledBack') => async (record: UpdateRecord): Promise<StepResult> => {
+    const release = requireRelease(record);
+    await ostree.refUpdate(stagedRef, null).catch((err: unknown) => log.warn('could not drop the staged ref', { err }));
+    const file = deltaPath(ports, release);
+    if (file && !release.bundleDir) await rm(file, { force: true });
+    return { event: 'done', patch: { last: outcome(record, result, ports.now()), release: null, progress: null } };
+  };
+
+  return {
+    downloading: download,
+    downloaded: apply,
+    applying: deploy,
+    deployed: requestReboot,
+    rebooting,
+    probation,
+    committed: finish('committed'),
+    rollingBack,
+    rolledBack: finish('rolledBack'),
+  };
+}
