@@ -139,7 +139,11 @@ export class UpdateMachine {
         this.options.log.error('update step failed; will retry', { state, err });
         throw err;
       }
-      return { event: onError, patch: { reason: err instanceof Error ? err.message : String(err) } };
+      const reason = err instanceof Error ? err.message : String(err);
+      if (onError !== 'failed' || !record.release) return { event: onError, patch: { reason } };
+      const { version, commit } = record.release;
+      const last = { result: 'failed' as const, version, commit, reason, at: this.now().toISOString() };
+      return { event: onError, patch: { reason, last, release: null, progress: null } };
     }
   }
 

@@ -106,7 +106,13 @@ export function createSteps(ports: StepPorts): Steps {
     // must never leave a default entry that the bootloader would retry forever.
     await boot.markTrial();
     const current = (await ostree.deployments()).find((d) => d.isDefault);
-    if (current?.commit !== release.commit) await ostree.deploy(release.commit);
+    try {
+      if (current?.commit !== release.commit) await ostree.deploy(release.commit);
+    } catch (err) {
+      // Nothing new is the default: disarm, or the old system's boots would count down to a fallback.
+      await boot.markGood().catch((e: unknown) => log.error('could not disarm the trial counter', { err: e }));
+      throw err;
+    }
     return { event: 'deployed' };
   };
 

@@ -1,0 +1,180 @@
+import t, { type Test } from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { OutpostError } from '../../../runtime/errors.js';
+import { silentLogger } from '../../../runtime/logs/index.js';
+import { Store } from '../../../runtime/store/index.js';
+import { simulatedBoot, simulateNeverBoots } from '../../../runtime/update/boot/index.js';
+import { UpdateMachine, UpdateStore } from '../../../runtime/update/machine.js';
+import { createSteps } from '../../../runtime/update/steps.js';
+import type { Release } from '../../../runtime/update/record.js';
+import type { Ostree } from '../../../runtime/update/ostree.js';
+import { fakeOstree } from '../../fixtures/fake-ostree.js';
+
+const v1 = '1'.repeat(64);
+const v2 = '2'.repeat(64);
+const release: Release = { target: 'releases/gw/x86_64/2', version: 2, commit: v2, ref: 'os/stable', arch: 'x86_64', hardware: 'gw', delta: { target: `deltas/${v1}-${v2}`, from: v1, length: 10, sha256: 'a'.repeat(64) } };
+
+/** One device: real store, real simulated bootloader (state file), fake ostree and downloader. */
+async function device(t: Test, options: { healthy?: () => boolean; crashAt?: number } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-machine-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const stateFile = join(dir, 'boot.json');
+  let reboots = 0;
+  let ostree: Ostree & { state: { deployed: string[]; calls: string[] } };
+  const boot = simulatedBoot({ stateFile, trialBoots: 2, menu: async () => ostree.state.deployed, onReboot: () => void reboots++ });
+  ostree = fakeOstree(v1, () => boot.bootedCommit());
+  await boot.boot();
+  let calls = 0;
+  /** Counts side effects; at `crashAt` the process "dies" right after the effect, before any save. */
+  const effect = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const result = await fn();
+    calls += 1;
+    if (calls === options.crashAt) throw new OutpostError('INTERNAL', 'simulated kill -9', { transient: true });
+    return result;
+  };
+  const wrapped: Ostree = { ...ostree, applyStaticDelta: (f, o) => effect(() => ostree.applyStaticDelta(f, o)), deploy: (c, o) => effect(() => ostree.deploy(c, o)), undeploy: (i) => effect(() => ostree.undeploy(i)), rollback: () => effect(() => ostree.rollback()) };
+  const downloads: string[] = [];
+  const open = async () => {
+    const store = await Store.open({ location: join(dir, 'store'), version: 1 });
+    const updates = new UpdateStore(store);
+    const machine = new UpdateMachine({
+      store: updates,
+      log: silentLogger,
+      steps: createSteps({
+        ostree: wrapped,
+        boot: { ...boot, markTrial: () => effect(() => boot.markTrial()), markGood: () => effect(() => boot.markGood()), reboot: (r) => effect(() => boot.reboot(r)) },
+        downloader: { download: async (r) => (downloads.push(r.name), effect(async () => ({ path: join(r.dir, r.name), bytes: r.expectedLength, resumedFrom: 0, transferred: r.expectedLength, requests: 1, cached: false }))) },
+        sources: { targetUrl: (name) => `http://updates.invalid/targets/${name}` },
+        probation: async () => ((options.healthy ?? (() => true))() ? { ok: true } : { ok: false, reason: 'health checks failed during probation: app (exit 1)' }),
+        probationWindowMs: 1000,
+        downloadDir: join(dir, 'downloads'),
+        applyHeadroomBytes: 0,
+        log: silentLogger,
+        now: () => new Date(),
+        onProgress: () => undefined,
+      }),
+    });
+    return { store, updates, machine };
+  };
+  return { dir, stateFile, boot, ostree, open, downloads, reboots: () => reboots };
+}
+
+/** Runs the machine; after each pause (reboot) plays the bootloader and runs again, up to `boots` times. */
+async function drive(d: Awaited<ReturnType<typeof device>>, boots = 4): Promise<string[]> {
+  const states: string[] = [];
+  for (let i = 0; i <= boots; i++) {
+    const { store, machine } = await d.open();
+    try {
+      const record = await machine.run().catch((err: unknown) => {
+        if (err instanceof OutpostError && err.message === 'simulated kill -9') return undefined;
+        throw err;
+      });
+      if (record) states.push(record.state);
+      if (record?.state === 'idle') return states;
+    } finally {
+      await store.close();
+    }
+    await d.boot.boot();
+  }
+  return states;
+}
+
+t.test('v1 → v2: download, apply, deploy, trial reboot, probation passes, commit', async (t) => {
+  const d = await device(t);
+  const { store, machine } = await d.open();
+  await machine.begin(release, v1);
+  t.equal((await machine.record()).state, 'downloading', 'persisted before any work');
+  await store.close();
+  t.same(await drive(d), ['rebooting', 'idle']);
+  const { store: s2, machine: m2, updates } = await d.open();
+  const record = await m2.record();
+  t.match(record.last, { result: 'committed', version: 2, commit: v2 });
+  t.equal(await updates.installedVersion(), 2, 'anti-rollback floor raised');
+  await s2.close();
+  t.equal(await d.boot.bootedCommit(), v2);
+  t.same(await d.boot.trialState(), { armed: false, remaining: null }, 'blessed: no fallback armed');
+  t.same(d.ostree.state.deployed, [v2, v1], 'v1 kept as the rollback deployment');
+  t.equal(d.reboots(), 1);
+});
+
+t.test('probation fails: automatic rollback to v1 with the reason, and v2 is never offered again', async (t) => {
+  const d = await device(t, { healthy: () => false });
+  const { store, machine } = await d.open();
+  await machine.begin(release, v1);
+  await store.close();
+  t.same(await drive(d), ['rebooting', 'rollingBack', 'idle']);
+  const { store: s2, machine: m2, updates } = await d.open();
+  t.match((await m2.record()).last, { result: 'rolledBack', version: 2, reason: /health checks failed during probation: app/ });
+  t.ok(await updates.hasFailed(v2), 'v2 recorded as failed');
+  t.equal(await updates.installedVersion(), 0);
+  await s2.close();
+  t.equal(await d.boot.bootedCommit(), v1);
+  t.same(d.ostree.state.deployed, [v1], 'the failed deployment is removed');
+});
+
+t.test('a release that never boots: the bootloader falls back, outpost reports it and records the failure', async (t) => {
+  const d = await device(t);
+  await simulateNeverBoots(d.stateFile, v2);
+  const { store, machine } = await d.open();
+  await machine.begin(release, v1);
+  await store.close();
+  t.same(await drive(d), ['rebooting', 'idle']);
+  const { store: s2, machine: m2, updates } = await d.open();
+  t.match((await m2.record()).last, { result: 'rolledBack', reason: /never came up: the bootloader fell back/ });
+  t.ok(await updates.hasFailed(v2));
+  await s2.close();
+  t.equal(await d.boot.bootedCommit(), v1);
+});
+
+t.test('a reset during the trial boot (watchdog) counts as a failed trial', async (t) => {
+  let checks = 0;
+  const d = await device(t, { healthy: () => ((checks += 1), true) });
+  const { store, machine, updates } = await d.open();
+  await machine.begin(release, v1);
+  // Pretend probation started in an earlier boot of v2 that the watchdog then reset.
+  await d.boot.markTrial();
+  await d.ostree.deploy(v2);
+  await d.boot.reboot('trial');
+  await d.boot.boot();
+  const record = await machine.record();
+  await updates.save({ ...record, state: 'probation', probationBootId: 'an-earlier-boot', probationStartedAt: new Date().toISOString() });
+  await store.close();
+  t.same(await drive(d), ['rollingBack', 'idle']);
+  const { store: s2, machine: m2 } = await d.open();
+  t.match((await m2.record()).last, { result: 'rolledBack', reason: /restarted during the trial/ });
+  await s2.close();
+  t.equal(checks, 0, 'no health verdict is taken from a reset trial');
+  t.equal(await d.boot.bootedCommit(), v1);
+});
+
+t.test('kill -9 after any side effect resumes to the same committed end state', async (t) => {
+  for (let crashAt = 1; crashAt <= 6; crashAt++) {
+    const d = await device(t, { crashAt });
+    const { store, machine } = await d.open();
+    await machine.begin(release, v1);
+    await store.close();
+    await drive(d, 6);
+    const { store: s2, machine: m2 } = await d.open();
+    const record = await m2.record();
+    await s2.close();
+    t.equal(record.state, 'idle', `crash after effect ${crashAt}: back to idle`);
+    t.match(record.last, { result: 'committed', version: 2 }, `crash after effect ${crashAt}: committed`);
+    t.equal(await d.boot.bootedCommit(), v2, `crash after effect ${crashAt}: v2 booted`);
+    t.same(d.ostree.state.deployed, [v2, v1], `crash after effect ${crashAt}: one deployment each`);
+  }
+});
+
+t.test('a corrupt delta with no pull fallback fails the attempt and leaves the system untouched', async (t) => {
+  const d = await device(t);
+  const { store, machine } = await d.open();
+  await machine.begin({ ...release, delta: { ...release.delta!, target: 'deltas/corrupt' } }, v1);
+  await store.close();
+  t.same(await drive(d, 0), ['idle']);
+  const { store: s2, machine: m2 } = await d.open();
+  t.match((await m2.record()).last, { result: 'failed', version: 2, reason: /corrupt/ });
+  await s2.close();
+  t.same(d.ostree.state.deployed, [v1]);
+  t.same(await d.boot.trialState(), { armed: false, remaining: null });
+});
