@@ -124,7 +124,9 @@ export async function startFileServer(options: { root: string }): Promise<FileSe
         data = data.subarray(0, Math.max(0, f.dropAfterBytes - entry.bytesSent));
         if (data.length > 0) await new Promise<void>((resolve) => res.write(data, () => resolve()));
         entry.bytesSent += data.length;
-        res.destroy(); // the client sees a premature close
+        // FIN after the queued bytes, so exactly `dropAfterBytes` arrive before the premature close
+        // (destroy() could discard data still queued in user space).
+        res.socket?.end();
         return false;
       }
       if (!res.write(data)) await new Promise<void>((resolve) => res.once('drain', () => resolve()));
