@@ -1,0 +1,42 @@
+import t from 'tap';
+import { isOutpostError } from '../../../runtime/errors.js';
+import { silentLogger } from '../../../runtime/logs/index.js';
+import { createExec, stderrTail } from '../../../runtime/platform/index.js';
+
+const exec = createExec(silentLogger);
+
+t.test('runs without a shell and returns the output', async (t) => {
+  t.same(await exec.run('printf', ['%s|', 'a b', '$(id)', '*']), { stdout: 'a b|$(id)|*|', stderr: '' }, 'arguments are not interpreted');
+  t.equal((await exec.run('sh', ['-c', 'echo "$OUTPOST_X"'], { env: { OUTPOST_X: 'set' } })).stdout, 'set');
+  t.ok((await exec.run('sh', ['-c', 'echo $PATH'], { env: { OUTPOST_X: 'set' } })).stdout.length > 0, 'env extends, not replaces');
+  t.equal((await exec.run('cat', [], { input: 'from stdin' })).stdout, 'from stdin');
+  t.equal((await exec.run('cat', [])).stdout, '', 'no input: stdin is closed, nothing hangs');
+});
+
+t.test('failures name the command, exit code and the end of stderr', async (t) => {
+  const err = await exec.run('sh', ['-c', 'for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i >&2; done; exit 3']).catch((e: unknown) => e);
+  t.ok(isOutpostError(err, 'EXEC_FAILED'));
+  const message = (err as Error).message;
+  t.match(message, /^sh -c .*: exit code 3\n/);
+  t.match(message, /line3\n.*line10$/s);
+  t.notMatch(message, /line2\n/, 'only the last 8 lines');
+  t.notOk((err as { transient: boolean }).transient);
+
+  const missing = await exec.run('outpost-no-such-tool', ['x']).catch((e: unknown) => e);
+  t.ok(isOutpostError(missing, 'EXEC_FAILED'));
+  t.match((missing as Error).message, /outpost-no-such-tool x: outpost-no-such-tool is not installed or not on PATH/);
+});
+
+t.test('a call past its timeout is killed and the error is transient', async (t) => {
+  const started = Date.now();
+  const err = await exec.run('sleep', ['30'], { timeoutMs: 200 }).catch((e: unknown) => e);
+  t.ok(Date.now() - started < 5_000, 'returned promptly');
+  t.ok(isOutpostError(err, 'EXEC_FAILED'));
+  t.match((err as Error).message, /sleep 30: timed out after 200 ms and was killed/);
+  t.ok((err as { transient: boolean }).transient);
+});
+
+t.test('stderrTail keeps the last non-empty lines', async (t) => {
+  t.equal(stderrTail('a\n\nb  \nc\n', 2), 'b\nc');
+  t.equal(stderrTail(''), '');
+});
