@@ -12,11 +12,13 @@ export interface OptionSpec {
   description: string;
   /** Shown in help as the placeholder for a string option's value. */
   valueName?: string;
+  /** May be given more than once; the value is then a string[] (string options only). */
+  multiple?: boolean;
 }
 
 /** What a command's run() gets. */
 export interface CommandContext {
-  values: Record<string, string | boolean | undefined>;
+  values: Record<string, string | boolean | string[] | undefined>;
   positionals: string[];
   env: NodeJS.ProcessEnv;
   out: (text: string) => void;
@@ -50,7 +52,7 @@ function commandHelp(program: Program, command: Command): string {
   const options = { ...command.options, help: helpOption };
   const rows = Object.entries(options).map(([name, spec]) => {
     const flag = `${spec.short ? `-${spec.short}, ` : '    '}--${name}${spec.type === 'string' ? ` ${spec.valueName ?? 'VALUE'}` : ''}`;
-    return `  ${flag.padEnd(28)} ${spec.description}`;
+    return `  ${flag.padEnd(28)} ${spec.description}${spec.multiple ? ' (repeatable)' : ''}`;
   });
   const synopsis = [program.name, command.name, Object.keys(command.options ?? {}).length > 0 ? '[options]' : '', command.args ?? ''].filter(Boolean).join(' ');
   return [`Usage: ${synopsis}`, '', command.summary, '', 'Options:', ...rows, ...(command.details ? ['', command.details] : [])].join('\n');
@@ -95,9 +97,11 @@ export async function runProgram(program: Program, argv: string[], io: Pick<Comm
     return 64;
   }
   const { command, rest } = found;
-  let parsed: { values: Record<string, string | boolean | undefined>; positionals: string[] };
+  let parsed: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] };
   try {
-    const options = Object.fromEntries(Object.entries({ ...command.options, help: helpOption }).map(([name, spec]) => [name, spec.short ? { type: spec.type, short: spec.short } : { type: spec.type }]));
+    const options = Object.fromEntries(
+      Object.entries({ ...command.options, help: helpOption }).map(([name, spec]) => [name, { type: spec.type, ...(spec.short ? { short: spec.short } : {}), ...(spec.multiple ? { multiple: true } : {}) }]),
+    );
     parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true }) as typeof parsed;
   } catch (err) {
     io.err(`${program.name} ${command.name}: ${(err as Error).message}\n\n${commandHelp(program, command)}`);

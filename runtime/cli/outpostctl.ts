@@ -1,9 +1,13 @@
 #!/usr/bin/env node
-/** `outpostctl`: the operator's tool. Release signing, rollouts and commands join as their issues land. */
+/** `outpostctl`: the operator's tool. Each command group lives in its own ctl-*.ts file; rollouts and commands join as their issues land. */
 import { outpostVersion } from '../version.js';
 import { runProgram, type Command } from './command.js';
+import { keyCommands } from './ctl-keys.js';
+import { repoCommands } from './ctl-repo.js';
 
 const commands: Command[] = [
+  ...keyCommands,
+  ...repoCommands,
   {
     name: 'version',
     summary: 'print the outpostctl version',

@@ -66,9 +66,8 @@ async function writeKeyFile(path: string, text: string, mode: number, overwrite:
   try {
     await writeFileAtomic(path, text, { mode, overwrite });
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const hint = code === 'EEXIST' ? ' (it already exists; keys are never overwritten silently)' : '';
-    throw new OutpostError('KEY_FILE', `cannot write ${what} ${path}: ${(err as Error).message}${hint}`, { cause: err });
+    const detail = (err as NodeJS.ErrnoException).code === 'EEXIST' ? 'it already exists (keys are never overwritten silently)' : (err as Error).message;
+    throw new OutpostError('KEY_FILE', `cannot write ${what} ${path}: ${detail}`, { cause: err });
   }
 }
 

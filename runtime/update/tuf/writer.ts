@@ -174,6 +174,31 @@ export class Repository {
   }
 
   /**
+   * Re-signs only the online roles: the timestamp (and the snapshot when `snapshotKey` is given),
+   * one version up with a fresh expiry, for the same targets. Run it before they expire (timestamp
+   * daily by default) so devices do not see a freeze.
+   */
+  async refresh(options: { timestampKey: SigningKeys; snapshotKey?: SigningKeys; expiresMs?: Partial<Record<'snapshot' | 'timestamp', number>> }): Promise<PublishResult> {
+    const now = this.now().getTime();
+    const expiry = { ...defaultExpiryMs, ...options.expiresMs };
+    const timestampKeys = this.authorized('timestamp', options.timestampKey);
+    let snapshot = this.current.snapshot;
+    let snapshotBytes: Uint8Array | undefined;
+    if (options.snapshotKey !== undefined) {
+      snapshot = { ...snapshot, spec_version: SPEC_VERSION, version: snapshot.version + 1, expires: isoSeconds(now + expiry.snapshot) };
+      snapshotBytes = this.sealed('snapshot', snapshot, this.authorized('snapshot', options.snapshotKey));
+    } else {
+      snapshotBytes = await readFile(join(this.dir, 'snapshot.json'));
+    }
+    const timestamp = { _type: 'timestamp' as const, spec_version: SPEC_VERSION, version: this.current.timestamp.version + 1, expires: isoSeconds(now + expiry.timestamp), meta: { 'snapshot.json': metaFor(snapshot.version, snapshotBytes) } };
+    const timestampBytes = this.sealed('timestamp', timestamp, timestampKeys);
+    if (options.snapshotKey !== undefined) await this.write('snapshot.json', snapshotBytes);
+    await this.write('timestamp.json', timestampBytes);
+    this.current = { ...this.current, snapshot, timestamp };
+    return { targets: this.current.targets.version, snapshot: snapshot.version, timestamp: timestamp.version };
+  }
+
+  /**
    * Root key rotation (spec §6.1 "Key management and migration"): a new root version whose root
    * role is `newKeys`, signed by a threshold of the current root keys (`oldKeys`) and of the new
    * ones, so devices can walk the chain. Returns the new root.
@@ -202,7 +227,7 @@ export class Repository {
   private async writeRoot(roles: RootSigned['roles'], newKeys: readonly PublicKey[], signers: readonly PrivateKey[], expiresMs?: number): Promise<RootSigned> {
     const old = this.current.root;
     for (const [name, role] of Object.entries(roles)) {
-      if (role.keyids.length < role.threshold) throw new OutpostError('USAGE', `the ${name} role would have ${role.keyids.length} key(s), fewer than its threshold ${role.threshold}`);
+      if (role.keyids.length < role.threshold) throw new OutpostError('USAGE', `the ${name} role would have ${role.keyids.length} key(s), fewer than its threshold ${role.threshold}: add keys or lower the threshold`);
     }
     const known = new Map<string, RootSigned['keys'][string]>(Object.entries(old.keys));
     for (const key of newKeys) known.set(key.keyid, key.key);
