@@ -10,8 +10,9 @@
  * sockets so a test never waits on a half-finished download.
  */
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { normalize, join, sep } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -48,7 +49,7 @@ export interface ServedRequest {
 /** A running file server. */
 export interface FileServer {
   readonly port: number;
-  /** `http://127.0.0.1:<port>` (no trailing slash). */
+  /** `http(s)://127.0.0.1:<port>` (no trailing slash). */
   readonly url: string;
   readonly requests: ServedRequest[];
   /** Replaces the active fault (null clears it). */
@@ -70,8 +71,8 @@ function parseRange(header: string, size: number): { start: number; end: number 
   return start >= size || end < start ? 'unsatisfiable' : { start, end };
 }
 
-/** Starts serving `root`; resolves once listening. */
-export async function startFileServer(options: { root: string }): Promise<FileServer> {
+/** Starts serving `root` (over HTTPS when `tls` names a certificate and key file); resolves once listening. */
+export async function startFileServer(options: { root: string; tls?: { cert: string; key: string } }): Promise<FileServer> {
   const root = normalize(options.root);
   const requests: ServedRequest[] = [];
   const sockets = new Set<Socket>();
@@ -143,10 +144,14 @@ export async function startFileServer(options: { root: string }): Promise<FileSe
     res.end();
   };
 
-  const server = createServer((req, res) => {
+  const listener = (req: IncomingMessage, res: ServerResponse): void => {
     handle(req, res).catch(() => res.destroy());
-  });
-  server.on('connection', (socket) => {
+  };
+  const server =
+    options.tls === undefined
+      ? createServer(listener)
+      : createTlsServer({ cert: await readFile(options.tls.cert), key: await readFile(options.tls.key) }, listener);
+  server.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
   });
@@ -158,7 +163,7 @@ export async function startFileServer(options: { root: string }): Promise<FileSe
   const port = typeof address === 'object' && address !== null ? address.port : 0;
   return {
     port,
-    url: `http://127.0.0.1:${port}`,
+    url: `${options.tls === undefined ? 'http' : 'https'}://127.0.0.1:${port}`,
     requests,
     setFault(next) {
       fault = next === null ? null : { ...next };

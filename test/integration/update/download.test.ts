@@ -8,6 +8,7 @@ import { isOutpostError, type ErrorCode } from '../../../runtime/errors.js';
 import { silentLogger } from '../../../runtime/logs/index.js';
 import { createDownloader, type DownloaderOptions, type DownloadProgress, type DownloadRequest } from '../../../runtime/update/download.js';
 import { startFileServer, type FileServer } from '../../../scripts/world/file-server.js';
+import { createPki } from '../../../scripts/world/pki.js';
 import { pseudoRandomBytes } from '../../../scripts/world/ostree-world.js';
 
 const size = 300 * 1024;
@@ -222,4 +223,19 @@ t.test('the bandwidth cap limits the rate; progress comes at most every 500 ms',
   t.ok(progress.length >= 2, `${progress.length} progress reports`);
   for (let i = 1; i < progress.length; i++) t.ok((progress[i]?.at ?? 0) - (progress[i - 1]?.at ?? 0) >= 490, 'spaced by >= 500 ms');
   t.ok(progress.every((p) => p.total === head.length && p.rateBps < cap * 1.6), 'rate near the cap');
+});
+
+t.test('HTTPS with the fleet CA; an untrusted server certificate fails', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'outpost-dl-tls-'));
+  t.teardown(() => rm(root, { recursive: true, force: true }));
+  const pki = await createPki({ dir: join(root, 'pki'), deviceId: 'gw-1' });
+  await writeFile(join(root, 'update.delta'), content);
+  const server = await startFileServer({ root, tls: pki.server });
+  t.teardown(() => server.close());
+  const request = { url: `${server.url}/update.delta`, dir: join(root, 'cache'), name: 'update.delta', expectedLength: size, sha256 };
+  t.match(server.url, /^https:/);
+  const result = await downloader({ ca: await readFile(pki.ca.cert) }).download(request);
+  t.equal(result.bytes, size);
+  await rm(result.path);
+  await rejection(t, downloader({ ca: await readFile(pki.wrongCa.cert), attempts: 1 }).download(request), 'DOWNLOAD_FAILED', /certificate/);
 });
