@@ -62,7 +62,7 @@ export function parseRelease(target: TargetInfo): { ok: true; release: Release }
   if (!custom.success) return { ok: false, reason: `${target.name}: custom fields: ${custom.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}` };
   const c = custom.data;
   const expectedName = releaseTargetName(c.hardware, c.arch, c.version);
-  if (target.name !== expectedName) return { ok: false, reason: `${target.name}: custom fields name ${expectedName}` };
+  if (target.name !== expectedName) return { ok: false, reason: `${target.name}: its custom fields describe ${expectedName}` };
   if (target.hashes.sha256 !== c.commit) return { ok: false, reason: `${target.name}: hashes.sha256 is not custom.commit` };
   return { ok: true, release: { target, custom: c } };
 }
