@@ -245,7 +245,8 @@ export function createDownloader(options: DownloaderOptions): Downloader {
           const transient = status >= 500 || status === 408 || status === 429;
           throw fail(`GET ${req.url} answered HTTP ${status}`, transient);
         }
-        if (declared !== null && have + declared > expected) {
+        // A declared length that does not end exactly at the signed length means another file.
+        if (declared !== null && have + declared !== expected) {
           res.destroy();
           throw bad(`${req.url} announces ${have + declared} bytes, the signed length is ${expected}`);
         }

@@ -132,6 +132,9 @@ t.test('more bytes than the signed length are refused', async (t) => {
   await rejection(t, downloader().download(f.request()), 'DOWNLOAD_VERIFY', /sent more than the signed length/);
   t.notOk(existsSync(f.part), 'part deleted');
   t.notOk(existsSync(f.final));
+  f.server.setFault(null);
+  await rejection(t, downloader().download(f.request({ expectedLength: size + 10 })), 'DOWNLOAD_VERIFY', /announces 307200 bytes, the signed length is 307210/);
+  t.notOk(existsSync(f.part), 'a shorter file is refused on its headers, nothing written');
 });
 
 t.test('not enough disk -> DISK_SPACE before any byte is fetched', async (t) => {
