@@ -80,7 +80,10 @@ export interface Ostree {
   cancelPending(): Promise<number>;
   /** `ostree admin cleanup`: removes old boot dirs and prunes unreferenced objects. */
   cleanup(): Promise<void>;
-  /** Points `ref` at `commit` (null deletes it), e.g. to keep a staged commit from being pruned. */
+  /**
+   * Points `ref` at `commit`, e.g. to keep a staged commit from being pruned. `null` deletes it —
+   * and, as `ostree refs --delete` takes a prefix, every ref below it (`outpost` removes `outpost/staged`).
+   */
   refUpdate(ref: string, commit: string | null): Promise<void>;
   /** Flushes `<sysroot>/boot` (see flush-boot.ts). */
   flushBoot(): Promise<FlushResult>;
