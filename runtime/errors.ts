@@ -19,6 +19,7 @@ export const errorCodes = {
   WATCHDOG_UNAVAILABLE: { exit: 69, transient: false },
   API_UNAVAILABLE: { exit: 69, transient: true },
   API_BAD_RESPONSE: { exit: 65, transient: false },
+  API_BAD_REQUEST: { exit: 64, transient: false },
   LINK_TLS_FILES: { exit: 78, transient: false },
   LINK_UNAVAILABLE: { exit: 69, transient: true },
   PROTOCOL_INVALID: { exit: 65, transient: false },

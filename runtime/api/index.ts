@@ -1,4 +1,4 @@
 /** Local API over a unix socket: server, client, and the status document. */
 export { ApiServer, type ApiServerOptions, type Routes, type Handler } from './server.js';
-export { apiGet } from './client.js';
+export { apiGet, apiRequest } from './client.js';
 export { statusSchema, formatStatus, type Status } from './status.js';

@@ -12,8 +12,27 @@ import { dirname } from 'node:path';
 import { OutpostError, isOutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 
-/** A route handler: returns the JSON body of a 200 response. */
-export type Handler = (req: IncomingMessage) => Promise<unknown> | unknown;
+/** A route handler: gets the parsed JSON request body (undefined when empty), returns the 200 body. */
+export type Handler = (body: unknown) => Promise<unknown> | unknown;
+
+/** Request bodies are small commands; anything bigger is refused before parsing. */
+const maxBodyBytes = 64 * 1024;
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > maxBodyBytes) throw new OutpostError('API_BAD_REQUEST', `request body larger than ${maxBodyBytes} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  if (size === 0) return undefined;
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (err) {
+    throw new OutpostError('API_BAD_REQUEST', 'request body is not JSON', { cause: err });
+  }
+}
 /** Routes keyed by "GET /v1/status" style strings. */
 export type Routes = Readonly<Record<`${'GET' | 'POST' | 'PUT' | 'DELETE'} /${string}`, Handler>>;
 
@@ -60,10 +79,12 @@ export class ApiServer {
       return;
     }
     try {
-      send(res, 200, await handler(req));
+      send(res, 200, await handler(await readBody(req)));
     } catch (err) {
-      this.options.log.error('api handler failed', { path, err });
-      send(res, 500, { error: err instanceof Error ? err.message : String(err), code: isOutpostError(err) ? err.code : 'INTERNAL' });
+      // Expected refusals (busy, bad bundle) are 409/400 with the stable code; bugs are 500.
+      const status = isOutpostError(err) ? (err.code === 'API_BAD_REQUEST' ? 400 : err.code === 'INTERNAL' ? 500 : 409) : 500;
+      if (status === 500) this.options.log.error('api handler failed', { path, err });
+      send(res, status, { error: err instanceof Error ? err.message : String(err), code: isOutpostError(err) ? err.code : 'INTERNAL' });
     }
   }
 

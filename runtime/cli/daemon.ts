@@ -6,14 +6,15 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiServer, type Status } from '../api/index.js';
 import type { Config } from '../config/index.js';
-import { isOutpostError } from '../errors.js';
+import { OutpostError, isOutpostError } from '../errors.js';
 import { Supervisor, type Service } from '../lifecycle/index.js';
 import { createLink, type Link } from '../link/index.js';
 import { createLogger, type Logger } from '../logs/index.js';
 import { createNotifier, watchdogIntervalMs } from '../platform/index.js';
 import type { StateDocument } from '../protocol/index.js';
 import { Store } from '../store/index.js';
-import { readBootedCommit } from '../update/index.js';
+import { readBootedCommit, UpdateService, type UpdateStatus } from '../update/index.js';
+import { createExec } from '../platform/index.js';
 import { outpostVersion } from '../version.js';
 
 /** The store format this release writes; bump with a migration in store/migrations. */
@@ -49,8 +50,23 @@ function linkService(link: Link): Service {
 }
 
 /** Builds the state document from what the daemon knows now. */
-function stateDocument(config: Config, bootedCommit: string | null): StateDocument {
-  return { schema: 'outpost.state/1', deviceId: config.deviceId, version: outpostVersion, bootedCommit, health: 'unknown', updatedAt: new Date().toISOString() };
+function stateDocument(config: Config, bootedCommit: string | null, update: UpdateStatus | undefined): StateDocument {
+  const updatePart = update && {
+    state: update.state,
+    installedVersion: update.installedVersion,
+    target: update.release,
+    progress: update.progress,
+    reason: update.reason,
+    last: update.last,
+  };
+  return { schema: 'outpost.state/1', deviceId: config.deviceId, version: outpostVersion, bootedCommit, health: 'unknown', ...(updatePart ? { update: updatePart } : {}), updatedAt: new Date().toISOString() };
+}
+
+/** Reads `{ "file": "..." }` from an API request body. */
+function fileOf(body: unknown): string {
+  const file = (body as { file?: unknown } | undefined)?.file;
+  if (typeof file !== 'string' || file.length === 0) throw new OutpostError('API_BAD_REQUEST', 'body must be {"file": "<path of the bundle>"}');
+  return file;
 }
 
 /** Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. */
@@ -61,8 +77,42 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   mkdirSync(config.paths.runDir, { recursive: true, mode: 0o755 });
 
   const notifier = createNotifier({ env, log: log.child('notify') });
-  const bootedCommit = await readBootedCommit();
+  let bootedCommit = await readBootedCommit();
   const link = config.broker ? createLink({ broker: config.broker, deviceId: config.deviceId, log: log.child('link'), version: outpostVersion }) : undefined;
+  const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'));
+  let requestExit: (reason: string) => void = () => undefined;
+  let lastUpdate: UpdateStatus | undefined;
+  let lastPublish = 0;
+  const publishState = (force = false): void => {
+    // Progress changes often; the retained state is refreshed at most once a second for it.
+    if (!force && Date.now() - lastPublish < 1000) return;
+    lastPublish = Date.now();
+    link?.publishState(stateDocument(config, bootedCommit, lastUpdate));
+  };
+  const update = config.update
+    ? new UpdateService({
+        config: config.update,
+        stateDir: config.paths.stateDir,
+        store: () => {
+          if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');
+          return storeService.store;
+        },
+        exec: createExec(log.child('exec')),
+        log: log.child('update'),
+        linkConnected: () => link?.status.state === 'connected',
+        onSimulatedReboot: (reason) => requestExit(`simulated reboot: ${reason}`),
+        onChange: (status) => {
+          const changed = status.state !== lastUpdate?.state || status.bootedCommit !== bootedCommit;
+          lastUpdate = status;
+          if (status.bootedCommit) bootedCommit = status.bootedCommit;
+          publishState(changed);
+        },
+      })
+    : undefined;
+  const requireUpdate = (): UpdateService => {
+    if (!update) throw new OutpostError('UPDATE_REFUSED', 'updates are not configured on this device (no "update" section in the config)');
+    return update;
+  };
 
   const status = (): Status => {
     const memory = process.memoryUsage();
@@ -81,12 +131,19 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   const api = new ApiServer({
     socketPath: join(config.paths.runDir, 'api.sock'),
     mode: Number.parseInt(config.api.socketMode, 8),
-    routes: { 'GET /v1/status': status },
+    routes: {
+      'GET /v1/status': status,
+      'GET /v1/update': () => requireUpdate().status(),
+      'POST /v1/update/check': () => requireUpdate().check(),
+      'POST /v1/update/apply': () => requireUpdate().apply(),
+      'POST /v1/update/install': (body) => requireUpdate().install(fileOf(body)),
+    },
     log: log.child('api'),
   });
 
-  const services: Service[] = [new StoreService(join(config.paths.stateDir, 'store'), log.child('store'))];
+  const services: Service[] = [storeService];
   if (link) services.push(linkService(link));
+  if (update) services.push(update);
   services.push(api);
 
   const supervisor = new Supervisor({
@@ -105,11 +162,11 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
     return isOutpostError(err) ? err.exitCode : 70;
   }
-  link?.publishState(stateDocument(config, bootedCommit));
+  publishState(true);
 
   return new Promise<number>((resolve) => {
     let signalled = false;
-    const onSignal = (signal: NodeJS.Signals): void => {
+    const onSignal = (signal: string): void => {
       if (signalled) {
         log.warn('second signal: exiting now', { signal });
         resolve(70);
@@ -130,5 +187,6 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    requestExit = onSignal;
   });
 }

@@ -5,11 +5,16 @@ import { apiGet, formatStatus, statusSchema } from '../api/index.js';
 import { loadConfig, validateConfigFile, defaultConfigPath } from '../config/index.js';
 import { OutpostError } from '../errors.js';
 import { outpostVersion } from '../version.js';
-import { runProgram, type Command, type OptionSpec } from './command.js';
+import { runProgram, type Command, type CommandContext, type OptionSpec } from './command.js';
+import { updateCommands } from './update-commands.js';
 import { runDaemon } from './daemon.js';
 
 const configOption: OptionSpec = { type: 'string', short: 'c', valueName: 'PATH', description: `config file (default $OUTPOST_CONFIG or ${defaultConfigPath})` };
 const configPath = (values: Record<string, unknown>): { path?: string } => (typeof values.config === 'string' ? { path: values.config } : {});
+
+const socketOption: OptionSpec = { type: 'string', valueName: 'PATH', description: 'API socket (default <runDir>/api.sock from the config)' };
+const socketOf = ({ values, env }: CommandContext): string =>
+  typeof values.socket === 'string' ? values.socket : join(loadConfig({ ...configPath(values), env }).paths.runDir, 'api.sock');
 
 const commands: Command[] = [
   {
@@ -25,10 +30,11 @@ const commands: Command[] = [
     options: {
       config: configOption,
       json: { type: 'boolean', description: 'print the status document as JSON' },
-      socket: { type: 'string', valueName: 'PATH', description: 'API socket (default <runDir>/api.sock from the config)' },
+      socket: socketOption,
     },
-    run: async ({ values, env, out }) => {
-      const socket = typeof values.socket === 'string' ? values.socket : join(loadConfig({ ...configPath(values), env }).paths.runDir, 'api.sock');
+    run: async (ctx) => {
+      const { values, out } = ctx;
+      const socket = socketOf(ctx);
       const parsed = statusSchema.safeParse(await apiGet(socket, '/v1/status'));
       if (!parsed.success) throw new OutpostError('API_BAD_RESPONSE', `unexpected status document from ${socket}: ${parsed.error.issues[0]?.message ?? ''}`);
       out(values.json === true ? JSON.stringify(parsed.data, null, 2) : formatStatus(parsed.data));
@@ -47,6 +53,7 @@ const commands: Command[] = [
       return 0;
     },
   },
+  ...updateCommands({ config: configOption, socket: socketOption }, socketOf),
   {
     name: 'version',
     summary: 'print the outpost version',

@@ -48,6 +48,55 @@ const logSchema = z.strictObject({
   level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });
 
+const httpUrl = z.string().regex(/^https?:\/\/[^\s]+$/, 'must be an http:// or https:// URL');
+
+const bootSchema = z.strictObject({
+  /** Which bootloader counts trial boots; `simulated` is for the demo and tests only. */
+  backend: z.enum(['grub', 'uboot', 'simulated']).default('grub'),
+  grubEnvFile: filePath.default('/boot/grub/grubenv'),
+  fwEnvConfig: filePath.default('/etc/fw_env.config'),
+  /** Boots a new release gets before the bootloader falls back on its own. */
+  trialBoots: z.number().int().min(1).max(10).default(3),
+  /** State file of the simulated bootloader (default <stateDir>/simulated-boot.json). */
+  simulatedStateFile: filePath.optional(),
+});
+
+const probationCheckSchema = z.strictObject({
+  name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a short lower-case name'),
+  /** argv of the check; exit status 0 passes. No shell. */
+  command: z.array(z.string().min(1)).min(1),
+  timeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+});
+
+const probationSchema = z.strictObject({
+  /** All checks must pass together within this long after the trial boot, else roll back. */
+  windowSec: z.number().int().min(1).max(86_400).default(300),
+  intervalSec: z.number().int().min(1).max(3600).default(5),
+  /** Whether reaching the broker is part of health; off by default so an outage never rolls back. */
+  requireBroker: z.boolean().default(false),
+  checks: z.array(probationCheckSchema).max(32).default([]),
+});
+
+const updateSchema = z.strictObject({
+  /** Base URL of the TUF repository (as outpostctl writes it): metadata at <server>/, files at <server>/targets/. */
+  server: httpUrl,
+  /** HTTP archive OSTree repository for the full-pull fallback. */
+  ostreeUrl: httpUrl.optional(),
+  /** The initial trusted TUF root, shipped in the image. */
+  rootFile: filePath.default('/etc/outpost/root.json'),
+  hardware: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 characters of A-Z a-z 0-9 . _ -'),
+  /** CPU architecture of this device's releases; defaults to the running one. */
+  arch: z.enum(['aarch64', 'x86_64']).optional(),
+  sysroot: filePath.default('/'),
+  osname: z.string().min(1).default('outpost'),
+  checkIntervalSec: z.number().int().min(1).max(7 * 86_400).default(3600),
+  bandwidthBytesPerSec: z.number().int().min(1024).optional(),
+  /** Free space kept on top of a download for applying it into the repo. */
+  applyHeadroomBytes: z.number().int().min(0).default(256 * 1024 * 1024),
+  boot: bootSchema.prefault({}),
+  probation: probationSchema.prefault({}),
+});
+
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   deviceId,
@@ -56,9 +105,12 @@ export const configSchema = z.strictObject({
   lifecycle: lifecycleSchema.prefault({}),
   api: apiSchema.prefault({}),
   log: logSchema.prefault({}),
+  update: updateSchema.optional(),
 });
 
 /** The validated, defaulted configuration. Frozen once loaded; passed down, never imported. */
 export type Config = Readonly<z.output<typeof configSchema>>;
+/** Update settings, present when the device takes OTA updates. */
+export type UpdateConfig = NonNullable<Config['update']>;
 /** Broker settings, present only when the device talks to a fleet broker. */
 export type BrokerConfig = NonNullable<Config['broker']>;

@@ -79,18 +79,20 @@ export function createSteps(ports: StepPorts): Steps {
 
   const apply = async (record: UpdateRecord): Promise<StepResult> => {
     const release = requireRelease(record);
+    // An offline bundle carries either a delta or an archive repo holding the commit.
+    const pullUrl = release.bundleDir ? `file://${join(release.bundleDir, 'repo')}` : ports.sources.ostreeUrl;
     if (!(await ostree.hasCommit(release.commit))) {
       const file = deltaPath(ports, release);
       if (file && release.delta) {
         try {
           await ostree.applyStaticDelta(file, { expectFrom: release.delta.from, expectCommit: release.commit });
         } catch (err) {
-          if (!ports.sources.ostreeUrl || release.bundleDir) throw err;
+          if (!pullUrl || release.bundleDir) throw err;
           log.warn('static delta failed to apply; falling back to a full pull', { err });
-          await ostree.pull(ports.sources.ostreeUrl, release.commit);
+          await ostree.pull(pullUrl, release.commit);
         }
-      } else if (ports.sources.ostreeUrl && !release.bundleDir) {
-        await ostree.pull(ports.sources.ostreeUrl, release.commit);
+      } else if (pullUrl) {
+        await ostree.pull(pullUrl, release.commit);
       } else {
         throw new OutpostError('UPDATE_NO_SOURCE', `release ${release.version}: no delta from the booted commit and no OSTree repository to pull from`);
       }

@@ -1,0 +1,82 @@
+/** `outpost update check|apply|status|install`: thin clients of the daemon's update API. */
+import { resolve } from 'node:path';
+import { apiRequest } from '../api/index.js';
+import type { UpdateStatus } from '../update/index.js';
+import type { Command, CommandContext, OptionSpec } from './command.js';
+
+/** Resolves the API socket path from the command's options (config or --socket). */
+export type SocketOf = (ctx: CommandContext) => string;
+
+function formatBytes(n: number): string {
+  return n >= 1048576 ? `${(n / 1048576).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;
+}
+
+/** Renders the update status for people. */
+export function formatUpdateStatus(s: UpdateStatus): string {
+  const lines = [`state:             ${s.state}`, `installed release: ${s.installedVersion === 0 ? 'none recorded (factory image)' : s.installedVersion}`, `booted commit:     ${s.bootedCommit ?? 'unknown'}`];
+  if (s.release) lines.push(`installing:        release ${s.release.version} (${s.release.delta ? 'static delta' : 'full pull'}) ${s.release.commit.slice(0, 12)}`);
+  if (s.progress) {
+    const pct = s.progress.total > 0 ? ` ${((100 * s.progress.bytes) / s.progress.total).toFixed(1)}%` : '';
+    lines.push(`progress:          ${s.progress.phase} ${formatBytes(s.progress.bytes)} of ${formatBytes(s.progress.total)}${pct} at ${formatBytes(s.progress.rateBps)}/s`);
+  }
+  if (s.reason) lines.push(`reason:            ${s.reason}`);
+  if (s.last) lines.push(`last update:       release ${s.last.version} ${s.last.result} at ${s.last.at}${s.last.reason ? ` (${s.last.reason})` : ''}`);
+  if (s.lastCheck) lines.push(`last check:        ${s.lastCheck.at}: ${s.lastCheck.result}`);
+  return lines.join('\n');
+}
+
+function describeSelection(result: unknown): string {
+  const r = result as { release: { version: number; delta: unknown } | null; reason?: string };
+  return r.release ? `release ${r.release.version} (${r.release.delta ? 'static delta' : 'full pull'})` : `nothing to install: ${r.reason ?? ''}`;
+}
+
+/** Builds the update commands; `options` are shared with `outpost status` (config, socket). */
+export function updateCommands(options: Record<string, OptionSpec>, socketOf: SocketOf): Command[] {
+  const json: OptionSpec = { type: 'boolean', description: 'print JSON' };
+  const print = (ctx: CommandContext, value: unknown, human: string) => ctx.out(ctx.values.json === true ? JSON.stringify(value, null, 2) : human);
+  return [
+    {
+      name: 'update status',
+      summary: 'show the update state, progress and the last outcome',
+      options: { ...options, json },
+      run: async (ctx) => {
+        const status = (await apiRequest(socketOf(ctx), 'GET', '/v1/update')) as UpdateStatus;
+        print(ctx, status, formatUpdateStatus(status));
+        return 0;
+      },
+    },
+    {
+      name: 'update check',
+      summary: 'verify the signed metadata now and say what would be installed',
+      options: { ...options, json },
+      run: async (ctx) => {
+        const result = await apiRequest(socketOf(ctx), 'POST', '/v1/update/check', undefined, 120_000);
+        print(ctx, result, describeSelection(result));
+        return 0;
+      },
+    },
+    {
+      name: 'update apply',
+      summary: 'check and start installing the newest release (progress: outpost update status)',
+      options: { ...options, json },
+      run: async (ctx) => {
+        const result = await apiRequest(socketOf(ctx), 'POST', '/v1/update/apply', undefined, 120_000);
+        print(ctx, result, (result as { release: unknown }).release ? `installing ${describeSelection(result)}` : describeSelection(result));
+        return 0;
+      },
+    },
+    {
+      name: 'update install',
+      summary: 'install an offline bundle file (from outpostctl release bundle), no network needed',
+      args: 'FILE',
+      positionals: { min: 1, max: 1 },
+      options: { ...options, json },
+      run: async (ctx) => {
+        const file = resolve(ctx.positionals[0] ?? '');
+        const result = await apiRequest(socketOf(ctx), 'POST', '/v1/update/install', { file }, 600_000);
+        print(ctx, result, `installing ${describeSelection(result)} from ${file}`);
+        return 0;
+      },
+    },
+  ];
+}

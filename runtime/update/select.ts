@@ -1,0 +1,51 @@
+/**
+ * Which release this device should install, from verified targets: its own hardware class and
+ * architecture only, newer than the installed version (anti-rollback), never one that already
+ * failed its trial here, with a static delta from the booted commit when the metadata lists one.
+ */
+import { OutpostError } from '../errors.js';
+import type { Release as UpdateRelease } from './record.js';
+import { deltaCustomSchema, releasesFor, type ReleaseArch, type TrustedTargets } from './tuf/index.js';
+
+/** What the device knows about itself when choosing. */
+export interface DeviceFacts {
+  hardware: string;
+  arch: ReleaseArch;
+  bootedCommit: string | null;
+  installedVersion: number;
+  hasFailed: (commit: string) => Promise<boolean>;
+}
+
+/** The choice, or why there is nothing to install. */
+export type Selection = { release: UpdateRelease } | { release: null; reason: string };
+
+/** The CPU architecture name releases use for the running process. */
+export function runningArch(): ReleaseArch {
+  if (process.arch === 'arm64') return 'aarch64';
+  if (process.arch === 'x64') return 'x86_64';
+  throw new OutpostError('UPDATE_REFUSED', `no releases are built for CPU architecture ${process.arch}`);
+}
+
+/** Picks the release to install; `explicitVersion` (an operator's `--version`) must still pass every rule. */
+export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts): Promise<Selection> {
+  const candidates = releasesFor(targets.list(), facts.hardware, facts.arch);
+  if (candidates.length === 0) return { release: null, reason: `no release for hardware ${facts.hardware} / ${facts.arch} in the signed metadata` };
+  for (const candidate of candidates) {
+    const c = candidate.custom;
+    if (c.commit === facts.bootedCommit) return { release: null, reason: `release ${c.version} is already running` };
+    if (c.version <= facts.installedVersion) {
+      return { release: null, reason: `newest release ${c.version} is not newer than installed release ${facts.installedVersion} (anti-rollback)` };
+    }
+    if (await facts.hasFailed(c.commit)) continue;
+    const deltaRef = facts.bootedCommit === null ? undefined : c.deltas.find((d) => d.from === facts.bootedCommit);
+    const deltaTarget = deltaRef ? targets.get(deltaRef.target) : undefined;
+    const deltaCustom = deltaTarget ? deltaCustomSchema.safeParse(deltaTarget.custom) : undefined;
+    const sha256 = deltaTarget?.hashes.sha256;
+    const delta =
+      deltaTarget && deltaCustom?.success && deltaCustom.data.to === c.commit && deltaCustom.data.from === facts.bootedCommit && sha256
+        ? { target: deltaTarget.name, from: deltaCustom.data.from, length: deltaTarget.length, sha256 }
+        : null;
+    return { release: { target: candidate.target.name, version: c.version, commit: c.commit, ref: c.ref, arch: c.arch, hardware: c.hardware, delta } };
+  }
+  return { release: null, reason: 'every newer release already failed its trial on this device' };
+}

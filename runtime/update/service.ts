@@ -1,0 +1,268 @@
+/**
+ * The update service: checks the signed metadata on a schedule, chooses a release, and drives
+ * the state machine. It is the daemon's one entry into the update domain.
+ *
+ * Invariants:
+ * - One machine run at a time (an exclusive chain); checks and applies queue behind it.
+ * - Resuming an interrupted update happens at start, before any new check, and needs no network.
+ * - Nothing from a server or a bundle is acted on before TUF verified it (select.ts reads only
+ *   TrustedTargets).
+ */
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { UpdateConfig } from '../config/index.js';
+import { OutpostError, isOutpostError } from '../errors.js';
+import type { Service } from '../lifecycle/index.js';
+import type { Logger } from '../logs/index.js';
+import type { Exec } from '../platform/index.js';
+import type { Store } from '../store/index.js';
+import { createBoot, type BootBackend } from './boot/index.js';
+import { createDownloader } from './download.js';
+import { dirFetcher, httpFetcher } from './fetchers.js';
+import { UpdateMachine, UpdateStore } from './machine.js';
+import { createOstree } from './ostree.js';
+import { execCheck, predicateCheck, runProbation, type ProbationCheck } from './probation.js';
+import type { Progress, Release, UpdateRecord } from './record.js';
+import { runningArch, selectRelease, type Selection } from './select.js';
+import { createSteps } from './steps.js';
+import { TufClient, type Fetcher } from './tuf/index.js';
+
+/** What `outpost update status` and the state topic show. */
+export interface UpdateStatus {
+  state: UpdateRecord['state'];
+  release: { version: number; commit: string; delta: boolean } | null;
+  progress: Progress | null;
+  reason: string | null;
+  last: UpdateRecord['last'];
+  installedVersion: number;
+  bootedCommit: string | null;
+  lastCheck: { at: string; result: string } | null;
+}
+
+/** Options of {@link UpdateService}. */
+export interface UpdateServiceOptions {
+  config: UpdateConfig;
+  stateDir: string;
+  /** The daemon's store, opened by the store service before this one starts. */
+  store: () => Store;
+  exec: Exec;
+  log: Logger;
+  /** Whether the broker link is up, for the optional broker probation check. */
+  linkConnected: () => boolean;
+  /** The simulated backend's reboot: stop the daemon; its harness starts it again. */
+  onSimulatedReboot: (reason: string) => void;
+  onChange: (status: UpdateStatus) => void;
+  now?: () => Date;
+}
+
+/** The update service (a lifecycle Service). */
+export class UpdateService implements Service {
+  readonly name = 'update';
+  private machine: UpdateMachine | undefined;
+  private updates: UpdateStore | undefined;
+  private chain: Promise<unknown> = Promise.resolve();
+  private timer: NodeJS.Timeout | undefined;
+  private progressNow: Progress | null = null;
+  private lastCheck: UpdateStatus['lastCheck'] = null;
+  private bootedCommit: string | null = null;
+  private stopped = false;
+  private readonly now: () => Date;
+
+  constructor(private readonly options: UpdateServiceOptions) {
+    this.now = options.now ?? (() => new Date());
+  }
+
+  async start(): Promise<void> {
+    const { config, exec, log } = this.options;
+    let boot: BootBackend | undefined;
+    const ostree = createOstree({
+      exec,
+      log: log.child('ostree'),
+      sysroot: config.sysroot,
+      osname: config.osname,
+      bootedHint: config.boot.backend === 'simulated' ? async () => {
+        const commit = await boot?.bootedCommit();
+        return commit ? { commit } : null;
+      } : undefined,
+    });
+    boot = createBoot({
+      config,
+      stateDir: this.options.stateDir,
+      exec,
+      flush: async () => void (await ostree.flushBoot()),
+      menu: async () => (await ostree.deployments()).map((d) => d.commit),
+      onSimulatedReboot: this.options.onSimulatedReboot,
+    });
+    await boot.atStart();
+    this.bootedCommit = await boot.bootedCommit();
+    this.updates = new UpdateStore(this.options.store());
+    const downloadDir = join(this.options.stateDir, 'downloads');
+    await mkdir(downloadDir, { recursive: true });
+    const base = config.server.endsWith('/') ? config.server : `${config.server}/`;
+    this.machine = new UpdateMachine({
+      store: this.updates,
+      log: log.child('machine'),
+      now: this.now,
+      onChange: () => void this.publish(),
+      steps: createSteps({
+        ostree,
+        boot,
+        downloader: createDownloader({ log: log.child('download'), ...(config.bandwidthBytesPerSec ? { bandwidthBytesPerSec: config.bandwidthBytesPerSec } : {}) }),
+        sources: { targetUrl: (name) => new URL(`targets/${name}`, base).href, ...(config.ostreeUrl ? { ostreeUrl: config.ostreeUrl } : {}) },
+        probation: (deadline) => runProbation(this.probationChecks(), { deadline, intervalMs: config.probation.intervalSec * 1000, now: this.now }),
+        probationWindowMs: config.probation.windowSec * 1000,
+        downloadDir,
+        applyHeadroomBytes: config.applyHeadroomBytes,
+        log: log.child('steps'),
+        now: this.now,
+        onProgress: (p) => {
+          this.progressNow = p;
+          void this.publish();
+        },
+      }),
+    });
+    // Resume first (no network needed), then check on schedule.
+    void this.exclusive(() => this.resume());
+    this.schedule(5_000);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Current status for the API and the state topic. */
+  async status(): Promise<UpdateStatus> {
+    const record = await this.requireMachine().record();
+    const release = record.release;
+    return {
+      state: record.state,
+      release: release ? { version: release.version, commit: release.commit, delta: release.delta !== null } : null,
+      progress: record.state === 'downloading' ? this.progressNow : record.progress,
+      reason: record.reason,
+      last: record.last,
+      installedVersion: await this.requireUpdates().installedVersion(),
+      bootedCommit: this.bootedCommit,
+      lastCheck: this.lastCheck,
+    };
+  }
+
+  /** Refreshes the signed metadata and says what would be installed. */
+  check(): Promise<Selection> {
+    return this.exclusive(() => this.select(httpFetcher(this.options.config.server)));
+  }
+
+  /** Checks and, when a release is available, starts installing it (returns once persisted). */
+  async apply(): Promise<Selection> {
+    const selection = await this.check();
+    if (selection.release) await this.begin(selection.release);
+    return selection;
+  }
+
+  /** Installs from an offline bundle file (a tar written by `outpostctl release bundle`). */
+  async install(file: string): Promise<Selection> {
+    const dir = join(this.options.stateDir, 'bundle');
+    const selection = await this.exclusive(async () => {
+      const record = await this.requireMachine().record();
+      if (record.state !== 'idle') throw new OutpostError('UPDATE_BUSY', `an update is already in progress (${record.state})`);
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      await this.options.exec.run('tar', ['-xf', file, '-C', dir, '--no-same-owner', '--no-same-permissions'], { timeoutMs: 10 * 60_000 });
+      const chosen = await this.select(dirFetcher(join(dir, 'metadata')));
+      if (!chosen.release) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: ${chosen.reason}`);
+      return { release: { ...chosen.release, bundleDir: dir } };
+    });
+    await this.begin(selection.release);
+    return selection;
+  }
+
+  /** Progress-based health (STYLE 11): the service is fine while its loop is not wedged. */
+  healthy(): boolean {
+    return true;
+  }
+
+  private async begin(release: Release): Promise<void> {
+    await this.exclusive(async () => {
+      const record = await this.requireMachine().record();
+      if (record.state !== 'idle') throw new OutpostError('UPDATE_BUSY', `an update is already in progress (${record.state})`);
+      await this.requireMachine().begin(release, this.bootedCommit);
+    });
+    void this.exclusive(() => this.resume());
+  }
+
+  private async select(fetcher: Fetcher): Promise<Selection> {
+    const { config, log } = this.options;
+    const updates = this.requireUpdates();
+    try {
+      const tuf = new TufClient({ store: this.options.store(), fetcher, initialRoot: await readFile(config.rootFile), now: this.now, log: log.child('tuf') });
+      const targets = await tuf.refresh();
+      const selection = await selectRelease(targets, {
+        hardware: config.hardware,
+        arch: config.arch ?? runningArch(),
+        bootedCommit: this.bootedCommit,
+        installedVersion: await updates.installedVersion(),
+        hasFailed: (commit) => updates.hasFailed(commit),
+      });
+      this.lastCheck = { at: this.now().toISOString(), result: selection.release ? `release ${selection.release.version} available` : selection.reason };
+      return selection;
+    } catch (err) {
+      this.lastCheck = { at: this.now().toISOString(), result: `check failed: ${err instanceof Error ? err.message : String(err)}` };
+      throw err;
+    } finally {
+      void this.publish();
+    }
+  }
+
+  private async resume(): Promise<void> {
+    try {
+      await this.requireMachine().run();
+    } catch (err) {
+      this.options.log.warn('update paused; will retry', { err });
+    }
+  }
+
+  /** Periodic check and apply; failures are logged and retried at the next interval. */
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.apply()
+        .then((s) => this.options.log.info('update check', { result: s.release ? `installing release ${s.release.version}` : s.reason }))
+        .catch((err: unknown) => this.options.log.warn('update check failed', { err, transient: isOutpostError(err) ? err.transient : undefined }))
+        .finally(() => this.schedule(this.options.config.checkIntervalSec * 1000));
+    }, delayMs);
+  }
+
+  private probationChecks(): ProbationCheck[] {
+    const { config, exec } = this.options;
+    const checks: ProbationCheck[] = [predicateCheck('outpost', () => !this.stopped, 'outpost is stopping')];
+    if (config.probation.requireBroker) checks.push(predicateCheck('broker', this.options.linkConnected, 'broker not reachable'));
+    for (const check of config.probation.checks) checks.push(execCheck(exec, check.name, check.command, check.timeoutMs));
+    return checks;
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.chain.then(fn, fn);
+    this.chain = run.catch(() => undefined);
+    return run;
+  }
+
+  private async publish(): Promise<void> {
+    if (!this.machine) return;
+    try {
+      this.options.onChange(await this.status());
+    } catch (err) {
+      this.options.log.debug('cannot publish update status', { err });
+    }
+  }
+
+  private requireMachine(): UpdateMachine {
+    if (!this.machine) throw new OutpostError('INTERNAL', 'update service not started');
+    return this.machine;
+  }
+
+  private requireUpdates(): UpdateStore {
+    if (!this.updates) throw new OutpostError('INTERNAL', 'update service not started');
+    return this.updates;
+  }
+}
