@@ -102,6 +102,9 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
         linkConnected: () => link?.status.state === 'connected',
         onSimulatedReboot: (reason) => requestExit(`simulated reboot: ${reason}`),
         onChange: (status) => {
+          // Fault injection for the crash tests (docs/architecture.md): die like `kill -9` the
+          // moment this state has been persisted, so resumption is tested from every state.
+          if (env.OUTPOST_FAULT_KILL_AT_STATE === status.state) process.kill(process.pid, 'SIGKILL');
           const changed = status.state !== lastUpdate?.state || status.bootedCommit !== bootedCommit;
           lastUpdate = status;
           if (status.bootedCommit) bootedCommit = status.bootedCommit;

@@ -3,11 +3,13 @@
 import { outpostVersion } from '../version.js';
 import { runProgram, type Command } from './command.js';
 import { keyCommands } from './ctl-keys.js';
+import { releaseCommands } from './ctl-release.js';
 import { repoCommands } from './ctl-repo.js';
 
 const commands: Command[] = [
   ...keyCommands,
   ...repoCommands,
+  ...releaseCommands,
   {
     name: 'version',
     summary: 'print the outpostctl version',

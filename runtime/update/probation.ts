@@ -46,14 +46,14 @@ export async function runProbation(checks: readonly ProbationCheck[], timing: Pr
 }
 
 /** A check that runs a command; exit status 0 passes. */
-export function execCheck(exec: Exec, name: string, command: readonly string[], timeoutMs: number): ProbationCheck {
+export function execCheck(exec: Exec, name: string, command: readonly string[], timeoutMs: number, env: Record<string, string> = {}): ProbationCheck {
   return {
     name,
     run: async () => {
       const [cmd, ...args] = command;
       if (cmd === undefined) return { ok: false, detail: 'empty command' };
       try {
-        await exec.run(cmd, args, { timeoutMs });
+        await exec.run(cmd, args, { timeoutMs, env });
         return { ok: true };
       } catch (err) {
         return { ok: false, detail: err instanceof Error ? err.message.split('\n')[0] : String(err) };

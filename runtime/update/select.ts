@@ -30,13 +30,21 @@ export function runningArch(): ReleaseArch {
 export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts): Promise<Selection> {
   const candidates = releasesFor(targets.list(), facts.hardware, facts.arch);
   if (candidates.length === 0) return { release: null, reason: `no release for hardware ${facts.hardware} / ${facts.arch} in the signed metadata` };
+  const failed: number[] = [];
+  const none = (reason: string): Selection => ({
+    release: null,
+    reason: failed.length > 0 ? `release ${failed.join(', ')} failed its trial on this device and is not retried; ${reason}` : reason,
+  });
   for (const candidate of candidates) {
     const c = candidate.custom;
-    if (c.commit === facts.bootedCommit) return { release: null, reason: `release ${c.version} is already running` };
+    if (c.commit === facts.bootedCommit) return none(`release ${c.version} is already running`);
     if (c.version <= facts.installedVersion) {
-      return { release: null, reason: `newest release ${c.version} is not newer than installed release ${facts.installedVersion} (anti-rollback)` };
+      return none(`release ${c.version} is not newer than installed release ${facts.installedVersion} (anti-rollback)`);
     }
-    if (await facts.hasFailed(c.commit)) continue;
+    if (await facts.hasFailed(c.commit)) {
+      failed.push(c.version);
+      continue;
+    }
     const deltaRef = facts.bootedCommit === null ? undefined : c.deltas.find((d) => d.from === facts.bootedCommit);
     const deltaTarget = deltaRef ? targets.get(deltaRef.target) : undefined;
     const deltaCustom = deltaTarget ? deltaCustomSchema.safeParse(deltaTarget.custom) : undefined;
@@ -47,5 +55,5 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
         : null;
     return { release: { target: candidate.target.name, version: c.version, commit: c.commit, ref: c.ref, arch: c.arch, hardware: c.hardware, delta } };
   }
-  return { release: null, reason: 'every newer release already failed its trial on this device' };
+  return none('no other release is newer');
 }

@@ -20,7 +20,7 @@ import { createBoot, type BootBackend } from './boot/index.js';
 import { createDownloader } from './download.js';
 import { dirFetcher, httpFetcher } from './fetchers.js';
 import { UpdateMachine, UpdateStore } from './machine.js';
-import { createOstree } from './ostree.js';
+import { createOstree, type Ostree } from './ostree.js';
 import { execCheck, predicateCheck, runProbation, type ProbationCheck } from './probation.js';
 import type { Progress, Release, UpdateRecord } from './record.js';
 import { runningArch, selectRelease, type Selection } from './select.js';
@@ -60,6 +60,7 @@ export class UpdateService implements Service {
   readonly name = 'update';
   private machine: UpdateMachine | undefined;
   private updates: UpdateStore | undefined;
+  private ostree: Ostree | undefined;
   private chain: Promise<unknown> = Promise.resolve();
   private timer: NodeJS.Timeout | undefined;
   private progressNow: Progress | null = null;
@@ -94,6 +95,7 @@ export class UpdateService implements Service {
       onSimulatedReboot: this.options.onSimulatedReboot,
     });
     await boot.atStart();
+    this.ostree = ostree;
     this.bootedCommit = await boot.bootedCommit();
     this.updates = new UpdateStore(this.options.store());
     const downloadDir = join(this.options.stateDir, 'downloads');
@@ -109,7 +111,7 @@ export class UpdateService implements Service {
         boot,
         downloader: createDownloader({ log: log.child('download'), ...(config.bandwidthBytesPerSec ? { bandwidthBytesPerSec: config.bandwidthBytesPerSec } : {}) }),
         sources: { targetUrl: (name) => new URL(`targets/${name}`, base).href, ...(config.ostreeUrl ? { ostreeUrl: config.ostreeUrl } : {}) },
-        probation: (deadline) => runProbation(this.probationChecks(), { deadline, intervalMs: config.probation.intervalSec * 1000, now: this.now }),
+        probation: async (deadline) => runProbation(await this.probationChecks(), { deadline, intervalMs: config.probation.intervalSec * 1000, now: this.now }),
         probationWindowMs: config.probation.windowSec * 1000,
         downloadDir,
         applyHeadroomBytes: config.applyHeadroomBytes,
@@ -233,12 +235,22 @@ export class UpdateService implements Service {
     }, delayMs);
   }
 
-  private probationChecks(): ProbationCheck[] {
+  private async probationChecks(): Promise<ProbationCheck[]> {
     const { config, exec } = this.options;
     const checks: ProbationCheck[] = [predicateCheck('outpost', () => !this.stopped, 'outpost is stopping')];
     if (config.probation.requireBroker) checks.push(predicateCheck('broker', this.options.linkConnected, 'broker not reachable'));
-    for (const check of config.probation.checks) checks.push(execCheck(exec, check.name, check.command, check.timeoutMs));
+    // Checks see the running deployment's files at OUTPOST_DEPLOYMENT_ROOT: `/` on a booted
+    // device; the deployment's directory under the simulated bootloader.
+    const env = { OUTPOST_DEPLOYMENT_ROOT: await this.deploymentRoot() };
+    for (const check of config.probation.checks) checks.push(execCheck(exec, check.name, check.command, check.timeoutMs, env));
     return checks;
+  }
+
+  private async deploymentRoot(): Promise<string> {
+    const { config } = this.options;
+    if (config.boot.backend !== 'simulated') return '/';
+    const booted = (await this.requireOstree().deployments()).find((d) => d.booted);
+    return booted ? join(config.sysroot, 'ostree', 'deploy', config.osname, 'deploy', `${booted.commit}.${booted.serial}`) : '/';
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -259,6 +271,11 @@ export class UpdateService implements Service {
   private requireMachine(): UpdateMachine {
     if (!this.machine) throw new OutpostError('INTERNAL', 'update service not started');
     return this.machine;
+  }
+
+  private requireOstree(): Ostree {
+    if (!this.ostree) throw new OutpostError('INTERNAL', 'update service not started');
+    return this.ostree;
   }
 
   private requireUpdates(): UpdateStore {

@@ -12,6 +12,7 @@ import type { StepResult, Steps } from './machine.js';
 import type { Ostree } from './ostree.js';
 import type { ProbationResult } from './probation.js';
 import type { Release, UpdateRecord } from './record.js';
+import { verifyFile } from './verify-file.js';
 
 /** Where release files come from: the update server, or an offline bundle's directory. */
 export interface ReleaseSources {
@@ -63,7 +64,12 @@ export function createSteps(ports: StepPorts): Steps {
 
   const download = async (record: UpdateRecord): Promise<StepResult> => {
     const release = requireRelease(record);
-    if (!release.delta || release.bundleDir || (await ostree.hasCommit(release.commit))) return { event: 'downloaded' };
+    if (!release.delta || (await ostree.hasCommit(release.commit))) return { event: 'downloaded' };
+    if (release.bundleDir) {
+      // A file from a USB stick is as untrusted as one from the network: check it against TUF.
+      await verifyFile(deltaPath(ports, release) ?? '', release.delta.length, release.delta.sha256);
+      return { event: 'downloaded' };
+    }
     const path = deltaPath(ports, release) ?? '';
     await ports.downloader.download({
       url: ports.sources.targetUrl(release.delta.target),

@@ -1,0 +1,75 @@
+import t from 'tap';
+import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import { otaDevice, until, type OtaDevice } from '../../fixtures/ota-device.js';
+
+const failingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\necho "app did not start" >&2\nexit 1\n' };
+const passingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' };
+const healthCheck = { checks: [{ name: 'app', command: ['/bin/sh', '-c', 'exec "$OUTPOST_DEPLOYMENT_ROOT/usr/libexec/outpost/health-check"'] }] };
+
+let ota: OtaWorld;
+t.before(async () => {
+  ota = await createOtaWorld({ versions: [1] });
+});
+t.teardown(() => ota.close());
+
+/** Runs the daemon through reboots until the update is idle again; returns the final status. */
+async function converge(device: OtaDevice, maxBoots = 5) {
+  for (let i = 0; i < maxBoots; i++) {
+    const { daemon } = await device.boot();
+    const done = await until('the update to settle', async () => {
+      if (daemon.exitCode !== null) return 'rebooted';
+      const s = await device.status().catch(() => undefined);
+      return s?.state === 'idle' && s.last ? 'idle' : undefined;
+    });
+    if (done === 'idle') {
+      const status = await device.status();
+      daemon.kill('SIGTERM');
+      await daemon;
+      return status;
+    }
+    const result = await daemon;
+    if (result.exitCode !== 0) throw new Error(`daemon exited ${result.exitCode}: ${result.all}`);
+  }
+  throw new Error('did not converge');
+}
+
+t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit', async (t) => {
+  await ota.release(2, { deltaFrom: [1], extra: passingCheck });
+  const device = otaDevice(ota, { probation: { windowSec: 10, intervalSec: 1, ...healthCheck } });
+  t.teardown(device.cleanup);
+  // v1 has no health-check script: the device runs v1 until the update.
+  const { daemon } = await device.boot();
+  const before = ota.ostree.server.requests.length;
+  const apply = await device.cli(['update', 'apply']);
+  t.equal(apply.exitCode, 0, apply.stderr);
+  t.match(apply.stdout, /installing release 2 \(static delta\)/);
+  const first = await daemon;
+  t.equal(first.exitCode, 0, 'the simulated reboot stops the daemon cleanly');
+  t.match(await device.adminStatus(), new RegExp(`${ota.ostree.commit(2)}\\.0`), 'v2 deployed');
+
+  const status = await converge(device);
+  t.match(status.last, { result: 'committed', version: 2, commit: ota.ostree.commit(2) });
+  t.equal(status.installedVersion, 2);
+  t.equal(status.bootedCommit, ota.ostree.commit(2));
+  const admin = await device.adminStatus();
+  t.ok(admin.indexOf(ota.ostree.commit(2)) < admin.indexOf(ota.ostree.commit(1)), 'v2 is the default, v1 kept as rollback');
+  const served = ota.ostree.server.requests.slice(before).map((r) => r.path);
+  t.ok(served.some((p) => p.includes('/tuf/targets/deltas/')), 'the delta was downloaded');
+  t.notOk(served.some((p) => p.includes('/repo/objects/')), 'no object pull was needed');
+
+  t.test('a bad v3 whose health check fails is rolled back on its own, with the reason', async (t) => {
+    await ota.release(3, { deltaFrom: [2], extra: failingCheck });
+    const { daemon: d } = await device.boot();
+    t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
+    await d;
+    const final = await converge(device);
+    t.match(final.last, { result: 'rolledBack', version: 3, reason: /health checks failed during probation: app/ });
+    t.equal(final.bootedCommit, ota.ostree.commit(2), 'back on v2');
+    t.equal(final.installedVersion, 2);
+    const { daemon: again } = await device.boot();
+    const check = await device.cli(['update', 'check']);
+    t.match(check.stdout, /release 3 failed its trial on this device and is not retried; release 2 is already running/, 'v3 is never retried');
+    again.kill('SIGTERM');
+    await again;
+  });
+});
