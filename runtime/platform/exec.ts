@@ -7,8 +7,11 @@
  * - every call has a timeout (default 10 min), after which the child gets SIGTERM, then SIGKILL;
  * - a failure is an `EXEC_FAILED` OutpostError naming the command, its exit code (or signal or
  *   timeout) and the last lines of its stderr, which is what a person needs to act on it.
+ *
+ * execa is imported on the first call, not with this module: its module graph costs ~2 MiB of
+ * heap for the rest of the process's life, and a daemon without updates configured never runs a tool.
  */
-import { execa, type ExecaError } from 'execa';
+import type { ExecaError } from 'execa';
 import { OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 
@@ -57,6 +60,7 @@ export function createExec(log: Logger): Exec {
       const timeoutMs = opts.timeoutMs ?? defaultExecTimeoutMs;
       const started = performance.now();
       try {
+        const { execa } = await import('execa');
         const result = await execa(cmd, args, {
           shell: false,
           timeout: timeoutMs,

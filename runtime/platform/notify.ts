@@ -8,8 +8,11 @@
  *   comes from another process, which systemd only accepts with `NotifyAccess=all` in the unit
  *   (as root, `--pid` lets it claim our PID, but do not rely on that). It also waits for systemd
  *   to process the message (BARRIER=1), so each send costs a process spawn and a round trip.
+ *
+ * execa is imported on first use of the fallback only: it costs ~2 MiB of heap for the daemon's
+ * whole life, and the fallback runs only on hosts where the addon failed to build.
  */
-import { ExecaError, execa } from 'execa';
+import type { ExecaError } from 'execa';
 import { OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import { errnoError } from './errno.js';
@@ -84,17 +87,20 @@ export function createNotifier(options: NotifierOptions): Notifier {
     send: async (fields) => {
       const lines = formatNotifyFields(fields);
       if (lines.length === 0) return;
+      let execaError: typeof ExecaError | undefined;
       try {
+        const { execa, ExecaError: loaded } = await import('execa');
+        execaError = loaded;
         await execa('systemd-notify', [`--pid=${pid}`, ...lines], { env: { NOTIFY_SOCKET: socket }, timeout, stdin: 'ignore' });
       } catch (err) {
-        throw new OutpostError('NOTIFY_FAILED', `systemd-notify to NOTIFY_SOCKET=${socket} failed: ${execFailure(err, timeout)}`, { cause: err });
+        throw new OutpostError('NOTIFY_FAILED', `systemd-notify to NOTIFY_SOCKET=${socket} failed: ${execFailure(err, timeout, execaError)}`, { cause: err });
       }
     },
   };
 }
 
-function execFailure(err: unknown, timeoutMs: number): string {
-  if (!(err instanceof ExecaError)) return err instanceof Error ? err.message : String(err);
+function execFailure(err: unknown, timeoutMs: number, execaError: typeof ExecaError | undefined): string {
+  if (execaError === undefined || !(err instanceof execaError)) return err instanceof Error ? err.message : String(err);
   if (err.timedOut) return `no answer within ${timeoutMs} ms`;
   if (err.code === 'ENOENT') return 'systemd-notify is not installed (or not on PATH)';
   const raw: unknown = err.stderr; // typed by execa's options generic; checked, not trusted
