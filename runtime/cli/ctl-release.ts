@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { OutpostError } from '../errors.js';
@@ -120,6 +120,7 @@ export const releaseCommands: Command[] = [
       const stage = await mkdtemp(join(tmpdir(), 'outpost-bundle-'));
       try {
         await mkdir(join(stage, 'metadata'));
+        await writeFile(join(stage, 'bundle.json'), `${JSON.stringify({ schema: 'outpost.bundle/1', target: targetName })}\n`);
         for (const name of (await readdir(dir)).filter((n) => /^(\d+\.root|root|timestamp|snapshot|targets)\.json$/.test(n))) {
           await copyFile(join(dir, name), join(stage, 'metadata', name));
         }

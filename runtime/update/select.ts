@@ -14,6 +14,8 @@ export interface DeviceFacts {
   bootedCommit: string | null;
   installedVersion: number;
   hasFailed: (commit: string) => Promise<boolean>;
+  /** Only this target may be chosen (an offline bundle names the one it carries). */
+  only?: string;
 }
 
 /** The choice, or why there is nothing to install. */
@@ -28,7 +30,13 @@ export function runningArch(): ReleaseArch {
 
 /** Picks the release to install; `explicitVersion` (an operator's `--version`) must still pass every rule. */
 export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts): Promise<Selection> {
-  const candidates = releasesFor(targets.list(), facts.hardware, facts.arch);
+  if (facts.only !== undefined) {
+    const target = targets.get(facts.only);
+    if (!target) return { release: null, reason: `${facts.only} is not in the signed metadata` };
+    const [, hardware, arch] = facts.only.split('/');
+    if (hardware !== facts.hardware || arch !== facts.arch) return { release: null, reason: `it is for ${hardware}/${arch}, this device is ${facts.hardware}/${facts.arch}` };
+  }
+  const candidates = releasesFor(targets.list(), facts.hardware, facts.arch).filter((r) => facts.only === undefined || r.target.name === facts.only);
   if (candidates.length === 0) return { release: null, reason: `no release for hardware ${facts.hardware} / ${facts.arch} in the signed metadata` };
   const failed: number[] = [];
   const none = (reason: string): Selection => ({

@@ -10,6 +10,7 @@
  */
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { z } from 'zod';
 import type { UpdateConfig } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import type { Service } from '../lifecycle/index.js';
@@ -26,6 +27,12 @@ import type { Progress, Release, UpdateRecord } from './record.js';
 import { runningArch, selectRelease, type Selection } from './select.js';
 import { createSteps } from './steps.js';
 import { TufClient, type Fetcher } from './tuf/index.js';
+
+/**
+ * `bundle.json` names the one release a bundle carries. It is not signed and need not be: it only
+ * narrows the choice among targets that TUF verified.
+ */
+export const bundleManifestSchema = z.strictObject({ schema: z.literal('outpost.bundle/1'), target: z.string() });
 
 /** What `outpost update status` and the state topic show. */
 export interface UpdateStatus {
@@ -171,7 +178,9 @@ export class UpdateService implements Service {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
       await this.options.exec.run('tar', ['-xf', file, '-C', dir, '--no-same-owner', '--no-same-permissions'], { timeoutMs: 10 * 60_000 });
-      const chosen = await this.select(dirFetcher(join(dir, 'metadata')));
+      const manifest = bundleManifestSchema.safeParse(JSON.parse(await readFile(join(dir, 'bundle.json'), 'utf8').catch(() => 'null')));
+      if (!manifest.success) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: no valid bundle.json (not an outpost bundle?)`);
+      const chosen = await this.select(dirFetcher(join(dir, 'metadata')), manifest.data.target);
       if (!chosen.release) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: ${chosen.reason}`);
       return { release: { ...chosen.release, bundleDir: dir } };
     });
@@ -193,7 +202,7 @@ export class UpdateService implements Service {
     void this.exclusive(() => this.resume());
   }
 
-  private async select(fetcher: Fetcher): Promise<Selection> {
+  private async select(fetcher: Fetcher, only?: string): Promise<Selection> {
     const { config, log } = this.options;
     const updates = this.requireUpdates();
     try {
@@ -205,6 +214,7 @@ export class UpdateService implements Service {
         bootedCommit: this.bootedCommit,
         installedVersion: await updates.installedVersion(),
         hasFailed: (commit) => updates.hasFailed(commit),
+        ...(only === undefined ? {} : { only }),
       });
       this.lastCheck = { at: this.now().toISOString(), result: selection.release ? `release ${selection.release.version} available` : selection.reason };
       return selection;

@@ -1,0 +1,152 @@
+import t, { type Test } from 'tap';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import { otaDevice, until, type OtaDevice } from '../../fixtures/ota-device.js';
+import { openRepository } from '../../../runtime/update/tuf/index.js';
+import { readPrivateKeyFile } from '../../../runtime/trust/index.js';
+
+async function world(t: Test): Promise<OtaWorld> {
+  const ota = await createOtaWorld({ versions: [1] });
+  t.teardown(() => ota.close());
+  return ota;
+}
+
+function device(t: Test, ota: OtaWorld, update: Record<string, unknown> = {}): OtaDevice {
+  const d = otaDevice(ota, update);
+  t.teardown(d.cleanup);
+  return d;
+}
+
+/** Boots, applies, and waits until the attempt settles in this boot (idle) or the daemon exits. */
+async function applyOnce(d: OtaDevice, env: Record<string, string> = {}) {
+  const { daemon } = await d.boot(env);
+  const apply = await d.cli(['update', 'apply']);
+  const settled = await until('the attempt to settle', async () => {
+    if (daemon.exitCode !== null) return 'exited';
+    const s = await d.status().catch(() => undefined);
+    return s?.state === 'idle' ? 'idle' : undefined;
+  });
+  const status = settled === 'idle' ? await d.status() : undefined;
+  daemon.kill('SIGTERM');
+  const result = await daemon;
+  return { apply, status, result };
+}
+
+/** The booted system is still v1 and nothing else is deployed. */
+async function untouched(t: Test, ota: OtaWorld, d: OtaDevice): Promise<void> {
+  const admin = await d.adminStatus();
+  t.match(admin, new RegExp(`${ota.ostree.commit(1)}\\.0`), 'v1 still deployed');
+  t.equal(admin.match(/[0-9a-f]{64}\.\d+/g)?.length, 1, 'nothing new deployed');
+}
+
+t.test('a tampered delta on the server is rejected by its signed sha256; v1 keeps running', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  const deltaFile = join(ota.tufDir, 'targets', 'deltas', `${ota.ostree.commit(1)}-${ota.ostree.commit(2)}`);
+  const bytes = readFileSync(deltaFile);
+  bytes.writeUInt8(bytes.readUInt8(bytes.length >> 1) ^ 0xff, bytes.length >> 1);
+  writeFileSync(deltaFile, bytes);
+  const d = device(t, ota);
+  const { status } = await applyOnce(d);
+  t.match(status?.last, { result: 'failed', version: 2, reason: /sha256 [0-9a-f]{64}, expected \d+ bytes with sha256/ });
+  await untouched(t, ota, d);
+});
+
+/** Replaces a target's file and signs its new length and hash, as a careless signer would. */
+async function resignTarget(ota: OtaWorld, name: string, content: Buffer): Promise<void> {
+  const repo = await openRepository(ota.tufDir);
+  writeFileSync(repo.targetPath(name), content);
+  const existing = repo.getTarget(name);
+  repo.addTarget(name, { length: content.length, hashes: { sha256: createHash('sha256').update(content).digest('hex') }, custom: existing?.custom ?? {} });
+  const key = (role: string) => readPrivateKeyFile(join(ota.keysDir, `${role}.key`));
+  await repo.publish({ targetsKey: await key('targets'), snapshotKey: await key('snapshot'), timestampKey: await key('timestamp') });
+}
+
+t.test('a corrupt but correctly signed delta: no pull source → clean failure; with one → full pull fallback', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  await resignTarget(ota, `deltas/${ota.ostree.commit(1)}-${ota.ostree.commit(2)}`, Buffer.alloc(4096, 7));
+
+  const isolated = device(t, ota, { ostreeUrl: undefined });
+  const failed = await applyOnce(isolated);
+  t.match(failed.status?.last, { result: 'failed', version: 2, reason: /static delta|OSTREE_FAILED|ostree/i });
+  await untouched(t, ota, isolated);
+
+  const withPull = device(t, ota);
+  const before = ota.ostree.server.requests.length;
+  const first = await applyOnce(withPull);
+  t.equal(first.result.exitCode, 0, 'rebooted into v2 after the fallback pull');
+  t.ok(ota.ostree.server.requests.slice(before).some((r) => r.path.includes('/repo/objects/')), 'objects were pulled');
+  t.match(await withPull.adminStatus(), new RegExp(`${ota.ostree.commit(2)}\\.0`));
+});
+
+t.test('no release for this architecture: nothing is installed and the reason says why', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1], arch: 'aarch64' });
+  const d = device(t, ota);
+  const { daemon } = await d.boot();
+  const check = await d.cli(['update', 'check']);
+  t.equal(check.exitCode, 0);
+  t.match(check.stdout, /nothing to install: no release for hardware gw-demo \/ x86_64/);
+  daemon.kill('SIGTERM');
+  await daemon;
+  await untouched(t, ota, d);
+});
+
+t.test('not enough disk for download + apply: refused before any byte is fetched', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  const d = device(t, ota, { applyHeadroomBytes: Number.MAX_SAFE_INTEGER });
+  const before = ota.ostree.server.requests.length;
+  const { status } = await applyOnce(d);
+  t.match(status?.last, { result: 'failed', reason: /free|space/i });
+  t.notOk(ota.ostree.server.requests.slice(before).some((r) => r.path.includes('/deltas/')), 'no delta bytes fetched');
+  await untouched(t, ota, d);
+});
+
+t.test('expired metadata is refused with a clear reason (freeze attack)', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  const repo = await openRepository(ota.tufDir);
+  await repo.refresh({ timestampKey: await readPrivateKeyFile(join(ota.keysDir, 'timestamp.key')), expiresMs: { timestamp: 1 } });
+  await new Promise((resolve) => setTimeout(resolve, 20));
+  const d = device(t, ota);
+  const { daemon } = await d.boot();
+  const check = await d.cli(['update', 'check']);
+  t.equal(check.exitCode, 65);
+  t.match(check.stderr, /expired/);
+  daemon.kill('SIGTERM');
+  await daemon;
+  await untouched(t, ota, d);
+});
+
+t.test('offline bundle: installs v2 with no network; a bundle for another device class is refused', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  await ota.release(3, { hardware: 'other-board', deltaFrom: [1] });
+  const bundle = join(ota.ostree.dir, 'v2.bundle');
+  await ota.ctl(['release', 'bundle', '--repo', ota.tufDir, '--target', 'releases/gw-demo/x86_64/2', '--out', bundle]);
+  const otherBundle = join(ota.ostree.dir, 'other.bundle');
+  await ota.ctl(['release', 'bundle', '--repo', ota.tufDir, '--target', 'releases/other-board/x86_64/3', '--out', otherBundle]);
+  // No server at all: the update section points at an address nothing listens on.
+  const d = device(t, ota, { server: 'http://127.0.0.1:9/tuf/', ostreeUrl: undefined });
+  const { daemon } = await d.boot();
+  const refused = await d.cli(['update', 'install', otherBundle]);
+  t.equal(refused.exitCode, 65, refused.stdout + refused.stderr);
+  t.match(refused.stderr, /other\.bundle: it is for other-board\/x86_64, this device is gw-demo\/x86_64/);
+  const install = await d.cli(['update', 'install', bundle]);
+  t.equal(install.exitCode, 0, install.stderr);
+  t.match(install.stdout, /installing release 2/);
+  const first = await daemon;
+  t.equal(first.exitCode, 0, 'rebooted into v2');
+  const { daemon: second } = await d.boot();
+  const status = await until('commit', async () => {
+    const s = await d.status().catch(() => undefined);
+    return s?.state === 'idle' && s.last ? s : undefined;
+  });
+  t.match(status.last, { result: 'committed', version: 2 });
+  second.kill('SIGTERM');
+  await second;
+});
