@@ -159,9 +159,11 @@ export function createSteps(ports: StepPorts): Steps {
     const booted = await boot.bootedCommit();
     const deployments = await ostree.deployments();
     if (booted !== release.commit && deployments.find((d) => d.isDefault)?.commit !== release.commit) {
-      // Back on the previous system: drop the failed deployment so nothing boots it again.
-      const failed = deployments.find((d) => d.commit === release.commit && !d.booted);
-      if (failed) await ostree.undeploy(failed.index).catch((err: unknown) => log.warn('could not remove the failed deployment', { err }));
+      // Back on the previous system: drop the failed deployment so nothing boots it again, and
+      // the second copy of the running commit that a rollback by redeploy leaves (ostree 2022.7
+      // has no set-default). Highest index first keeps the lower indices valid.
+      const stale = deployments.filter((d) => !d.booted && (d.commit === release.commit || d.commit === booted)).sort((a, b) => b.index - a.index);
+      for (const d of stale) await ostree.undeploy(d.index).catch((err: unknown) => log.warn('could not remove a stale deployment', { index: d.index, err }));
       await boot.markGood();
       return { event: 'restored' };
     }

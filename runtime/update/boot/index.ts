@@ -2,6 +2,6 @@
 export type { Boot, BootBackendKind, TrialState } from './boot.js';
 export { grubBoot, parseEnvList, type GrubBootOptions } from './grub.js';
 export { ubootBoot, type UbootBootOptions } from './uboot.js';
-export { simulatedBoot, simulateNeverBoots, type SimulatedBootOptions } from './simulated.js';
+export { simulatedBoot, simulateNeverBoots, simulateReset, type SimulatedBootOptions } from './simulated.js';
 export { kernelBootId } from './system.js';
 export { createBoot, type BootBackend, type BootContext } from './registry.js';

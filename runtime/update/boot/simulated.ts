@@ -91,3 +91,9 @@ export async function simulateNeverBoots(stateFile: string, commit: string): Pro
   const state = await load(stateFile);
   await save(stateFile, { ...state, neverBoots: [...new Set([...state.neverBoots, commit])] });
 }
+
+/** Test and demo hook: a hardware reset (watchdog, power loss): the next start is a new boot. */
+export async function simulateReset(stateFile: string): Promise<void> {
+  const state = await load(stateFile);
+  await save(stateFile, { ...state, rebootPending: true });
+}

@@ -24,7 +24,7 @@ async function applyOnce(d: OtaDevice, env: Record<string, string> = {}) {
   const { daemon } = await d.boot(env);
   const apply = await d.cli(['update', 'apply']);
   const settled = await until('the attempt to settle', async () => {
-    if (daemon.exitCode !== null) return 'exited';
+    if ((daemon.exitCode !== null || daemon.signalCode !== null)) return 'exited';
     const s = await d.status().catch(() => undefined);
     return s?.state === 'idle' ? 'idle' : undefined;
   });

@@ -17,7 +17,7 @@ async function converge(device: OtaDevice, maxBoots = 5) {
   for (let i = 0; i < maxBoots; i++) {
     const { daemon } = await device.boot();
     const done = await until('the update to settle', async () => {
-      if (daemon.exitCode !== null) return 'rebooted';
+      if ((daemon.exitCode !== null || daemon.signalCode !== null)) return 'rebooted';
       const s = await device.status().catch(() => undefined);
       return s?.state === 'idle' && s.last ? 'idle' : undefined;
     });

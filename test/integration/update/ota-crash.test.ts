@@ -1,0 +1,99 @@
+import t, { type Test } from 'tap';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import { simulateNeverBoots, simulateReset } from '../../../runtime/update/boot/index.js';
+import { otaDevice, until, type OtaDevice } from '../../fixtures/ota-device.js';
+
+async function world(t: Test): Promise<OtaWorld> {
+  const ota = await createOtaWorld({ versions: [1] });
+  t.teardown(() => ota.close());
+  return ota;
+}
+
+/** Boots repeatedly (each exit = a reboot) until the update is idle with an outcome. */
+async function converge(d: OtaDevice, maxBoots = 6) {
+  for (let i = 0; i < maxBoots; i++) {
+    const { daemon } = await d.boot();
+    const done = await until('the update to settle', async () => {
+      if ((daemon.exitCode !== null || daemon.signalCode !== null)) return 'exited';
+      const s = await d.status().catch(() => undefined);
+      return s?.state === 'idle' && s.last ? 'idle' : undefined;
+    });
+    if (done === 'idle') {
+      const status = await d.status();
+      daemon.kill('SIGTERM');
+      await daemon;
+      return status;
+    }
+    await daemon;
+  }
+  throw new Error('the device did not converge');
+}
+
+/** Order of deployments in `ostree admin status` (default first). */
+async function deployedOrder(ota: OtaWorld, d: OtaDevice): Promise<number[]> {
+  const byCommit = new Map([...ota.ostree.commits].map(([v, c]) => [c, v]));
+  return [...(await d.adminStatus()).matchAll(/([0-9a-f]{64})\.\d+/g)].map((m) => byCommit.get(m[1] ?? '') ?? -1);
+}
+
+t.test('kill -9 in every state of an update: the device resumes and converges with no help', async (t) => {
+  const ota = await world(t);
+  const d = otaDevice(ota);
+  t.teardown(d.cleanup);
+  const states = ['downloading', 'downloaded', 'applying', 'deployed', 'rebooting', 'probation', 'committed'];
+  for (const [i, state] of states.entries()) {
+    const version = i + 2;
+    await ota.release(version, { deltaFrom: [version - 1] });
+    // Boot with the fault armed (reboots included) until it fires: later states live in later boots.
+    let killed = false;
+    for (let boot = 0; boot < 3 && !killed; boot++) {
+      const { daemon } = await d.boot({ OUTPOST_FAULT_KILL_AT_STATE: state });
+      if (boot === 0) await d.cli(['update', 'apply']);
+      killed = (await daemon).signal === 'SIGKILL';
+    }
+    t.ok(killed, `killed in ${state}`);
+    const status = await converge(d);
+    t.match(status.last, { result: 'committed', version }, `after a kill in ${state}: release ${version} committed`);
+    t.equal(status.bootedCommit, ota.ostree.commit(version));
+    const order = await deployedOrder(ota, d);
+    t.equal(order[0], version, `after a kill in ${state}: release ${version} is the default deployment`);
+    t.ok(order.includes(version - 1), `after a kill in ${state}: release ${version - 1} kept for rollback`);
+  }
+});
+
+t.test('a release that never reaches userspace: the bootloader falls back, outpost reports it and never retries', async (t) => {
+  const ota = await world(t);
+  const d = otaDevice(ota);
+  t.teardown(d.cleanup);
+  await ota.release(2, { deltaFrom: [1] });
+  mkdirSync(d.world.stateDir, { recursive: true });
+  await simulateNeverBoots(join(d.world.stateDir, 'simulated-boot.json'), ota.ostree.commit(2));
+  const { daemon } = await d.boot();
+  await d.cli(['update', 'apply']);
+  await daemon;
+  const status = await converge(d);
+  t.match(status.last, { result: 'rolledBack', version: 2, reason: /never came up: the bootloader fell back/ });
+  t.equal(status.bootedCommit, ota.ostree.commit(1));
+  const { daemon: again } = await d.boot();
+  t.match((await d.cli(['update', 'check'])).stdout, /release 2 failed its trial on this device and is not retried/);
+  again.kill('SIGTERM');
+  await again;
+});
+
+t.test('a reset during the trial boot (watchdog, power) counts as a failed trial and rolls back', async (t) => {
+  const ota = await world(t);
+  const d = otaDevice(ota);
+  t.teardown(d.cleanup);
+  await ota.release(2, { deltaFrom: [1] });
+  const { daemon } = await d.boot();
+  await d.cli(['update', 'apply']);
+  await daemon;
+  const { daemon: trial } = await d.boot({ OUTPOST_FAULT_KILL_AT_STATE: 'probation' });
+  await trial;
+  await simulateReset(join(d.world.stateDir, 'simulated-boot.json'));
+  const status = await converge(d);
+  t.match(status.last, { result: 'rolledBack', version: 2, reason: /restarted during the trial/ });
+  t.equal(status.bootedCommit, ota.ostree.commit(1));
+  t.same(await deployedOrder(ota, d), [1], 'only v1 is left deployed');
+});
