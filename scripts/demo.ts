@@ -1,82 +1,121 @@
 /**
- * `npm run demo`: a throwaway loopback world — a CA and certificates, mosquitto with mutual TLS,
- * a device config, the outpost daemon — showing the device come online, then tearing it all down.
- * Everything lives in one temp dir; nothing outside it is touched.
+ * `npm run demo`: a throwaway loopback world — a CA and certificates, mosquitto with mutual TLS, an
+ * OSTree build repo and update server with a TUF repository, a device sysroot running v1, and the
+ * outpost daemon with the simulated bootloader — then an update v1 → v2 as a static delta, and a
+ * bad v3 rolled back on its own. Everything lives in temp dirs removed at the end.
  */
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { execa, type ResultPromise } from 'execa';
-import { packageRoot } from '../runtime/version.js';
+import { execa } from 'execa';
 import { createPki } from './world/pki.js';
 import { startMosquitto, type Mosquitto } from './world/mosquitto.js';
-import { heading, show, until } from './demo/ui.js';
+import { createOtaWorld, type OtaWorld } from './world/ota-world.js';
+import { otaDevice, type OtaDevice } from './world/ota-device.js';
+import { until } from './world/until.js';
+import { heading, show } from './demo/ui.js';
 
-const deviceId = 'gw-demo-0001';
-const root = packageRoot() ?? process.cwd();
-const outpost = join(root, 'dist', 'runtime', 'cli', 'outpost.js');
-const dir = mkdtempSync(join(tmpdir(), 'outpost-demo-'));
+const healthCheck = { name: 'app', command: ['/bin/sh', '-c', 'exec "$OUTPOST_DEPLOYMENT_ROOT/usr/libexec/outpost/health-check"'] };
 let broker: Mosquitto | undefined;
-let daemon: ResultPromise | undefined;
+let ota: OtaWorld | undefined;
+let device: OtaDevice | undefined;
+let running: Awaited<ReturnType<OtaDevice['boot']>>['daemon'] | undefined;
+
+/** Starts the daemon as the (simulated) bootloader would after a reboot. */
+async function boot(d: OtaDevice): Promise<void> {
+  running = (await d.boot()).daemon;
+}
+
+/** Waits until the update settles in this boot, or the daemon exits for a simulated reboot. */
+async function settle(d: OtaDevice): Promise<'rebooted' | 'idle'> {
+  const daemon = running;
+  if (!daemon) throw new Error('demo: daemon not running');
+  return until('the update', async () => {
+    if (daemon.exitCode !== null || daemon.signalCode !== null) return 'rebooted' as const;
+    const s = await d.status().catch(() => undefined);
+    return s?.state === 'idle' ? ('idle' as const) : undefined;
+  }, 120_000);
+}
+
+async function cli(d: OtaDevice, args: string[]): Promise<string> {
+  const r = await d.cli(args);
+  return r.exitCode === 0 ? r.stdout : `(exit ${r.exitCode}) ${r.stderr}`;
+}
+
+/** Applies whatever is newest and follows it through reboots until it settles. */
+async function updateThroughReboots(d: OtaDevice): Promise<void> {
+  show(`$ outpost update apply\n${await cli(d, ['update', 'apply'])}`);
+  for (let boots = 0; boots < 4; boots++) {
+    if ((await settle(d)) === 'idle') return;
+    show('… the daemon stopped for a (simulated) reboot; the bootloader starts the default deployment');
+    await boot(d);
+    show(`$ outpost update status\n${await cli(d, ['update', 'status'])}`);
+  }
+}
 
 async function main(): Promise<void> {
-  heading(`A throwaway world in ${dir}`);
-  const pki = await createPki({ dir: join(dir, 'pki'), deviceId });
-  show(`CA, broker certificate (127.0.0.1) and device certificate CN=${deviceId} made with openssl`);
-  mkdirSync(join(dir, 'broker'));
-  broker = await startMosquitto({ dir: join(dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
-  show(`mosquitto listening on ${broker.url} with require_certificate true`);
-
-  const configPath = join(dir, 'config.json');
-  const config = {
-    deviceId,
-    paths: { stateDir: join(dir, 'device', 'state'), runDir: join(dir, 'device', 'run') },
+  heading('A throwaway world: CA, mosquitto with mTLS, OSTree repo + update server, a device on v1');
+  ota = await createOtaWorld({ versions: [1] });
+  device = otaDevice(ota);
+  const pki = await createPki({ dir: join(device.world.dir, 'pki'), deviceId: 'gw-test-1' });
+  mkdirSync(join(device.world.dir, 'broker'));
+  broker = await startMosquitto({ dir: join(device.world.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
+  show(`mosquitto ${broker.url} (require_certificate true); update server ${ota.ostree.server.url}/tuf/; sysroot ${ota.ostree.sysroot}`);
+  device.world.writeConfig({
     broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 5000 },
-  };
-  writeFileSync(configPath, JSON.stringify(config, null, 2));
-  heading('Device configuration (outpost config validate)');
-  show(JSON.stringify(config, null, 2));
-  const validate = await execa('node', [outpost, 'config', 'validate', configPath], { reject: false });
-  show(validate.stdout || validate.stderr);
-
-  heading('Watching the device topics with mosquitto_sub');
-  const sub = execa('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(broker.port), '--cafile', pki.ca.cert, '--cert', pki.observer.cert, '--key', pki.observer.key, '-t', `outpost/v1/${deviceId}/#`, '-v', '-C', '2', '-W', '30'], { reject: false });
-
-  heading('Starting the daemon: outpost run');
-  daemon = execa('node', [outpost, 'run'], { env: { OUTPOST_CONFIG: configPath }, reject: false, all: true, buffer: true });
-  const online = await sub;
-  show(online.stdout || `(nothing seen: ${online.stderr})`);
-
-  heading('outpost status');
-  const socket = join(config.paths.runDir, 'api.sock');
-  await until('the API socket', () => (existsSync(socket) ? true : undefined));
-  const status = await until('a connected link', async () => {
-    const r = await execa('node', [outpost, 'status'], { env: { OUTPOST_CONFIG: configPath }, reject: false });
-    return r.stdout.includes('connected') ? r.stdout : undefined;
+    update: ota.updateConfig({ probation: { windowSec: 8, intervalSec: 1, checks: [healthCheck] } }),
   });
-  show(status);
+  show(`$ outpost config validate ${device.world.configPath}\n${await cli(device, ['config', 'validate', device.world.configPath])}`);
 
-  heading('Stopping the daemon (SIGTERM): the broker shows the device offline');
-  const offline = execa('mosquitto_sub', ['-h', '127.0.0.1', '-p', String(broker.port), '--cafile', pki.ca.cert, '--cert', pki.observer.cert, '--key', pki.observer.key, '-t', `outpost/v1/${deviceId}/online`, '-v', '-C', '2', '-W', '15'], { reject: false });
+  heading('The daemon comes online (mosquitto_sub on the device topics)');
+  const sub = ['-h', '127.0.0.1', '-p', String(broker.port), '--cafile', pki.ca.cert, '--cert', pki.observer.cert, '--key', pki.observer.key];
+  const online = execa('mosquitto_sub', [...sub, '-t', 'outpost/v1/gw-test-1/online', '-v', '-C', '1', '-W', '30'], { reject: false });
+  await boot(device);
+  show((await online).stdout);
+  show(`$ outpost status\n${await until('a connected link', async () => {
+    const text = await cli(device as OtaDevice, ['status']);
+    return text.includes('connected') ? text : undefined;
+  })}`);
+
+  heading('Operator: sign release v2 with a static delta from v1 (outpostctl release add)');
+  show(await ota.release(2, { deltaFrom: [1], extra: { 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' } }));
+
+  heading('Device: verify TUF metadata, download the delta, deploy, reboot on trial, probation, commit');
+  await updateThroughReboots(device);
+  show(`$ outpost update status\n${await cli(device, ['update', 'status'])}`);
+  show(`$ ostree admin status\n${await device.adminStatus()}`);
+  const state = await execa('mosquitto_sub', [...sub, '-t', 'outpost/v1/gw-test-1/state', '-C', '1', '-W', '10'], { reject: false });
+  show(`retained state on the broker:\n${state.stdout}`);
+
+  heading('Operator: release a bad v3 (its health check fails)');
+  show(await ota.release(3, { deltaFrom: [2], extra: { 'usr/libexec/outpost/health-check': '#!/bin/sh\necho "app did not start" >&2\nexit 1\n' } }));
+
+  heading('Device: v3 fails probation and is rolled back to v2 on its own');
+  await updateThroughReboots(device);
+  show(`$ outpost update status\n${await cli(device, ['update', 'status'])}`);
+  show(`$ outpost update check\n${await cli(device, ['update', 'check'])}`);
+  show(`$ ostree admin status\n${await device.adminStatus()}`);
+
+  heading('Stopping the daemon (SIGTERM): the broker marks the device offline');
+  const offline = execa('mosquitto_sub', [...sub, '-t', 'outpost/v1/gw-test-1/online', '-v', '-C', '2', '-W', '15'], { reject: false });
   await new Promise((resolve) => setTimeout(resolve, 500));
-  daemon.kill('SIGTERM');
-  const result = await daemon;
+  running?.kill('SIGTERM');
+  show(`daemon exited with ${(await running)?.exitCode}`);
   show((await offline).stdout);
-  show(`daemon exited with ${result.exitCode}; its last log lines:`);
-  show(String(result.all ?? '').trim().split('\n').slice(-3).join('\n'));
 }
 
 async function teardown(): Promise<void> {
-  daemon?.kill('SIGKILL');
+  running?.kill('SIGKILL');
+  await running?.catch(() => undefined);
   await broker?.stop();
-  rmSync(dir, { recursive: true, force: true });
+  device?.cleanup();
+  await ota?.close();
 }
 
 try {
   await main();
   heading('Done: world torn down');
 } catch (err) {
-  process.stderr.write(`demo failed: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`demo failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exitCode = 1;
 } finally {
   await teardown();

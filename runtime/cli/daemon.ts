@@ -125,7 +125,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
       pid: process.pid,
       startedAt: startedAt.toISOString(),
       uptimeSec: (Date.now() - startedAt.getTime()) / 1000,
-      bootedCommit,
+      bootedCommit: update?.booted ?? bootedCommit,
       link: link ? { ...link.status } : { state: 'disabled', since: startedAt.toISOString(), connects: 0 },
       memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
     };
@@ -165,6 +165,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
     return isOutpostError(err) ? err.exitCode : 70;
   }
+  bootedCommit = update?.booted ?? bootedCommit;
   publishState(true);
 
   return new Promise<number>((resolve) => {

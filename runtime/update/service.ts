@@ -141,6 +141,11 @@ export class UpdateService implements Service {
     this.timer = undefined;
   }
 
+  /** The commit the boot port says is running (null before start or when not an OSTree boot). */
+  get booted(): string | null {
+    return this.bootedCommit;
+  }
+
   /** Current status for the API and the state topic. */
   async status(): Promise<UpdateStatus> {
     const record = await this.requireMachine().record();

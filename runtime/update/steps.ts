@@ -105,7 +105,7 @@ export function createSteps(ports: StepPorts): Steps {
     }
     await ostree.verifyCommit(release.commit);
     await ostree.refUpdate(stagedRef, release.commit);
-    return { event: 'applied' };
+    return { event: 'applied', patch: { progress: null } };
   };
 
   const deploy = async (record: UpdateRecord): Promise<StepResult> => {
@@ -183,7 +183,7 @@ export function createSteps(ports: StepPorts): Steps {
     await ostree.refUpdate(stagedRef, null).catch((err: unknown) => log.warn('could not drop the staged ref', { err }));
     const file = deltaPath(ports, release);
     if (file && !release.bundleDir) await rm(file, { force: true });
-    return { event: 'done', patch: { last: outcome(record, result, ports.now()), release: null, progress: null } };
+    return { event: 'done', patch: { last: outcome(record, result, ports.now()), release: null, progress: null, reason: null } };
   };
 
   return {

@@ -2,18 +2,9 @@ import t from 'tap';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fork } from 'node:child_process';
-import { deviceWorld } from '../../fixtures/daemon.js';
+import { deviceWorld } from '../../../scripts/world/device.js';
+import { until } from '../../../scripts/world/until.js';
 import { startNotifyReceiver } from '../../fixtures/notify-receiver.js';
-
-async function until<T>(what: string, fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 t.test('outpost run: STATUS while starting, READY=1 when up, watchdog pings, STOPPING=1 and exit 0 on SIGTERM', async (t) => {
   const world = deviceWorld();

@@ -3,7 +3,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
 import { simulateNeverBoots, simulateReset } from '../../../runtime/update/boot/index.js';
-import { otaDevice, until, type OtaDevice } from '../../fixtures/ota-device.js';
+import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
+import { until } from '../../../scripts/world/until.js';
 
 async function world(t: Test): Promise<OtaWorld> {
   const ota = await createOtaWorld({ versions: [1] });

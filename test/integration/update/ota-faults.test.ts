@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
-import { otaDevice, until, type OtaDevice } from '../../fixtures/ota-device.js';
+import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
+import { until } from '../../../scripts/world/until.js';
 import { openRepository } from '../../../runtime/update/tuf/index.js';
 import { readPrivateKeyFile } from '../../../runtime/trust/index.js';
 

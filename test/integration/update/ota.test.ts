@@ -1,6 +1,7 @@
 import t from 'tap';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
-import { otaDevice, until, type OtaDevice } from '../../fixtures/ota-device.js';
+import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
+import { until } from '../../../scripts/world/until.js';
 
 const failingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\necho "app did not start" >&2\nexit 1\n' };
 const passingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' };
