@@ -13,7 +13,8 @@ import { createLogger, type Logger } from '../logs/index.js';
 import { createNotifier, watchdogIntervalMs } from '../platform/index.js';
 import type { StateDocument } from '../protocol/index.js';
 import { Store } from '../store/index.js';
-import { readBootedCommit, UpdateService, type UpdateStatus } from '../update/index.js';
+import { readBootedCommit } from '../update/booted-commit.js';
+import type { UpdateService, UpdateStatus } from '../update/index.js';
 import { createExec } from '../platform/index.js';
 import { outpostVersion } from '../version.js';
 
@@ -89,8 +90,9 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     lastPublish = Date.now();
     link?.publishState(stateDocument(config, bootedCommit, lastUpdate));
   };
+  // Loaded only when configured: a device without updates does not carry the update code's memory.
   const update = config.update
-    ? new UpdateService({
+    ? new (await import('../update/service.js')).UpdateService({
         config: config.update,
         stateDir: config.paths.stateDir,
         store: () => {
