@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the host tools outpost's demo, tests and benchmarks use, from Debian's own archive.
 # Idempotent: packages already present are skipped, so a second run is a quick no-op.
-# Usage: scripts/install-host-deps.sh [--check] [--with-bench]
-#   --check       list what is missing and exit 1 if anything is (installs nothing)
-#   --with-bench  also install the comparison baselines used by `npm run bench` (mender-client, xdelta3, zchunk)
+# Usage: scripts/install-host-deps.sh [--check] [--with-bench] [--with-system]
+#   --check        list what is missing and exit 1 if anything is (installs nothing)
+#   --with-bench   also install the comparison baselines used by `npm run bench` (mender-client, xdelta3, zchunk)
+#   --with-system  also install what `npm run test:system` needs to build and boot a gateway image in qemu
+#                  (grub-pc-bin only ships the i386-pc modules and boot.img; never install grub-pc on the host)
 set -euo pipefail
 
 packages=(
@@ -21,7 +23,9 @@ for arg in "$@"; do
   case "$arg" in
     --check) check_only=true ;;
     --with-bench) packages+=(mender-client xdelta3 zchunk) ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --with-system) packages+=(qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring grub-pc-bin
+                              fdisk e2fsprogs util-linux mount socat iproute2) ;;
+    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-host-deps: unknown option '$arg' (try --help)" >&2; exit 64 ;;
   esac
 done

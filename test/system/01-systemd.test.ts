@@ -1,0 +1,62 @@
+/**
+ * Scenario 1, systemd for real: outpost.service (Type=notify) becomes active through READY=1 with
+ * a STATUS= text; a daemon whose event loop is frozen (SIGSTOP) stops its WatchdogSec pings and
+ * systemd kills and restarts it; `systemd-analyze security` exposure goes to bench results.
+ */
+import t from 'tap';
+import { accel } from './lib/vm.js';
+import { recordResult, scenario, until } from './lib/scenario.js';
+
+const show = async (vm: import('./lib/vm.js').Vm): Promise<Record<string, string>> => {
+  const out = await vm.sh('systemctl show outpost.service -p ActiveState -p SubState -p StatusText -p MainPID -p NRestarts -p Type -p Result -p ActiveEnterTimestampMonotonic -p ExecMainStartTimestampMonotonic');
+  return Object.fromEntries(out.trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+};
+
+t.test('systemd: READY with STATUS, watchdog restart, security exposure', async (t) => {
+  const { vm, image } = await scenario(t, '01-systemd');
+  const t0 = performance.now();
+  await vm.start();
+  const agentMs = Math.round(performance.now() - t0);
+  const first = await until('outpost active', async () => {
+    const s = await show(vm);
+    return s.ActiveState === 'active' ? s : undefined;
+  }, 120_000, 500);
+  const readyWallMs = Math.round(performance.now() - t0);
+  t.equal(first.Type, 'notify', 'Type=notify: active only after READY=1');
+  t.equal(first.SubState, 'running');
+  t.ok((first.StatusText ?? '').length > 0, `STATUS= text: "${first.StatusText}"`);
+  const startToReadyMs = Math.round((Number(first.ActiveEnterTimestampMonotonic) - Number(first.ExecMainStartTimestampMonotonic)) / 1000);
+  const uptime = Number((await vm.sh("cut -d' ' -f1 /proc/uptime")).trim());
+
+  // Freeze the event loop: the WatchdogSec pings stop, systemd must SIGABRT and restart it.
+  const pid = first.MainPID ?? '';
+  const restarts = Number(first.NRestarts);
+  await vm.sh(`kill -STOP ${pid}`);
+  const tStop = performance.now();
+  const after = await until('restart after watchdog', async () => {
+    const s = await show(vm);
+    return s.MainPID !== pid && s.ActiveState === 'active' && Number(s.NRestarts) > restarts ? s : undefined;
+  }, 90_000, 1000);
+  const watchdogRestartMs = Math.round(performance.now() - tStop);
+  const journal = await vm.sh('journalctl -u outpost.service --no-pager -o cat | grep -i watchdog || true');
+  t.match(journal, /[Ww]atchdog timeout/, 'systemd logged the watchdog timeout');
+  t.equal(Number(after.NRestarts), restarts + 1, 'restarted exactly once');
+  t.ok((after.StatusText ?? '').length > 0, 'the new process reported READY with STATUS again');
+
+  const security = await vm.exec('systemd-analyze security outpost.service --no-pager');
+  const m = /Overall exposure level for outpost\.service:\s*([\d.]+)\s*(\S+)/.exec(security.out);
+  t.ok(m, 'systemd-analyze security printed an exposure level');
+  await recordResult('systemd', {
+    accel: await accel(),
+    bootToAgentWallMs: agentMs,
+    bootToReadyWallMs: readyWallMs,
+    guestUptimeAtReadySec: uptime,
+    execStartToReadyMs: startToReadyMs,
+    statusText: first.StatusText,
+    watchdogSec: 30,
+    sigstopToRestartedMs: watchdogRestartMs,
+    securityExposure: m ? Number(m[1]) : null,
+    securityRating: m ? m[2] : null,
+    imageTimingsMs: image.timings,
+  });
+});
