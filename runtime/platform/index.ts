@@ -11,3 +11,4 @@ export {
   type NotifyMechanism,
 } from './notify.js';
 export { createExec, defaultExecTimeoutMs, stderrTail, type Exec, type ExecOptions, type ExecResult } from './exec.js';
+export { writeFileAtomic, syncDir, type AtomicWriteOptions } from './atomic-write.js';

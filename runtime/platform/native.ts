@@ -8,8 +8,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { packageRoot } from '../version.js';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 
 /** The addon's functions. Every number result below zero is a negative errno; none throw for errno. */
 export interface OutpostNative {

@@ -18,4 +18,3 @@ export {
   type Signature,
 } from './ed25519.js';
 export { readPrivateKeyFile, readPublicKeyFile, writePrivateKeyFile, writePublicKeyFile } from './key-files.js';
-export { writeFileAtomic, type AtomicWriteOptions } from './atomic-write.js';

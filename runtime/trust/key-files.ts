@@ -10,7 +10,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { z } from 'zod';
 import { OutpostError } from '../errors.js';
-import { writeFileAtomic } from './atomic-write.js';
+import { writeFileAtomic } from '../platform/atomic-write.js';
 import { fromHex, privateKeyFromSeed, publicKeyFromBytes, seedOf, toHex, type PrivateKey, type PublicKey } from './ed25519.js';
 
 /** Key files are tiny; anything larger is not one (checked before parsing). */

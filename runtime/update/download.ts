@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
+import { syncDir } from '../platform/index.js';
 import { createTokenBucket, type TokenBucket } from './token-bucket.js';
 
 /** Progress as reported to the caller (and on to `outpost update status`). */
@@ -99,15 +100,6 @@ async function sizeOf(path: string): Promise<number | null> {
 
 async function hashFile(path: string, hash: Hash): Promise<void> {
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-}
-
-async function fsyncDir(dir: string): Promise<void> {
-  const fh = await open(dir, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
 }
 
 const defaultStatfs: StatFs = async (path) => {
@@ -317,7 +309,7 @@ export function createDownloader(options: DownloaderOptions): Downloader {
         await fh.close();
       }
       await rename(partPath, finalPath);
-      await fsyncDir(req.dir);
+      await syncDir(req.dir);
       log.info('download verified', { url: req.url, bytes: expected, resumedFrom, transferred, requests, ms: Math.round(performance.now() - started) });
       return { path: finalPath, bytes: expected, resumedFrom, transferred, requests, cached: false };
     },

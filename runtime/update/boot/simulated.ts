@@ -10,7 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { writeFileAtomic } from '../../trust/index.js';
+import { writeFileAtomic } from '../../platform/index.js';
 import type { Boot, TrialState } from './boot.js';
 
 const stateSchema = z.strictObject({

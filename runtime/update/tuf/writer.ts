@@ -17,7 +17,8 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OutpostError } from '../../errors.js';
-import { canonicalize, CanonicalJsonError, writeFileAtomic, type PrivateKey, type PublicKey } from '../../trust/index.js';
+import { writeFileAtomic } from '../../platform/index.js';
+import { canonicalize, CanonicalJsonError, type PrivateKey, type PublicKey } from '../../trust/index.js';
 import { defaultMetadataMaxBytes, parseMetadata, SPEC_VERSION, targetFileSchema, targetNameSchema, type RootSigned, type SignedByRole, type TargetFile, type TopRole } from './schema.js';
 import { serializeMetadata, signMetadata } from './sign.js';
 import { requireThreshold, sha256Hex } from './verify.js';

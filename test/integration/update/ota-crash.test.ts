@@ -4,32 +4,11 @@ import { join } from 'node:path';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
 import { simulateNeverBoots, simulateReset } from '../../../runtime/update/boot/index.js';
 import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
-import { until } from '../../../scripts/world/until.js';
 
 async function world(t: Test): Promise<OtaWorld> {
   const ota = await createOtaWorld({ versions: [1] });
   t.teardown(() => ota.close());
   return ota;
-}
-
-/** Boots repeatedly (each exit = a reboot) until the update is idle with an outcome. */
-async function converge(d: OtaDevice, maxBoots = 6) {
-  for (let i = 0; i < maxBoots; i++) {
-    const { daemon } = await d.boot();
-    const done = await until('the update to settle', async () => {
-      if ((daemon.exitCode !== null || daemon.signalCode !== null)) return 'exited';
-      const s = await d.status().catch(() => undefined);
-      return s?.state === 'idle' && s.last ? 'idle' : undefined;
-    });
-    if (done === 'idle') {
-      const status = await d.status();
-      daemon.kill('SIGTERM');
-      await daemon;
-      return status;
-    }
-    await daemon;
-  }
-  throw new Error('the device did not converge');
 }
 
 /** Order of deployments in `ostree admin status` (default first). */
@@ -54,7 +33,7 @@ t.test('kill -9 in every state of an update: the device resumes and converges wi
       killed = (await daemon).signal === 'SIGKILL';
     }
     t.ok(killed, `killed in ${state}`);
-    const status = await converge(d);
+    const status = await d.converge();
     t.match(status.last, { result: 'committed', version }, `after a kill in ${state}: release ${version} committed`);
     t.equal(status.bootedCommit, ota.ostree.commit(version));
     const order = await deployedOrder(ota, d);
@@ -73,7 +52,7 @@ t.test('a release that never reaches userspace: the bootloader falls back, outpo
   const { daemon } = await d.boot();
   await d.cli(['update', 'apply']);
   await daemon;
-  const status = await converge(d);
+  const status = await d.converge();
   t.match(status.last, { result: 'rolledBack', version: 2, reason: /never came up: the bootloader fell back/ });
   t.equal(status.bootedCommit, ota.ostree.commit(1));
   const { daemon: again } = await d.boot();
@@ -93,7 +72,7 @@ t.test('a reset during the trial boot (watchdog, power) counts as a failed trial
   const { daemon: trial } = await d.boot({ OUTPOST_FAULT_KILL_AT_STATE: 'probation' });
   await trial;
   await simulateReset(join(d.world.stateDir, 'simulated-boot.json'));
-  const status = await converge(d);
+  const status = await d.converge();
   t.match(status.last, { result: 'rolledBack', version: 2, reason: /restarted during the trial/ });
   t.equal(status.bootedCommit, ota.ostree.commit(1));
   t.same(await deployedOrder(ota, d), [1], 'only v1 is left deployed');

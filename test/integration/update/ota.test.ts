@@ -1,7 +1,6 @@
 import t from 'tap';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
-import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
-import { until } from '../../../scripts/world/until.js';
+import { otaDevice } from '../../../scripts/world/ota-device.js';
 
 const failingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\necho "app did not start" >&2\nexit 1\n' };
 const passingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' };
@@ -12,27 +11,6 @@ t.before(async () => {
   ota = await createOtaWorld({ versions: [1] });
 });
 t.teardown(() => ota.close());
-
-/** Runs the daemon through reboots until the update is idle again; returns the final status. */
-async function converge(device: OtaDevice, maxBoots = 5) {
-  for (let i = 0; i < maxBoots; i++) {
-    const { daemon } = await device.boot();
-    const done = await until('the update to settle', async () => {
-      if ((daemon.exitCode !== null || daemon.signalCode !== null)) return 'rebooted';
-      const s = await device.status().catch(() => undefined);
-      return s?.state === 'idle' && s.last ? 'idle' : undefined;
-    });
-    if (done === 'idle') {
-      const status = await device.status();
-      daemon.kill('SIGTERM');
-      await daemon;
-      return status;
-    }
-    const result = await daemon;
-    if (result.exitCode !== 0) throw new Error(`daemon exited ${result.exitCode}: ${result.all}`);
-  }
-  throw new Error('did not converge');
-}
 
 t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit', async (t) => {
   await ota.release(2, { deltaFrom: [1], extra: passingCheck });
@@ -48,7 +26,7 @@ t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit
   t.equal(first.exitCode, 0, 'the simulated reboot stops the daemon cleanly');
   t.match(await device.adminStatus(), new RegExp(`${ota.ostree.commit(2)}\\.0`), 'v2 deployed');
 
-  const status = await converge(device);
+  const status = await device.converge();
   t.match(status.last, { result: 'committed', version: 2, commit: ota.ostree.commit(2) });
   t.equal(status.installedVersion, 2);
   t.equal(status.bootedCommit, ota.ostree.commit(2));
@@ -63,7 +41,7 @@ t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit
     const { daemon: d } = await device.boot();
     t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
     await d;
-    const final = await converge(device);
+    const final = await device.converge();
     t.match(final.last, { result: 'rolledBack', version: 3, reason: /health checks failed during probation: app/ });
     t.equal(final.bootedCommit, ota.ostree.commit(2), 'back on v2');
     t.equal(final.installedVersion, 2);

@@ -3,7 +3,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { isOutpostError } from '../../../../runtime/errors.js';
 import { openRepository, parseDurationMs, parseRelease, releaseCustomSchema, releasesFor, type TargetInfo } from '../../../../runtime/update/tuf/index.js';
-import { DAY, HOUR, T0, readSigned, releaseTarget, tempDir, world } from './fixture.js';
+import { DAY, HOUR, T0, readSigned, releaseTarget, world } from './fixture.js';
 
 const code = async (p: Promise<unknown> | (() => unknown)): Promise<string | undefined> => {
   try {

@@ -43,7 +43,8 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, o
   await syncDir(dir);
 }
 
-async function syncDir(dir: string): Promise<void> {
+/** fsyncs a directory, so a rename or new entry in it survives a power cut. */
+export async function syncDir(dir: string): Promise<void> {
   const handle = await open(dir, 'r');
   try {
     await handle.sync();
