@@ -34,6 +34,13 @@ import { TufClient, type Fetcher } from './tuf/index.js';
  */
 export const bundleManifestSchema = z.strictObject({ schema: z.literal('outpost.bundle/1'), target: z.string() });
 
+/**
+ * No saved state and no download progress for this long while an update runs means it is wedged.
+ * Every external call below has its own timeout (exec 10 min, download idle 30 s), so a healthy
+ * run always shows progress well within it.
+ */
+const stallMs = 30 * 60_000;
+
 /** What `outpost update status` and the state topic show. */
 export interface UpdateStatus {
   state: UpdateRecord['state'];
@@ -74,6 +81,8 @@ export class UpdateService implements Service {
   private lastCheck: UpdateStatus['lastCheck'] = null;
   private bootedCommit: string | null = null;
   private stopped = false;
+  private runningSince: number | undefined;
+  private lastProgressAt = 0;
   private readonly now: () => Date;
 
   constructor(private readonly options: UpdateServiceOptions) {
@@ -193,9 +202,15 @@ export class UpdateService implements Service {
     return selection;
   }
 
-  /** Progress-based health (STYLE 11): the service is fine while its loop is not wedged. */
+  /**
+   * Progress-based health (STYLE 11): while an update runs, every saved state and every download
+   * progress tick counts as progress; a run with none for `stallMs` is wedged, so the watchdog
+   * ping is withheld and systemd restarts the daemon, which resumes from the saved state.
+   */
   healthy(): boolean {
-    return true;
+    // Probation legitimately saves nothing for up to its window.
+    const limit = stallMs + this.options.config.probation.windowSec * 1000;
+    return this.runningSince === undefined || this.now().getTime() - this.lastProgressAt < limit;
   }
 
   private async begin(release: Release): Promise<void> {
@@ -232,10 +247,14 @@ export class UpdateService implements Service {
   }
 
   private async resume(): Promise<void> {
+    this.runningSince = this.now().getTime();
+    this.lastProgressAt = this.runningSince;
     try {
       await this.requireMachine().run();
     } catch (err) {
       this.options.log.warn('update paused; will retry', { err });
+    } finally {
+      this.runningSince = undefined;
     }
   }
 
@@ -275,6 +294,7 @@ export class UpdateService implements Service {
   }
 
   private async publish(): Promise<void> {
+    this.lastProgressAt = this.now().getTime();
     if (!this.machine) return;
     try {
       this.options.onChange(await this.status());
