@@ -148,6 +148,13 @@ async function loadImage(dir: string, timings: Record<string, number>): Promise<
   };
 }
 
+/** Keeps the new image and the previous one (another checkout may still use it); ~1.2 GB each. */
+async function pruneImages(cache: string, keep: string): Promise<void> {
+  const dirs = (await readdir(cache)).filter((n) => /^image-[0-9a-f]{16}$/.test(n)).map((n) => join(cache, n)).filter((d) => d !== keep);
+  const withTime = await Promise.all(dirs.map(async (d) => ({ d, t: (await stat(d)).mtimeMs })));
+  for (const { d } of withTime.sort((a, b) => b.t - a.t).slice(1)) await rm(d, { recursive: true, force: true });
+}
+
 /** Builds (or finds) the image; `log` receives progress lines. */
 export async function ensureImage(log: (line: string) => void = () => {}): Promise<BuiltImage> {
   const cache = cacheRoot();
@@ -191,5 +198,6 @@ export async function ensureImage(log: (line: string) => void = () => {}): Promi
   });
   await writeFile(join(tmp, 'timings.json'), `${JSON.stringify(timings, null, 2)}\n`);
   await rename(tmp, dir);
+  await pruneImages(cache, dir);
   return loadImage(dir, {});
 }

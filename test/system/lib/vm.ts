@@ -50,6 +50,8 @@ export class Vm {
   private agentBuf = '';
   private nextId = 1;
   private readonly pending = new Map<string, (reply: { rc: number; out: string }) => void>();
+  /** Serial offset where the latest start() began: "this boot's output" starts here. */
+  bootMark = 0;
   /** Wall time of each start() → first RIG-AGENT-READY, for bench results. */
   readonly bootTimesMs: number[] = [];
 
@@ -114,6 +116,7 @@ export class Vm {
   async start(options: { waitReady?: boolean; timeoutMs?: number } = {}): Promise<void> {
     if (this.running) throw new Error('VM already running');
     const since = await this.mark();
+    this.bootMark = since;
     const t0 = performance.now();
     const tpmSock = await this.startSwtpm();
     const agentSock = join(this.options.dir, 'agent.sock');

@@ -1,0 +1,35 @@
+/**
+ * Scenario 6, hardware watchdog: during the trial boot of release 2 the kernel hangs (sysrq crash
+ * with panic=0, so only the watchdog can help). systemd stops feeding the i6300esb, which resets
+ * the board; GRUB's counter is spent, so it boots v1, and outpost counts the reset as a failed
+ * trial: release 2 is rolled back and reported, not retried.
+ */
+import t from 'tap';
+import { bootedRelease, nextBoot, recordResult, scenario, settled, until, updateStatus } from './lib/scenario.js';
+
+t.test('i6300esb reset during the trial counts as a failed trial', async (t) => {
+  const { vm, world } = await scenario(t, '06-watchdog');
+  await vm.start();
+  await world.release(2, [1]);
+  const since = await vm.mark();
+  await vm.sh('outpost update apply');
+  await vm.waitSerial(/RIG-GRUB boot_counter=0 default=0/, { since, timeoutMs: 600_000 });
+  await nextBoot(vm, since);
+  await until('probation running', async () => ((await updateStatus(vm)).state === 'probation' ? true : undefined), 120_000, 1000);
+  t.equal(await bootedRelease(vm), 2, 'release 2 on trial');
+  t.match(await vm.sh('cat /sys/class/watchdog/watchdog0/identity; cat /sys/class/watchdog/watchdog0/state'), /i6300ESB[\s\S]*active/, 'i6300esb active (fed by systemd)');
+  const crashAt = await vm.mark();
+  const t0 = performance.now();
+  // panic=0: the crashed kernel hangs forever instead of rebooting itself; only the watchdog resets.
+  vm.fire('sysctl -w kernel.panic=0 >/dev/null; sleep 1; echo c > /proc/sysrq-trigger');
+  await vm.waitSerial(/sysrq: Trigger a crash|Kernel panic/, { since: crashAt, timeoutMs: 60_000 });
+  await vm.waitSerial(/RIG-GRUB/, { since: crashAt, timeoutMs: 180_000 });
+  const resetMs = Math.round(performance.now() - t0);
+  t.match(await vm.serial(crashAt), /RIG-GRUB boot_counter=-1 default=1/, 'GRUB: counter spent, fallback entry');
+  await nextBoot(vm, crashAt);
+  const s = await settled(vm, 600_000);
+  t.equal(await bootedRelease(vm), 1, 'back on release 1');
+  t.match(s.last, { result: 'rolledBack', version: 2 }, 'release 2 rolled back');
+  t.match(String((s.last as { reason?: string }).reason), /restarted during the trial|never came up/, `reason: ${(s.last as { reason?: string }).reason}`);
+  await recordResult('watchdog', { runtimeWatchdogSec: 15, crashToResetMs: resetMs, bootTimesMs: vm.bootTimesMs });
+});
