@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { grubBoot, ubootBoot, simulatedBoot, simulateNeverBoots } from '../../../runtime/update/boot/index.js';
+import { grubBoot, ubootBoot, simulatedBoot, simulateNeverBoots, type Boot } from '../../../runtime/update/boot/index.js';
 import { createExec } from '../../../runtime/platform/index.js';
 import { silentLogger } from '../../../runtime/logs/index.js';
 
@@ -50,6 +50,39 @@ t.test('U-Boot: upgrade_available/bootcount/bootlimit through fw_setenv on an en
   t.same(await boot.trialState(), { armed: false, remaining: null });
   t.equal(flushes, 2);
 });
+
+/** The contract every boot backend keeps (STYLE 9): armed after markTrial, disarmed after markGood, flushed each time. */
+const backends: Record<string, (dir: string, flush: () => Promise<void>) => Promise<Boot>> = {
+  grub: async (dir, flush) => {
+    await execa('grub-editenv', [join(dir, 'grubenv'), 'create']);
+    return grubBoot({ exec, envFile: join(dir, 'grubenv'), trialBoots: 3, flush });
+  },
+  uboot: async (dir, flush) => {
+    writeFileSync(join(dir, 'env.txt'), 'bootcmd=boot\n');
+    await execa('mkenvimage', ['-s', '0x4000', '-o', join(dir, 'env.bin'), join(dir, 'env.txt')]);
+    writeFileSync(join(dir, 'fw_env.config'), `${join(dir, 'env.bin')} 0x0000 0x4000\n`);
+    return ubootBoot({ exec, fwEnvConfig: join(dir, 'fw_env.config'), trialBoots: 3, flush });
+  },
+  simulated: async (dir, flush) => {
+    const sim = simulatedBoot({ stateFile: join(dir, 'boot.json'), trialBoots: 3, menu: async () => ['v1'], onReboot: () => undefined });
+    await sim.boot();
+    return { ...sim, markTrial: async () => (await sim.markTrial(), await flush()), markGood: async () => (await sim.markGood(), await flush()) };
+  },
+};
+
+for (const [name, make] of Object.entries(backends)) {
+  t.test(`boot port contract: ${name}`, async (t) => {
+    let flushes = 0;
+    const boot = await make(tempDir(t), async () => void flushes++);
+    t.equal((await boot.trialState()).armed, false, 'not armed at first');
+    await boot.markTrial();
+    t.same(await boot.trialState(), { armed: true, remaining: 3 }, 'armed with the configured boots');
+    await boot.markGood();
+    t.equal((await boot.trialState()).armed, false, 'disarmed once blessed');
+    t.equal(flushes, 2, 'every write flushed');
+    t.match(await boot.bootId(), /\S/, 'a boot id');
+  });
+}
 
 t.test('simulated: a reboot boots the default deployment on trial, counting down', async (t) => {
   const dir = tempDir(t);
