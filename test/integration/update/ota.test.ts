@@ -1,6 +1,11 @@
 import t from 'tap';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { otaDevice } from '../../../scripts/world/ota-device.js';
+import { createPki } from '../../../scripts/world/pki.js';
+import { startMosquitto } from '../../../scripts/world/mosquitto.js';
+import { connectObserver } from '../../../scripts/world/observer.js';
 
 const failingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\necho "app did not start" >&2\nexit 1\n' };
 const passingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' };
@@ -16,6 +21,15 @@ t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit
   await ota.release(2, { deltaFrom: [1], extra: passingCheck });
   const device = otaDevice(ota, { probation: { windowSec: 10, intervalSec: 1, ...healthCheck } });
   t.teardown(device.cleanup);
+  // A real broker too: the outcome must reach the retained state topic.
+  const pki = await createPki({ dir: join(device.world.dir, 'pki'), deviceId: 'gw-test-1' });
+  mkdirSync(join(device.world.dir, 'broker'));
+  const broker = await startMosquitto({ dir: join(device.world.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
+  t.teardown(() => broker.stop());
+  device.world.writeConfig({
+    broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 2000 },
+    update: ota.updateConfig({ probation: { windowSec: 10, intervalSec: 1, ...healthCheck } }),
+  });
   // v1 has no health-check script: the device runs v1 until the update.
   const { daemon } = await device.boot();
   const before = ota.ostree.server.requests.length;
@@ -32,6 +46,10 @@ t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit
   t.equal(status.bootedCommit, ota.ostree.commit(2));
   const admin = await device.adminStatus();
   t.ok(admin.indexOf(ota.ostree.commit(2)) < admin.indexOf(ota.ostree.commit(1)), 'v2 is the default, v1 kept as rollback');
+  const observer = await connectObserver({ url: broker.url, caFile: pki.ca.cert, identity: pki.observer, topics: ['outpost/v1/gw-test-1/state'] });
+  t.teardown(() => observer.close());
+  const retained = await observer.waitFor('outpost/v1/gw-test-1/state', (m) => m.retain, 10_000);
+  t.match(JSON.parse(retained.payload), { bootedCommit: ota.ostree.commit(2), update: { state: 'idle', installedVersion: 2, last: { result: 'committed', version: 2 } } }, 'the broker holds the committed state');
   const served = ota.ostree.server.requests.slice(before).map((r) => r.path);
   t.ok(served.some((p) => p.includes('/tuf/targets/deltas/')), 'the delta was downloaded');
   t.notOk(served.some((p) => p.includes('/repo/objects/')), 'no object pull was needed');
