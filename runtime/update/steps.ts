@@ -138,6 +138,14 @@ export function createSteps(ports: StepPorts): Steps {
       return { event: 'bootedNew', patch: { probationBootId: bootId, probationStartedAt: ports.now().toISOString() } };
     }
     const reason = `release ${release.version} never came up: the bootloader fell back to ${booted ?? 'an unknown deployment'}`;
+    // Clean up after the bootloader (found on the booted QEMU gateway): the dead deployment is
+    // still the default and GRUB's spent counter (-1) still selects the fallback entry. Left so,
+    // the next update's deploy keeps the dead one as the new fallback entry, and a failed trial
+    // then would fall back into it: a boot loop. Idempotent, so a power cut here just repeats it;
+    // errors are logged, not fatal (a rollback path).
+    const dead = (await ostree.deployments()).filter((d) => !d.booted && d.commit === release.commit).sort((a, b) => b.index - a.index);
+    for (const d of dead) await ostree.undeploy(d.index).catch((err: unknown) => log.warn('could not remove the deployment that never came up', { index: d.index, err }));
+    await boot.markGood().catch((err: unknown) => log.warn('could not disarm the spent boot counter', { err }));
     return { event: 'fellBack', patch: { reason }, failedCommit: { commit: release.commit, reason } };
   };
 

@@ -5,7 +5,7 @@
  * retained state says 2.
  */
 import t from 'tap';
-import { bootedRelease, nextBoot, ostreeStatus, recordResult, scenario, settled, until, updateStatus } from './lib/scenario.js';
+import { bootedRelease, nextBoot, ostreeStatus, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
 
 t.test('update v1 -> v2 with a static delta, trial boot, probation, commit', async (t) => {
   const { vm, world, image } = await scenario(t, '02-update');
@@ -18,7 +18,7 @@ t.test('update v1 -> v2 with a static delta, trial boot, probation, commit', asy
 
   const since = await vm.mark();
   t0 = performance.now();
-  await vm.sh('outpost update apply');
+  await startUpdate(vm);
   await vm.waitSerial(/RIG-GRUB boot_counter=0 default=0/, { since, timeoutMs: 600_000 });
   const toRebootMs = Math.round(performance.now() - t0);
   await nextBoot(vm, since);

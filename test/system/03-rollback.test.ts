@@ -6,13 +6,13 @@
  *    and it boots v2; outpost reports the failed trial and never tries release 4 again.
  */
 import t from 'tap';
-import { bootedRelease, nextBoot, recordResult, scenario, settled, until, updateStatus } from './lib/scenario.js';
+import { bootedRelease, nextBoot, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
 import type { Vm } from './lib/vm.js';
 
 async function update(vm: Vm, timeoutMs = 900_000): Promise<{ ms: number; status: Awaited<ReturnType<typeof updateStatus>> }> {
   const t0 = performance.now();
   const since = await vm.mark();
-  await vm.sh('outpost update apply');
+  await startUpdate(vm);
   // Every attempt reboots at least once; then wait until the machine is idle on a booted system.
   await nextBoot(vm, since, timeoutMs);
   const status = await settled(vm, timeoutMs);
@@ -20,7 +20,8 @@ async function update(vm: Vm, timeoutMs = 900_000): Promise<{ ms: number; status
 }
 
 t.test('bad release rolls back (broker down); never-booting release falls back in GRUB', async (t) => {
-  const { vm, world } = await scenario(t, '03-rollback');
+  const { vm, world, image } = await scenario(t, '03-rollback');
+  const commits = image.commits;
   await vm.start();
   await world.release(2, [1]);
   const v2 = await update(vm);
@@ -51,7 +52,7 @@ t.test('bad release rolls back (broker down); never-booting release falls back i
   await world.release(4, [2]);
   const since4 = await vm.mark();
   const t4 = performance.now();
-  await vm.sh('outpost update apply');
+  await startUpdate(vm);
   await vm.waitSerial(/Kernel panic|Attempted to kill init/, { since: since4, timeoutMs: 600_000 });
   await vm.waitSerial(/RIG-GRUB boot_counter=-1 default=1/, { since: since4, timeoutMs: 120_000 });
   await nextBoot(vm, since4);
@@ -60,6 +61,12 @@ t.test('bad release rolls back (broker down); never-booting release falls back i
   t.equal(await bootedRelease(vm), 2, 'GRUB fell back to release 2');
   t.match(s4.last, { result: 'rolledBack', version: 4 }, 'outpost reports release 4 as rolled back');
   t.match(String((s4.last as { reason?: string }).reason), /never came up/, 'reason: never came up');
+  // After the fallback nothing may point at release 4 any more: not the ostree default (a later
+  // update would keep it as its fallback entry) and not GRUB's spent counter.
+  const env4 = await vm.sh('grub-editenv /boot/grub/grubenv list');
+  t.notMatch(env4, /boot_counter/, 'spent boot counter cleared');
+  const dep4 = await vm.sh('ostree admin status');
+  t.notMatch(dep4, new RegExp(String(commits.get(4))), 'the deployment that never came up is gone');
   // Never retried: an explicit apply must not start release 4 again.
   const again = await vm.exec('outpost update apply');
   t.comment(`apply after fallback: rc=${again.rc} ${again.out.trim()}`);

@@ -5,14 +5,14 @@
  * trial: release 2 is rolled back and reported, not retried.
  */
 import t from 'tap';
-import { bootedRelease, nextBoot, recordResult, scenario, settled, until, updateStatus } from './lib/scenario.js';
+import { bootedRelease, nextBoot, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
 
 t.test('i6300esb reset during the trial counts as a failed trial', async (t) => {
   const { vm, world } = await scenario(t, '06-watchdog');
   await vm.start();
   await world.release(2, [1]);
   const since = await vm.mark();
-  await vm.sh('outpost update apply');
+  await startUpdate(vm);
   await vm.waitSerial(/RIG-GRUB boot_counter=0 default=0/, { since, timeoutMs: 600_000 });
   await nextBoot(vm, since);
   await until('probation running', async () => ((await updateStatus(vm)).state === 'probation' ? true : undefined), 120_000, 1000);

@@ -100,3 +100,12 @@ export async function settled(vm: Vm, timeoutMs = 300_000): Promise<Awaited<Retu
 export function ostreeStatus(vm: Vm): Promise<string> {
   return vm.sh('ostree admin status');
 }
+
+/**
+ * Starts the newest release (`outpost update apply`). The daemon also checks by itself 5 s after
+ * it starts; if that check already began the update, "already in progress" is success too.
+ */
+export async function startUpdate(vm: Vm): Promise<void> {
+  const r = await vm.exec('outpost update apply', 120_000);
+  if (r.rc !== 0 && !/already in progress/.test(r.out)) throw new Error(`outpost update apply failed (${r.rc}): ${r.out}`);
+}
