@@ -1,35 +1,59 @@
 /**
  * `npm run bench`: runs every benchmark, writes bench/results/<name>.json, and regenerates the
- * summary table in bench/README.md between its BEGIN/END markers.
- * OUTPOST_BENCH_IDLE_SEC shortens the idle period (default 60 s) for a quick look.
+ * summary tables in bench/README.md between their BEGIN/END markers.
+ * OUTPOST_BENCH_IDLE_SEC shortens the idle period (default 60 s) for a quick look;
+ * OUTPOST_BENCH_ONLY=startup-memory|ota (comma-separated) runs only those sections.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../runtime/version.js';
+import { benchOta, otaTables } from './ota-bytes.js';
 import { benchStartupMemory, daemonNodeOptions } from './startup-memory.js';
 
 const root = packageRoot() ?? process.cwd();
 const idleSec = Number(process.env.OUTPOST_BENCH_IDLE_SEC ?? 60);
+const only = process.env.OUTPOST_BENCH_ONLY?.split(',').map((s) => s.trim());
+const wanted = (name: string): boolean => only === undefined || only.includes(name);
 const dir = mkdtempSync(join(tmpdir(), 'outpost-bench-'));
 const machine = { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown' };
+const measuredOn = (): string => `Measured ${new Date().toISOString().slice(0, 10)} on ${machine.cpus} × ${machine.cpuModel}, Node ${machine.node};`;
 
-try {
-  const rows = await benchStartupMemory(dir, idleSec);
+function writeResult(name: string, value: Record<string, unknown>): void {
   mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-  writeFileSync(join(root, 'bench', 'results', 'startup-memory.json'), `${JSON.stringify({ at: new Date().toISOString(), idleSec, daemonNodeOptions, machine, rows }, null, 2)}\n`);
-  const table = [
-    `Measured ${new Date().toISOString().slice(0, 10)} on ${machine.cpus} × ${machine.cpuModel}, Node ${machine.node}; idle ${idleSec} s.`,
-    '',
-    '| subject | time to READY=1 | idle RssAnon | idle Rss |',
-    '|---|---|---|---|',
-    ...rows.map((r) => `| ${r.subject} | ${r.readyMs === null ? '—' : `${r.readyMs} ms`} | ${(r.idle.rssAnonKiB / 1024).toFixed(1)} MiB | ${(r.idle.rssKiB / 1024).toFixed(1)} MiB |`),
-  ].join('\n');
+  writeFileSync(join(root, 'bench', 'results', `${name}.json`), `${JSON.stringify({ at: new Date().toISOString(), machine, ...value }, null, 2)}\n`);
+}
+
+function writeTable(name: string, table: string): void {
   const readmePath = join(root, 'bench', 'README.md');
   const readme = readFileSync(readmePath, 'utf8');
-  const updated = readme.replace(/(<!-- BEGIN startup-memory -->\n)[\s\S]*?(\n<!-- END startup-memory -->)/, `$1${table}$2`);
-  writeFileSync(readmePath, updated);
+  const markers = new RegExp(`(<!-- BEGIN ${name} -->\\n)(?:[\\s\\S]*?\\n)?(<!-- END ${name} -->)`);
+  if (!markers.test(readme)) throw new Error(`bench/README.md has no <!-- BEGIN ${name} --> / <!-- END ${name} --> markers`);
+  writeFileSync(readmePath, readme.replace(markers, (_m, begin: string, end: string) => `${begin}${table}\n${end}`));
   process.stdout.write(`${table}\n`);
+}
+
+try {
+  if (wanted('startup-memory')) {
+    mkdirSync(join(dir, 'startup-memory'));
+    const rows = await benchStartupMemory(join(dir, 'startup-memory'), idleSec);
+    writeResult('startup-memory', { idleSec, daemonNodeOptions, rows });
+    writeTable('startup-memory', [
+      `${measuredOn()} idle ${idleSec} s.`,
+      '',
+      '| subject | time to READY=1 | idle RssAnon | idle Rss |',
+      '|---|---|---|---|',
+      ...rows.map((r) => `| ${r.subject} | ${r.readyMs === null ? '—' : `${r.readyMs} ms`} | ${(r.idle.rssAnonKiB / 1024).toFixed(1)} MiB | ${(r.idle.rssKiB / 1024).toFixed(1)} MiB |`),
+    ].join('\n'));
+  }
+  if (wanted('ota')) {
+    mkdirSync(join(dir, 'ota'));
+    const started = performance.now();
+    const result = await benchOta(join(dir, 'ota'), (line) => process.stdout.write(`${line}\n`));
+    const totalSec = Math.round((performance.now() - started) / 1000);
+    writeResult('ota', { totalSec, ...result });
+    writeTable('ota', otaTables(result, `${measuredOn()} ${totalSec} s for this section${result.tree.cache.cached ? ' (rootfs from the cache)' : ` (${result.tree.cache.buildSec} s of it building the rootfs)`}.`));
+  }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -4,6 +4,7 @@
 # Usage: scripts/install-host-deps.sh [--check] [--with-bench] [--with-system]
 #   --check        list what is missing and exit 1 if anything is (installs nothing)
 #   --with-bench   also install the comparison baselines used by `npm run bench` (mender-client, xdelta3, zchunk)
+#                  and what builds its Debian rootfs and ext4 images (mmdebstrap, e2fsprogs)
 #   --with-system  also install what `npm run test:system` needs to build and boot a gateway image in qemu
 #                  (grub-pc-bin only ships the i386-pc modules and boot.img; never install grub-pc on the host)
 set -euo pipefail
@@ -22,7 +23,7 @@ check_only=false
 for arg in "$@"; do
   case "$arg" in
     --check) check_only=true ;;
-    --with-bench) packages+=(mender-client xdelta3 zchunk) ;;
+    --with-bench) packages+=(mender-client xdelta3 zchunk mmdebstrap debian-archive-keyring e2fsprogs) ;;
     --with-system) packages+=(qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring grub-pc-bin
                               fdisk e2fsprogs util-linux mount socat iproute2) ;;
     -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
