@@ -7,7 +7,7 @@ export interface ProcMemory {
   rssKiB: number;
 }
 
-/** Sums RssAnon and VmRSS over a process and its descendants (mender and node both may fork helpers). */
+/** RssAnon and VmRSS of one process (not its children: each subject runs as a single process). */
 export function procMemory(pid: number): ProcMemory {
   const field = (text: string, name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
   const text = readFileSync(`/proc/${pid}/status`, 'utf8');
