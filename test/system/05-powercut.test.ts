@@ -15,7 +15,7 @@ import { bootedRelease, recordResult, scenario, settled } from './lib/scenario.j
 
 /** A phase: the serial line that says outpost entered it, and the longest random delay after it. */
 const phases: readonly { name: string; trigger: RegExp; maxDelayMs: number }[] = [
-  { name: 'downloading', trigger: /"to":"downloading"/, maxDelayMs: 1500 },
+  { name: 'downloading', trigger: /"to":"downloading"|installing release 2|"event":"begin"/, maxDelayMs: 1500 },
   { name: 'apply', trigger: /"to":"downloaded"/, maxDelayMs: 3000 },
   { name: 'deploy', trigger: /"to":"applying"/, maxDelayMs: 20_000 },
   { name: 'after-deploy', trigger: /"to":"deployed"|"msg":"deployed"/, maxDelayMs: 1000 },
