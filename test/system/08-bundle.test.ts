@@ -7,7 +7,7 @@ import t from 'tap';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { bootedRelease, nextBoot, recordResult, scenario, settled } from './lib/scenario.js';
+import { bootedRelease, nextBoot, outpostReady, recordResult, scenario, settled } from './lib/scenario.js';
 
 t.test('offline bundle from a second disk installs v2 with no network', async (t) => {
   const s = await scenario(t, '08-bundle');
@@ -26,6 +26,7 @@ t.test('offline bundle from a second disk installs v2 with no network', async (t
   t.equal(await bootedRelease(vm), 1);
   const net = await vm.exec('timeout 5 bash -c "exec 3<>/dev/tcp/10.0.2.100/8080" 2>&1');
   t.not(net.rc, 0, 'the update server is not reachable (no forwards)');
+  await outpostReady(vm);
   await vm.sh('mkdir -p /run/media/usb && mount -o ro /dev/vdb /run/media/usb');
   const since = await vm.mark();
   const t0 = performance.now();

@@ -106,6 +106,12 @@ export function ostreeStatus(vm: Vm): Promise<string> {
  * it starts; if that check already began the update, "already in progress" is success too.
  */
 export async function startUpdate(vm: Vm): Promise<void> {
+  await outpostReady(vm);
   const r = await vm.exec('outpost update apply', 120_000);
   if (r.rc !== 0 && !/already in progress/.test(r.out)) throw new Error(`outpost update apply failed (${r.rc}): ${r.out}`);
+}
+
+/** Waits until outpost.service is active (READY=1 sent) and its API socket exists. */
+export async function outpostReady(vm: Vm, timeoutMs = 180_000): Promise<void> {
+  await until('outpost ready', async () => ((await vm.exec('systemctl is-active -q outpost && test -S /run/outpost/api.sock', 20_000)).rc === 0 ? true : undefined), timeoutMs, 1000);
 }
