@@ -127,3 +127,24 @@ export async function runProgram(program: Program, argv: string[], io: Pick<Comm
     return 70;
   }
 }
+
+/**
+ * Runs a program as the process: argv, environment and stdio of this process; adds the common
+ * `version` command; exits with the command's status.
+ */
+export async function runMain(program: Program, version: string): Promise<never> {
+  const versionCommand: Command = {
+    name: 'version',
+    summary: `print the ${program.name} version`,
+    run: async ({ out }) => {
+      out(version);
+      return 0;
+    },
+  };
+  const code = await runProgram({ ...program, commands: [...program.commands, versionCommand] }, process.argv.slice(2), {
+    env: process.env,
+    out: (text) => process.stdout.write(`${text}\n`),
+    err: (text) => process.stderr.write(`${text}\n`),
+  });
+  process.exit(code);
+}

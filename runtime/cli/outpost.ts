@@ -5,7 +5,7 @@ import { apiGet, formatStatus, statusSchema } from '../api/index.js';
 import { loadConfig, validateConfigFile, defaultConfigPath } from '../config/index.js';
 import { OutpostError } from '../errors.js';
 import { outpostVersion } from '../version.js';
-import { runProgram, type Command, type CommandContext, type OptionSpec } from './command.js';
+import { runMain, type Command, type CommandContext, type OptionSpec } from './command.js';
 import { updateCommands } from './update-commands.js';
 import { runDaemon } from './daemon.js';
 
@@ -54,19 +54,6 @@ const commands: Command[] = [
     },
   },
   ...updateCommands({ config: configOption, socket: socketOption }, socketOf),
-  {
-    name: 'version',
-    summary: 'print the outpost version',
-    run: async ({ out }) => {
-      out(outpostVersion);
-      return 0;
-    },
-  },
 ];
 
-const code = await runProgram({ name: 'outpost', summary: 'outpost keeps this gateway updated and healthy.', commands }, process.argv.slice(2), {
-  env: process.env,
-  out: (text) => process.stdout.write(`${text}\n`),
-  err: (text) => process.stderr.write(`${text}\n`),
-});
-process.exit(code);
+await runMain({ name: 'outpost', summary: 'outpost keeps this gateway updated and healthy.', commands }, outpostVersion);
