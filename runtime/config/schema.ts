@@ -93,6 +93,12 @@ const updateSchema = z.strictObject({
   bandwidthBytesPerSec: z.number().int().min(1024).optional(),
   /** Free space kept on top of a download for applying it into the repo. */
   applyHeadroomBytes: z.number().int().min(0).default(256 * 1024 * 1024),
+  /**
+   * Re-hash every object in the repo (`ostree fsck`) before deploying. Off by default: apply and
+   * pull already verify each object they write, and 2022.7 cannot scope fsck to one commit, so it
+   * reads the whole repo (47 s per update on the TCG gateway, minutes on eMMC).
+   */
+  fsckBeforeDeploy: z.boolean().default(false),
   boot: bootSchema.prefault({}),
   probation: probationSchema.prefault({}),
 });

@@ -60,7 +60,7 @@ export interface Ostree {
   bootedCommit(): Promise<string | null>;
   /** Whether the repo holds the complete commit object (not a partial pull). */
   hasCommit(commit: string): Promise<boolean>;
-  /** Checks the commit is present, complete, self-consistent, and (fsck, default on) the repo's objects hash right. */
+  /** Checks the commit is present, complete and self-consistent; with `fsck`, also that every object in the repo hashes right. */
   verifyCommit(commit: string, options?: { fsck?: boolean }): Promise<void>;
   /**
    * Applies a static delta file into the repo. `expectFrom`: the source commit the signed metadata
@@ -166,7 +166,7 @@ export function createOstree(options: OstreeOptions): Ostree {
       await run(`loading commit ${commit} (ostree show)`, ['show', `--repo=${repo}`, commit]);
       // Walks every dirtree/dirmeta of this commit: a missing metadata object fails here.
       await run(`walking the tree of ${commit} (ostree ls -R)`, ['ls', `--repo=${repo}`, '-R', commit], long);
-      if (verify.fsck === false) return;
+      if (verify.fsck !== true) return;
       const started = performance.now();
       // Whole-repo: 2022.7's fsck cannot be scoped to one commit. A device repo holds only a few.
       await run(`checking ${repo} (ostree fsck)`, ['fsck', `--repo=${repo}`, '--quiet'], long);

@@ -131,6 +131,7 @@ export class UpdateService implements Service {
         probationWindowMs: config.probation.windowSec * 1000,
         downloadDir,
         applyHeadroomBytes: config.applyHeadroomBytes,
+        fsckBeforeDeploy: config.fsckBeforeDeploy,
         log: log.child('steps'),
         now: this.now,
         onProgress: (p) => {

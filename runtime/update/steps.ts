@@ -33,6 +33,8 @@ export interface StepPorts {
   probationWindowMs: number;
   downloadDir: string;
   applyHeadroomBytes: number;
+  /** Whole-repo `ostree fsck` after apply (see the config field). */
+  fsckBeforeDeploy: boolean;
   log: Logger;
   now: () => Date;
   onProgress: (progress: DownloadProgress & { phase: string }) => void;
@@ -103,7 +105,7 @@ export function createSteps(ports: StepPorts): Steps {
         throw new OutpostError('UPDATE_NO_SOURCE', `release ${release.version}: no delta from the booted commit and no OSTree repository to pull from`);
       }
     }
-    await ostree.verifyCommit(release.commit);
+    await ostree.verifyCommit(release.commit, { fsck: ports.fsckBeforeDeploy });
     await ostree.refUpdate(stagedRef, release.commit);
     return { event: 'applied', patch: { progress: null } };
   };
@@ -151,8 +153,19 @@ export function createSteps(ports: StepPorts): Steps {
 
   const probation = async (record: UpdateRecord): Promise<StepResult> => {
     const release = requireRelease(record);
-    if ((await boot.bootId()) !== record.probationBootId) {
-      const reason = `the system restarted during the trial of release ${release.version} (watchdog reset, crash or power loss)`;
+    const bootId = await boot.bootId();
+    if (bootId !== record.probationBootId) {
+      const stillOnTrial = (await boot.bootedCommit()) === release.commit;
+      const cause = await boot.resetCause();
+      if (stillOnTrial && cause !== 'watchdog') {
+        // Power loss (or a reset nobody can explain) says nothing against the release: judge it
+        // afresh. The bootloader's counter (boot.trialBoots) bounds how often this can happen.
+        log.warn('the trial boot was cut short without a watchdog reset; probation starts again', { version: release.version });
+        return { event: 'trialRestarted', patch: { probationBootId: bootId, probationStartedAt: ports.now().toISOString() } };
+      }
+      const reason = stillOnTrial
+        ? `the hardware watchdog reset the system during the trial of release ${release.version}`
+        : `the system restarted during the trial of release ${release.version} and the bootloader fell back`;
       return { event: 'trialReset', patch: { reason }, failedCommit: { commit: release.commit, reason } };
     }
     const started = new Date(record.probationStartedAt ?? ports.now().toISOString());

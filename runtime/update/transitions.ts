@@ -3,7 +3,7 @@
  * table picks the next state. A test checks every (state, event) pair is either here or refused.
  *
  *   idle → downloading → downloaded → applying → deployed → rebooting → probation → committed → idle
- *                                         │                    │            │
+ *                                         │                    │            │  ↺ power lost during the trial
  *                                         └→ idle (failed)     │            └→ rollingBack → rolledBack → idle
  *                                                              └→ rolledBack (bootloader fell back)
  */
@@ -22,6 +22,7 @@ export const updateEvents = [
   'healthy',
   'unhealthy',
   'trialReset',
+  'trialRestarted',
   'restored',
   'failed',
   'loop',
@@ -47,6 +48,7 @@ export const transitions: readonly (readonly [UpdateState, UpdateEvent, UpdateSt
   ['probation', 'healthy', 'committed'],
   ['probation', 'unhealthy', 'rollingBack'],
   ['probation', 'trialReset', 'rollingBack'],
+  ['probation', 'trialRestarted', 'probation'],
   ['probation', 'loop', 'rollingBack'],
   ['rollingBack', 'rebootRequested', 'rollingBack'],
   ['rollingBack', 'restored', 'rolledBack'],

@@ -17,6 +17,12 @@ export interface TrialState {
   remaining: number | null;
 }
 
+/**
+ * Why the running boot began, as far as the hardware can tell: `watchdog` when a hardware watchdog
+ * reset the board (a hang), `unknown` for everything else (power on, power loss, a reboot).
+ */
+export type ResetCause = 'watchdog' | 'unknown';
+
 /** The bootloader and reboot adapter. */
 export interface Boot {
   readonly kind: BootBackendKind;
@@ -27,6 +33,8 @@ export interface Boot {
   /** Blesses the running deployment: no more fallback. */
   markGood(): Promise<void>;
   trialState(): Promise<TrialState>;
+  /** Why this boot began; decides whether a restart during a trial condemns the release. */
+  resetCause(): Promise<ResetCause>;
   /** The OSTree commit that booted, or null when not known (not an OSTree boot). */
   bootedCommit(): Promise<string | null>;
   /** Asks the system to reboot; resolves when the request was accepted (the process ends soon after). */

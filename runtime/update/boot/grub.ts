@@ -7,7 +7,7 @@
 import type { Exec } from '../../platform/index.js';
 import type { Boot, TrialState } from './boot.js';
 import { readBootedCommit } from '../booted-commit.js';
-import { kernelBootId, systemdReboot } from './system.js';
+import { kernelBootId, systemdReboot, watchdogResetCause } from './system.js';
 
 /** Settings of the GRUB backend. */
 export interface GrubBootOptions {
@@ -19,6 +19,8 @@ export interface GrubBootOptions {
   /** Makes /boot durable (FIFREEZE/FITHAW); called after every env write. */
   flush: () => Promise<void>;
   bootIdPath?: string;
+  /** sysfs watchdog class, for the reset cause; tests point it at a fake tree. */
+  watchdogClassDir?: string;
 }
 
 /** Parses `grub-editenv list` output (`key=value` lines). */
@@ -54,6 +56,7 @@ export function grubBoot(options: GrubBootOptions): Boot {
       return { armed, remaining: counter === undefined ? null : Number(counter) };
     },
     bootedCommit: () => readBootedCommit(),
+    resetCause: () => watchdogResetCause(options.watchdogClassDir),
     reboot: (reason) => systemdReboot(exec, reason),
   };
 }

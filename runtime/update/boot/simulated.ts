@@ -11,7 +11,7 @@ import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { writeFileAtomic } from '../../platform/index.js';
-import type { Boot, TrialState } from './boot.js';
+import type { Boot, ResetCause, TrialState } from './boot.js';
 
 const stateSchema = z.strictObject({
   bootId: z.string(),
@@ -21,6 +21,8 @@ const stateSchema = z.strictObject({
   /** Commits whose boot "fails" before userspace (kernel panic stand-in). */
   neverBoots: z.array(z.string()),
   boots: z.number().int(),
+  /** Why the current boot began (simulateReset says; a requested reboot is `unknown`). */
+  resetCause: z.enum(['watchdog', 'unknown']).default('unknown'),
 });
 type SimState = z.infer<typeof stateSchema>;
 
@@ -39,7 +41,7 @@ async function load(file: string): Promise<SimState> {
     return stateSchema.parse(JSON.parse(await readFile(file, 'utf8')));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    return { bootId: randomUUID(), bootedCommit: null, rebootPending: true, trial: { armed: false, remaining: null }, neverBoots: [], boots: 0 };
+    return { bootId: randomUUID(), bootedCommit: null, rebootPending: true, trial: { armed: false, remaining: null }, neverBoots: [], boots: 0, resetCause: 'unknown' };
   }
 }
 
@@ -76,11 +78,12 @@ export function simulatedBoot(options: SimulatedBootOptions): Boot & { boot(): P
     },
     bootId: async () => (await load(stateFile)).bootId,
     bootedCommit: async () => (await load(stateFile)).bootedCommit,
+    resetCause: async () => (await load(stateFile)).resetCause,
     markTrial: () => update((s) => ({ ...s, trial: { armed: true, remaining: options.trialBoots } })),
     markGood: () => update((s) => ({ ...s, trial: { armed: false, remaining: null } })),
     trialState: async (): Promise<TrialState> => ({ ...(await load(stateFile)).trial }),
     reboot: async (reason) => {
-      await update((s) => ({ ...s, rebootPending: true }));
+      await update((s) => ({ ...s, rebootPending: true, resetCause: 'unknown' }));
       options.onReboot(reason);
     },
   };
@@ -92,8 +95,8 @@ export async function simulateNeverBoots(stateFile: string, commit: string): Pro
   await save(stateFile, { ...state, neverBoots: [...new Set([...state.neverBoots, commit])] });
 }
 
-/** Test and demo hook: a hardware reset (watchdog, power loss): the next start is a new boot. */
-export async function simulateReset(stateFile: string): Promise<void> {
+/** Test and demo hook: a hardware reset (a watchdog firing, or power loss): the next start is a new boot. */
+export async function simulateReset(stateFile: string, cause: ResetCause): Promise<void> {
   const state = await load(stateFile);
-  await save(stateFile, { ...state, rebootPending: true });
+  await save(stateFile, { ...state, rebootPending: true, resetCause: cause });
 }

@@ -1,10 +1,29 @@
-/** What the real bootloader adapters share: the kernel boot id and a reboot through systemd. */
-import { readFile } from 'node:fs/promises';
+/** What the real bootloader adapters share: the kernel boot id, the reset cause, a reboot through systemd. */
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Exec } from '../../platform/index.js';
+import type { ResetCause } from './boot.js';
+
+/** linux/watchdog.h: "Card previously reset the CPU", reported in a driver's bootstatus. */
+const WDIOF_CARDRESET = 0x0020;
 
 /** The kernel's id for this boot; changes on every boot, including watchdog resets. */
 export async function kernelBootId(path = '/proc/sys/kernel/random/boot_id'): Promise<string> {
   return (await readFile(path, 'utf8')).trim();
+}
+
+/**
+ * `watchdog` when any watchdog driver reports that it reset the board before this boot (the
+ * i6300esb, iTCO, imx2 and most SoC drivers read this from the hardware at probe time); `unknown`
+ * when none does or there is no watchdog class at all.
+ */
+export async function watchdogResetCause(classDir = '/sys/class/watchdog'): Promise<ResetCause> {
+  const devices = await readdir(classDir).catch(() => [] as string[]);
+  for (const device of devices) {
+    const text = await readFile(join(classDir, device, 'bootstatus'), 'utf8').catch(() => '');
+    if ((Number.parseInt(text.trim(), 10) & WDIOF_CARDRESET) !== 0) return 'watchdog';
+  }
+  return 'unknown';
 }
 
 /** Reboots through systemd so services stop in order and journald flushes. */

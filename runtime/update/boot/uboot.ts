@@ -10,7 +10,7 @@ import type { Exec } from '../../platform/index.js';
 import type { Boot, TrialState } from './boot.js';
 import { parseEnvList } from './grub.js';
 import { readBootedCommit } from '../booted-commit.js';
-import { kernelBootId, systemdReboot } from './system.js';
+import { kernelBootId, systemdReboot, watchdogResetCause } from './system.js';
 
 /** Settings of the U-Boot backend. */
 export interface UbootBootOptions {
@@ -20,6 +20,8 @@ export interface UbootBootOptions {
   trialBoots: number;
   flush: () => Promise<void>;
   bootIdPath?: string;
+  /** sysfs watchdog class, for the reset cause; tests point it at a fake tree. */
+  watchdogClassDir?: string;
 }
 
 /** The U-Boot boot backend. */
@@ -56,6 +58,7 @@ export function ubootBoot(options: UbootBootOptions): Boot {
       return { armed, remaining: armed ? Math.max(0, limit - count) : null };
     },
     bootedCommit: () => readBootedCommit(),
+    resetCause: () => watchdogResetCause(options.watchdogClassDir),
     reboot: (reason) => systemdReboot(exec, reason),
   };
 }

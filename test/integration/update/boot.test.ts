@@ -1,9 +1,9 @@
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { grubBoot, ubootBoot, simulatedBoot, simulateNeverBoots, type Boot } from '../../../runtime/update/boot/index.js';
+import { grubBoot, ubootBoot, simulatedBoot, simulateNeverBoots, simulateReset, watchdogResetCause, type Boot } from '../../../runtime/update/boot/index.js';
 import { createExec } from '../../../runtime/platform/index.js';
 import { silentLogger } from '../../../runtime/logs/index.js';
 
@@ -113,4 +113,38 @@ t.test('simulated: a release that never boots makes the bootloader fall back whe
   await boot.boot();
   t.equal(await boot.bootedCommit(), 'v2', 'fell back to the previous deployment');
   t.same(await boot.trialState(), { armed: false, remaining: -1 }, 'the counter ran out');
+});
+
+t.test('reset cause: a watchdog whose bootstatus has WDIOF_CARDRESET means the watchdog reset the board', async (t) => {
+  const dir = tempDir(t);
+  const classDir = join(dir, 'watchdog');
+  t.equal(await watchdogResetCause(join(dir, 'no-such-class')), 'unknown', 'no watchdog class: unknown');
+  const device = (name: string, bootstatus: string) => {
+    mkdirSync(join(classDir, name), { recursive: true });
+    writeFileSync(join(classDir, name, 'bootstatus'), bootstatus);
+  };
+  device('watchdog0', '0\n');
+  t.equal(await watchdogResetCause(classDir), 'unknown', 'bootstatus 0: not a watchdog reset');
+  device('watchdog1', '1\n'); // WDIOF_OVERHEAT alone is not a reset
+  t.equal(await watchdogResetCause(classDir), 'unknown');
+  device('watchdog2', '32\n');
+  t.equal(await watchdogResetCause(classDir), 'watchdog', 'CARDRESET (32) on any device');
+  const envFile = join(dir, 'grubenv');
+  await execa('grub-editenv', [envFile, 'create']);
+  const boot = grubBoot({ exec, envFile, trialBoots: 1, flush: async () => undefined, watchdogClassDir: classDir });
+  t.equal(await boot.resetCause(), 'watchdog', 'the GRUB backend reads it from sysfs');
+});
+
+t.test('simulated: a reset keeps its cause for that boot; a requested reboot is not a watchdog reset', async (t) => {
+  const dir = tempDir(t);
+  const stateFile = join(dir, 'boot.json');
+  const boot = simulatedBoot({ stateFile, trialBoots: 2, menu: async () => ['a'.repeat(64)], onReboot: () => undefined });
+  await boot.boot();
+  t.equal(await boot.resetCause(), 'unknown');
+  await simulateReset(stateFile, 'watchdog');
+  await boot.boot();
+  t.equal(await boot.resetCause(), 'watchdog');
+  await boot.reboot('update');
+  await boot.boot();
+  t.equal(await boot.resetCause(), 'unknown');
 });

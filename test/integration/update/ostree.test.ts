@@ -162,8 +162,8 @@ t.test('verifyCommit catches a missing, partial or corrupt commit', async (t) =>
   const listing = execFileSync('ostree', ['ls', `--repo=${ostree.repo}`, '-C', v2, '/usr/share/outpost-world/app.bin'], { encoding: 'utf8' });
   const object = /([0-9a-f]{64}) \/usr\/share\/outpost-world\/app\.bin/.exec(listing)?.[1] ?? '';
   await corrupt(join(ostree.repo, 'objects', object.slice(0, 2), `${object.slice(2)}.file`));
-  await ostree.verifyCommit(v2, { fsck: false }); // metadata is intact: only fsck reads content
-  await expectOstreeFailed(t, ostree.verifyCommit(v2), /ostree fsck\) failed: .*Corrupted file object/s);
+  await ostree.verifyCommit(v2); // metadata is intact: only fsck reads content
+  await expectOstreeFailed(t, ostree.verifyCommit(v2, { fsck: true }), /ostree fsck\) failed: .*Corrupted file object/s);
 });
 
 t.test('deploy freezes a separate /boot (loop-mounted ext4) and only syncs a plain directory', async (t) => {

@@ -61,7 +61,8 @@ t.test('a release that never reaches userspace: the bootloader falls back, outpo
   await again;
 });
 
-t.test('a reset during the trial boot (watchdog, power) counts as a failed trial and rolls back', async (t) => {
+/** Boots into the trial of release 2 and resets the device in probation, for `cause`. */
+async function resetDuringTrial(t: Test, cause: 'watchdog' | 'unknown'): Promise<{ ota: OtaWorld; d: OtaDevice }> {
   const ota = await world(t);
   const d = otaDevice(ota);
   t.teardown(d.cleanup);
@@ -71,9 +72,22 @@ t.test('a reset during the trial boot (watchdog, power) counts as a failed trial
   await daemon;
   const { daemon: trial } = await d.boot({ OUTPOST_FAULT_KILL_AT_STATE: 'probation' });
   await trial;
-  await simulateReset(join(d.world.stateDir, 'simulated-boot.json'));
+  await simulateReset(join(d.world.stateDir, 'simulated-boot.json'), cause);
+  return { ota, d };
+}
+
+t.test('a watchdog reset during the trial boot counts as a failed trial and rolls back', async (t) => {
+  const { ota, d } = await resetDuringTrial(t, 'watchdog');
   const status = await d.converge();
-  t.match(status.last, { result: 'rolledBack', version: 2, reason: /restarted during the trial/ });
+  t.match(status.last, { result: 'rolledBack', version: 2, reason: /hardware watchdog reset the system during the trial/ });
   t.equal(status.bootedCommit, ota.ostree.commit(1));
   t.same(await deployedOrder(ota, d), [1], 'only v1 is left deployed');
+});
+
+t.test('power lost during the trial boot: probation starts again on the next trial boot and commits', async (t) => {
+  const { ota, d } = await resetDuringTrial(t, 'unknown');
+  const status = await d.converge();
+  t.match(status.last, { result: 'committed', version: 2 });
+  t.equal(status.bootedCommit, ota.ostree.commit(2));
+  t.same(await deployedOrder(ota, d), [2, 1], 'v2 is the default, v1 kept for rollback');
 });

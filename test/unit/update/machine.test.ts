@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { OutpostError } from '../../../runtime/errors.js';
 import { silentLogger } from '../../../runtime/logs/index.js';
 import { Store } from '../../../runtime/store/index.js';
-import { simulatedBoot, simulateNeverBoots } from '../../../runtime/update/boot/index.js';
+import { simulatedBoot, simulateNeverBoots, simulateReset } from '../../../runtime/update/boot/index.js';
 import { UpdateMachine, UpdateStore } from '../../../runtime/update/machine.js';
 import { createSteps } from '../../../runtime/update/steps.js';
 import type { Release } from '../../../runtime/update/record.js';
@@ -51,6 +51,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
         probationWindowMs: 1000,
         downloadDir: join(dir, 'downloads'),
         applyHeadroomBytes: 0,
+        fsckBeforeDeploy: false,
         log: silentLogger,
         now: () => new Date(),
         onProgress: () => undefined,
@@ -128,25 +129,60 @@ t.test('a release that never boots: the bootloader falls back, outpost reports i
   t.equal(await d.boot.bootedCommit(), v1);
 });
 
-t.test('a reset during the trial boot (watchdog) counts as a failed trial', async (t) => {
-  let checks = 0;
-  const d = await device(t, { healthy: () => ((checks += 1), true) });
+/** Puts `d` on the trial of v2 with probation begun, then resets it `resets` times for `cause`. */
+async function resetDuringTrial(d: Awaited<ReturnType<typeof device>>, cause: 'watchdog' | 'unknown', resets = 1): Promise<void> {
   const { store, machine, updates } = await d.open();
   await machine.begin(release, v1);
-  // Pretend probation started in an earlier boot of v2 that the watchdog then reset.
   await d.boot.markTrial();
   await d.ostree.deploy(v2);
   await d.boot.reboot('trial');
   await d.boot.boot();
   const record = await machine.record();
-  await updates.save({ ...record, state: 'probation', probationBootId: 'an-earlier-boot', probationStartedAt: new Date().toISOString() });
+  await updates.save({ ...record, state: 'probation', probationBootId: await d.boot.bootId(), probationStartedAt: new Date().toISOString() });
   await store.close();
+  for (let i = 0; i < resets; i++) {
+    await simulateReset(d.stateFile, cause);
+    await d.boot.boot();
+  }
+}
+
+t.test('a watchdog reset during the trial boot counts as a failed trial', async (t) => {
+  let checks = 0;
+  const d = await device(t, { healthy: () => ((checks += 1), true) });
+  await resetDuringTrial(d, 'watchdog');
+  t.equal(await d.boot.bootedCommit(), v2, 'the bootloader still boots the trial');
   t.same(await drive(d), ['rollingBack', 'idle']);
-  const { store: s2, machine: m2 } = await d.open();
-  t.match((await m2.record()).last, { result: 'rolledBack', reason: /restarted during the trial/ });
-  await s2.close();
+  const { store, machine, updates } = await d.open();
+  t.match((await machine.record()).last, { result: 'rolledBack', reason: /hardware watchdog reset the system during the trial of release 2/ });
+  t.ok(await updates.hasFailed(v2), 'never offered again');
+  await store.close();
   t.equal(checks, 0, 'no health verdict is taken from a reset trial');
   t.equal(await d.boot.bootedCommit(), v1);
+});
+
+t.test('power lost during the trial boot: probation starts again and the release commits', async (t) => {
+  let checks = 0;
+  const d = await device(t, { healthy: () => ((checks += 1), true) });
+  await resetDuringTrial(d, 'unknown');
+  t.same(await drive(d), ['idle']);
+  const { store, machine, updates } = await d.open();
+  t.match((await machine.record()).last, { result: 'committed', version: 2 });
+  t.notOk(await updates.hasFailed(v2));
+  await store.close();
+  t.ok(checks > 0, 'the health checks judged the new trial boot');
+  t.equal(await d.boot.bootedCommit(), v2);
+  t.same(await d.boot.trialState(), { armed: false, remaining: null }, 'blessed');
+});
+
+t.test('power lost on every trial boot: the counter runs out, the bootloader falls back, the release is failed', async (t) => {
+  const d = await device(t);
+  await resetDuringTrial(d, 'unknown', 2);
+  t.equal(await d.boot.bootedCommit(), v1, 'trialBoots (2) spent: fallback entry');
+  t.same(await drive(d), ['rollingBack', 'idle'], 'the dead default deployment is removed first');
+  const { store, machine, updates } = await d.open();
+  t.match((await machine.record()).last, { result: 'rolledBack', reason: /restarted during the trial of release 2 and the bootloader fell back/ });
+  t.ok(await updates.hasFailed(v2));
+  await store.close();
 });
 
 t.test('kill -9 after any side effect resumes to the same committed end state', async (t) => {
