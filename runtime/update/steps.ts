@@ -115,6 +115,7 @@ export function createSteps(ports: StepPorts): Steps {
     // Arm the counter before the new deployment becomes the default: a power cut in between
     // must never leave a default entry that the bootloader would retry forever.
     await boot.markTrial();
+    log.info('trial armed', { version: release.version });
     const current = (await ostree.deployments()).find((d) => d.isDefault);
     try {
       if (current?.commit !== release.commit) await ostree.deploy(release.commit);
@@ -126,7 +127,12 @@ export function createSteps(ports: StepPorts): Steps {
     return { event: 'deployed' };
   };
 
-  const requestReboot = async (): Promise<StepResult> => ({ event: 'rebootRequested', patch: { rebootFromBootId: await boot.bootId() } });
+  const requestReboot = async (record: UpdateRecord): Promise<StepResult> => {
+    // Power lost between the deploy and the reboot: the bootloader already started the trial
+    // (this boot); rebooting again would spend a second of the release's few trial boots.
+    const alreadyOnTrial = (await boot.bootedCommit()) === requireRelease(record).commit;
+    return { event: 'rebootRequested', patch: { rebootFromBootId: alreadyOnTrial ? null : await boot.bootId() } };
+  };
 
   const rebooting = async (record: UpdateRecord): Promise<StepResult> => {
     const release = requireRelease(record);

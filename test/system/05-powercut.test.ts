@@ -1,91 +1,104 @@
 /**
- * Scenario 5, power cuts: qemu is SIGKILLed at random moments inside each phase of an update
- * (download, delta apply, deploy — which starts by writing the boot counter — and right after the
- * deploy), booting the same disk again after each cut with no help from the test. Every boot must
- * reach a good deployment (the agent answers, no emergency mode), and every series must end with
- * release 2 committed. Each series chains one cut per phase on a fresh overlay:
- *   boot v1 -> cut@downloading -> boot -> cut@downloaded -> boot -> cut@applying -> boot
- *   -> cut@deployed -> boot (GRUB: trial of v2) -> probation -> committed
- * A phase whose trigger line does not show up within its boot (the resumed step just carries
- * on) gets a cut at a random moment instead. Counts and timings go to bench/results/system.json.
- * Cuts: 20 here, OUTPOST_LONG=1 -> 60, OUTPOST_SYSTEM_CUTS=N -> N.
+ * Scenario 5, power cuts: qemu is SIGKILLed at random moments inside each phase of an update —
+ * download, delta apply, right after the boot counter is written, during the deploy, right after
+ * the deploy, and during the trial boot — and the same disk is booted again after each cut with no
+ * help from the test. One gateway updates along a chain of good releases (2, 5, 6, ...), one cut
+ * per phase per release, so each boot after a cut carries the update on to the next phase:
+ *   v1 -> start update -> cut@download -> boot -> cut@apply -> boot -> cut@boot-counter -> boot
+ *   -> cut@deploy -> boot -> cut@after-deploy -> boot (GRUB: trial) -> cut@trial-boot -> boot
+ *   (GRUB: second trial boot) -> probation -> committed -> next release
+ * Every boot must reach a good deployment (the agent answers, no emergency mode, no panic), and
+ * every release must end committed. A phase whose trigger line does not show up (the resumed step
+ * skipped it) gets a cut at a random moment instead. Counts and timings go to bench/results.
+ * Cuts: 20 here, OUTPOST_LONG=1 -> 45, OUTPOST_SYSTEM_CUTS=N -> N (6 per release, 9 releases: at most 54).
  */
 import t from 'tap';
-import { bootedRelease, recordResult, scenario, settled } from './lib/scenario.js';
+import { bootedRelease, recordResult, scenario, settled, startUpdate } from './lib/scenario.js';
 
-/** A phase: the serial line that says outpost entered it, and the longest random delay after it. */
-const phases: readonly { name: string; trigger: RegExp; maxDelayMs: number }[] = [
-  { name: 'downloading', trigger: /"to":"downloading"|installing release 2|"event":"begin"/, maxDelayMs: 1500 },
-  { name: 'apply', trigger: /"to":"downloaded"/, maxDelayMs: 3000 },
-  { name: 'deploy', trigger: /"to":"applying"/, maxDelayMs: 20_000 },
-  { name: 'after-deploy', trigger: /"to":"deployed"|"msg":"deployed"/, maxDelayMs: 1000 },
+/** A phase: the serial line that says outpost entered it, and the random delay after it. */
+const phases: readonly { name: string; trigger: RegExp; minDelayMs: number; maxDelayMs: number }[] = [
+  { name: 'download', trigger: /"to":"downloading"/, minDelayMs: 0, maxDelayMs: 1500 },
+  { name: 'apply', trigger: /"to":"downloaded"/, minDelayMs: 0, maxDelayMs: 10_000 },
+  { name: 'boot-counter', trigger: /"msg":"trial armed"/, minDelayMs: 0, maxDelayMs: 300 },
+  { name: 'deploy', trigger: /"msg":"trial armed"/, minDelayMs: 1000, maxDelayMs: 15_000 },
+  { name: 'after-deploy', trigger: /"to":"deployed"/, minDelayMs: 0, maxDelayMs: 1000 },
+  // GRUB wrote the decremented counter and boots the new release: cut anywhere in that trial boot.
+  { name: 'trial-boot', trigger: /RIG-GRUB boot_counter=1 default=0/, minDelayMs: 0, maxDelayMs: 60_000 },
 ];
-// OUTPOST_SYSTEM_CUTS overrides the count (e.g. a quick local check of the rig itself).
-const totalCuts = Number(process.env.OUTPOST_SYSTEM_CUTS ?? (process.env.OUTPOST_LONG === '1' ? 60 : 20));
+/** v1 and the good releases after it, each with a delta from the one before (image: 2, then 5..12). */
+const chain = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12];
+const totalCuts = Number(process.env.OUTPOST_SYSTEM_CUTS ?? (process.env.OUTPOST_LONG === '1' ? 45 : 20));
 
 interface Cut {
-  series: number;
+  release: number;
   phase: string;
   hit: boolean;
   delayMs: number;
   stateAtCut: string | null;
+  bootedAfter: number | null;
   bootBackMs: number;
   bricked: boolean;
 }
 
+const random = (min: number, max: number) => Math.round(min + Math.random() * (max - min));
+
 t.test(`power cuts during updates: ${totalCuts} cuts, zero bricked`, async (t) => {
   const s = await scenario(t, '05-powercut');
-  await s.world.release(2, [1]);
   const cuts: Cut[] = [];
-  const series: { ms: number; result: string }[] = [];
-  for (let n = 1; cuts.length < totalCuts; n++) {
+  const releases: { version: number; ms: number; cuts: number }[] = [];
+  await s.vm.start();
+  for (let i = 1; i < chain.length && cuts.length < totalCuts; i++) {
+    const previous = chain[i - 1] ?? 1;
+    const version = chain[i] ?? 2;
     const t0 = performance.now();
-    await s.vm.stop();
-    await s.vm.create(); // fresh v1 disk for every series
-    await s.vm.start();
+    await s.world.release(version, [previous]);
+    let since = await s.vm.mark();
+    await startUpdate(s.vm);
+    let cutsHere = 0;
     for (const phase of phases) {
       if (cuts.length >= totalCuts) break;
-      // The boot may have passed the trigger while the test waited for its agent: search the whole boot.
-      const since = s.vm.bootMark;
-      const hit = await s.vm.waitSerial(phase.trigger, { since, timeoutMs: 90_000 }).then(() => true, () => false);
-      const delayMs = Math.round(Math.random() * (hit ? phase.maxDelayMs : 20_000));
+      const hit = await s.vm.waitSerial(phase.trigger, { since, timeoutMs: 150_000 }).then(() => true, () => false);
+      const delayMs = hit ? random(phase.minDelayMs, phase.maxDelayMs) : random(0, 20_000);
       await new Promise((r) => setTimeout(r, delayMs));
-      const log = await s.vm.serial(since);
-      const states = [...log.matchAll(/"to":"(\w+)"/g)].map((m) => m[1] ?? '');
+      const states = [...(await s.vm.serial(since)).matchAll(/"to":"(\w+)"/g)].map((m) => m[1] ?? '');
       await s.vm.powerCut();
       const tb = performance.now();
-      const bootMark = await s.vm.mark();
+      since = await s.vm.mark();
       let bricked = false;
+      let bootedAfter: number | null = null;
       try {
         await s.vm.start({ timeoutMs: 400_000 });
+        bootedAfter = await bootedRelease(s.vm);
       } catch {
         bricked = true;
       }
-      const back = await s.vm.serial(bootMark);
-      if (/emergency mode|Couldn.t find specified OSTree root|Kernel panic/.test(back)) bricked = true;
-      cuts.push({ series: n, phase: phase.name, hit, delayMs, stateAtCut: states.at(-1) ?? null, bootBackMs: Math.round(performance.now() - tb), bricked });
-      t.notOk(bricked, `series ${n}: cut in ${phase.name}${hit ? '' : ' (random)'} after ${delayMs} ms -> booted a good deployment`);
+      if (/emergency mode|Couldn.t find specified OSTree root|Kernel panic/.test(await s.vm.serial(since))) bricked = true;
+      if (bootedAfter !== previous && bootedAfter !== version) bricked = true;
+      cuts.push({ release: version, phase: phase.name, hit, delayMs, stateAtCut: states.at(-1) ?? null, bootedAfter, bootBackMs: Math.round(performance.now() - tb), bricked });
+      cutsHere += 1;
+      t.notOk(bricked, `release ${version}: cut in ${phase.name}${hit ? '' : ' (trigger missed: random)'} after ${delayMs} ms (state ${states.at(-1) ?? 'idle'}) -> booted release ${bootedAfter}`);
       if (bricked) break;
     }
     if (cuts.some((c) => c.bricked)) break;
-    // No help from the test: outpost resumes (or re-checks) by itself and must commit release 2.
+    // No help from the test: outpost resumes (or re-checks) by itself and must commit the release.
     const st = await settled(s.vm, 900_000);
-    const release = await bootedRelease(s.vm);
-    t.equal(release, 2, `series ${n}: converged to release 2`);
-    t.match(st.last, { result: 'committed', version: 2 }, `series ${n}: committed`);
-    series.push({ ms: Math.round(performance.now() - t0), result: `${String((st.last as { result?: string } | null)?.result)} v${release}` });
+    t.equal(await bootedRelease(s.vm), version, `converged: release ${version} booted`);
+    t.match(st.last, { result: 'committed', version }, `release ${version} committed`);
+    releases.push({ version, ms: Math.round(performance.now() - t0), cuts: cutsHere });
   }
   const bricked = cuts.filter((c) => c.bricked).length;
+  t.equal(cuts.length, totalCuts, `${totalCuts} cuts made`);
   t.equal(bricked, 0, 'zero bricked devices');
   await recordResult(process.env.OUTPOST_LONG === '1' ? 'powercutLong' : 'powercut', {
     cuts: cuts.length,
     bricked,
     recovered: cuts.length - bricked,
-    seriesConverged: series.length,
+    releasesConverged: releases.length,
     byPhase: Object.fromEntries(phases.map((p) => [p.name, cuts.filter((c) => c.phase === p.name).length])),
     triggerHits: cuts.filter((c) => c.hit).length,
     meanBootBackMs: Math.round(cuts.reduce((a, c) => a + c.bootBackMs, 0) / Math.max(1, cuts.length)),
-    meanSeriesMs: Math.round(series.reduce((a, c) => a + c.ms, 0) / Math.max(1, series.length)),
+    meanReleaseMs: Math.round(releases.reduce((a, r) => a + r.ms, 0) / Math.max(1, releases.length)),
+    releases,
     cutsDetail: cuts,
   });
 });

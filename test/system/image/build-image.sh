@@ -1,9 +1,9 @@
 #!/bin/bash
-# Stage 2 of the system-test image: OSTree commits v1..v4 + a bootable disk with v1 deployed.
+# Stage 2 of the system-test image: OSTree commits v1..v12 + a bootable disk with v1 deployed.
 # usage: build-image.sh ROOTFS PAYLOAD OUT
 #   ROOTFS   Debian rootfs from rootfs.sh (read only here)
 #   PAYLOAD  tree copied over the rootfs: outpost (/usr/lib/outpost, /usr/bin/outpost), node, /etc/outpost
-#   OUT      gets repo/ (archive repo, refs rig/v1..v4), commits.env, disk.qcow2
+#   OUT      gets repo/ (archive repo, refs rig/v1..v12), commits.env, disk.qcow2
 # Run as root. Layout follows the reference rig: MBR, p1 ext4 /boot (LABEL=boot), p2 ext4 sysroot.
 set -euo pipefail
 rootfs=$(readlink -f "$1"); payload=$(readlink -f "$2"); out=$(readlink -f "$3")
@@ -51,7 +51,15 @@ v2=$(commit 2 --tree=ref="$v1" --tree=dir="$work/v2")
 v3=$(commit 3 --tree=ref="$v2" --tree=dir="$work/v3")
 v4=$(commit 4 --tree=ref="$v2" --tree=dir="$work/v4")
 printf 'V1=%s\nV2=%s\nV3=%s\nV4=%s\nKVER=%s\n' "$v1" "$v2" "$v3" "$v4" "$KVER" > "$out/commits.env"
-t commit-v2-v4
+# v5..v12: a chain of good releases (each on the one before, 1 MiB new payload) so the power-cut
+# series can update one running gateway again and again instead of booting a fresh disk each time.
+prev=$v2
+for n in 5 6 7 8 9 10 11 12; do
+  mk $n; head -c 1M /dev/urandom > "$work/v$n/usr/lib/rig/payload-v$n.bin"
+  prev=$(commit $n --tree=ref="$prev" --tree=dir="$work/v$n")
+  printf 'V%s=%s\n' "$n" "$prev" >> "$out/commits.env"
+done
+t commit-v2-v12
 rm -rf "$stage"
 img=$work/disk.img; mnt=$work/mnt
 truncate -s 4G "$img"
@@ -71,9 +79,10 @@ mkdir -p "$mnt/boot/grub/i386-pc"; cp "$here/grub.cfg" "$mnt/boot/grub/grub.cfg"
 cp $G/*.mod $G/*.lst "$mnt/boot/grub/i386-pc/"
 grub-editenv "$mnt/boot/grub/grubenv" create
 # panic=5: a release whose init dies must reboot (into GRUB's fallback), not hang.
+# cryptomgr.notests: skips the kernel's crypto self-tests, about 4 s of every TCG boot.
 OSTREE_GRUB2_EXEC=$here/overlay/usr/libexec/rig/ostree-grub-gen \
   ostree admin deploy --sysroot="$mnt" --os="$os" --karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200 \
-  --karg=panic=5 "$v1"
+  --karg=panic=5 --karg=cryptomgr.notests "$v1"
 ostree admin status --sysroot="$mnt"
 umount "$mnt/boot" "$mnt"
 t image

@@ -3,7 +3,7 @@
  * inputs (`$OUTPOST_SYSTEM_CACHE`, default /var/cache/outpost-system). Two stages, so changing
  * outpost's code re-runs only the fast one:
  *   rootfs-<hash>/  mmdebstrap output; hash of image/rootfs.sh (the package list lives there)
- *   image-<hash>/   OSTree build repo (v1..v4), disk.qcow2 with v1 deployed, TUF keys + root,
+ *   image-<hash>/   OSTree build repo (v1..v12), disk.qcow2 with v1 deployed, TUF keys + root,
  *                   broker PKI; hash of the rootfs hash, build-image.sh, overlay/, grub.cfg, the
  *                   compiled outpost (dist/runtime, native addon, lockfile) and /usr/bin/node.
  * The cache key is what makes a second run start in seconds; a half-built stage is never used
@@ -35,7 +35,7 @@ export interface BuiltImage {
   readonly dir: string;
   readonly disk: string;
   readonly repo: string;
-  /** OSTree commit of each release 1..4. */
+  /** OSTree commit of each release: 1..4 (3 fails its health check, 4 never boots), 5..12 a good chain on 2. */
   readonly commits: ReadonlyMap<number, string>;
   readonly keysDir: string;
   /** TUF repository right after `repo init` (copied per test, releases are added to the copy). */
@@ -91,8 +91,9 @@ function deviceConfig(): unknown {
       sysroot: '/',
       osname: guest.osname,
       checkIntervalSec: 3600,
-      boot: { backend: 'grub', grubEnvFile: '/boot/grub/grubenv', trialBoots: 1 },
-      probation: { windowSec: 45, intervalSec: 3, checks: [{ name: 'rig-health', command: ['/usr/libexec/rig/health'] }] },
+      // Two trial boots: a power cut during the first one is survivable (probation runs again).
+      boot: { backend: 'grub', grubEnvFile: '/boot/grub/grubenv', trialBoots: 2 },
+      probation: { windowSec: 30, intervalSec: 3, checks: [{ name: 'rig-health', command: ['/usr/libexec/rig/health'] }] },
     },
   };
 }
@@ -134,7 +135,7 @@ async function timed<T>(timings: Record<string, number>, name: string, fn: () =>
 async function loadImage(dir: string, timings: Record<string, number>): Promise<BuiltImage> {
   const env = await readFile(join(dir, 'commits.env'), 'utf8');
   const commits = new Map<number, string>();
-  for (const m of env.matchAll(/^V(\d)=([0-9a-f]{64})$/gm)) commits.set(Number(m[1]), m[2] ?? '');
+  for (const m of env.matchAll(/^V(\d+)=([0-9a-f]{64})$/gm)) commits.set(Number(m[1]), m[2] ?? '');
   const saved = existsSync(join(dir, 'timings.json')) ? (JSON.parse(await readFile(join(dir, 'timings.json'), 'utf8')) as Record<string, number>) : {};
   return {
     dir,

@@ -146,6 +146,24 @@ async function resetDuringTrial(d: Awaited<ReturnType<typeof device>>, cause: 'w
   }
 }
 
+t.test('power lost between the deploy and the reboot: the boot that follows is the trial, no second reboot', async (t) => {
+  const d = await device(t);
+  const { store, machine, updates } = await d.open();
+  await machine.begin(release, v1);
+  await d.boot.markTrial();
+  await d.ostree.deploy(v2);
+  await updates.save({ ...(await machine.record()), state: 'deployed' });
+  await store.close();
+  await simulateReset(d.stateFile, 'unknown');
+  await d.boot.boot();
+  t.same(await d.boot.trialState(), { armed: true, remaining: 1 }, 'the bootloader started the trial');
+  t.same(await drive(d), ['idle']);
+  const { store: s2, machine: m2 } = await d.open();
+  t.match((await m2.record()).last, { result: 'committed', version: 2 });
+  await s2.close();
+  t.equal(d.reboots(), 0, 'outpost did not reboot into the trial it was already in');
+});
+
 t.test('a watchdog reset during the trial boot counts as a failed trial', async (t) => {
   let checks = 0;
   const d = await device(t, { healthy: () => ((checks += 1), true) });

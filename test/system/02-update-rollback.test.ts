@@ -1,13 +1,19 @@
 /**
- * Scenarios 3 and 4 on one gateway (each needs v2 committed first, so they share the v1 -> v2 run):
+ * Scenarios 2, 3 and 4 on one gateway (3 and 4 need release 2 committed first, so they share it):
+ * 2. outpostctl signs release 2 with a static delta from v1; the device fetches it through the
+ *    forwarded HTTP port, deploys, reboots through systemd, GRUB boots v2 on trial, probation
+ *    passes, outpost commits. Then: v2 booted, v1 the rollback, the broker's retained state says 2.
  * 3. release 3 boots but its health check fails: probation fails, outpost rolls back to v2 on its
  *    own and says why, with the broker down the whole time;
  * 4. release 4 never reaches userspace (PID 1 exits -> panic -> reboot): GRUB's counter runs out
  *    and it boots v2; outpost reports the failed trial and never tries release 4 again.
  */
 import t from 'tap';
-import { bootedRelease, nextBoot, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
+import { bootedRelease, nextBoot, ostreeStatus, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
 import type { Vm } from './lib/vm.js';
+
+/** Trial boots the image's config gives a release (test/system/lib/image.ts). */
+const trialBoots = 2;
 
 async function update(vm: Vm, timeoutMs = 900_000): Promise<{ ms: number; status: Awaited<ReturnType<typeof updateStatus>> }> {
   const t0 = performance.now();
@@ -19,13 +25,42 @@ async function update(vm: Vm, timeoutMs = 900_000): Promise<{ ms: number; status
   return { ms: Math.round(performance.now() - t0), status };
 }
 
-t.test('bad release rolls back (broker down); never-booting release falls back in GRUB', async (t) => {
-  const { vm, world, image } = await scenario(t, '03-rollback');
+t.test('update v1 -> v2; bad release rolls back (broker down); never-booting release falls back in GRUB', async (t) => {
+  const { vm, world, image } = await scenario(t, '02-update-rollback');
   const commits = image.commits;
   await vm.start();
+  t.equal(await bootedRelease(vm), 1, 'boots release 1');
+
+  // Scenario 2.
+  let t0 = performance.now();
   await world.release(2, [1]);
-  const v2 = await update(vm);
-  t.match(v2.status.last, { result: 'committed', version: 2 }, 'on v2');
+  const releaseMs = Math.round(performance.now() - t0);
+  const since2 = await vm.mark();
+  t0 = performance.now();
+  await startUpdate(vm);
+  await vm.waitSerial(new RegExp(`RIG-GRUB boot_counter=${trialBoots - 1} default=0`), { since: since2, timeoutMs: 600_000 });
+  const toRebootMs = Math.round(performance.now() - t0);
+  await nextBoot(vm, since2);
+  const s2 = await settled(vm);
+  const cycleMs = Math.round(performance.now() - t0);
+  t.equal(await bootedRelease(vm), 2, 'release 2 booted');
+  t.match(s2.last, { result: 'committed', version: 2 }, 'outpost committed release 2');
+  t.equal(s2.installedVersion, 2);
+  t.ok(world.server.requests.some((r) => r.path.includes('/targets/deltas/') && r.status < 300), 'the static delta came over the forwarded HTTP port');
+  const status2 = await ostreeStatus(vm);
+  const lines = status2.split('\n').filter((l) => /^[* ] \S+ [0-9a-f]{64}\.\d/.test(l));
+  t.match(lines[0], new RegExp(`^\\* \\S+ ${commits.get(2)}`), 'v2 is booted and the default');
+  t.match(lines[1], new RegExp(`^  \\S+ ${commits.get(1)}`), 'v1 is the rollback');
+  t.match(status2, /rollback/i);
+  const env2 = await vm.sh('grub-editenv /boot/grub/grubenv list');
+  t.match(env2, /boot_success=1/, 'trial marked good');
+  t.notMatch(env2, /boot_counter/, 'boot counter cleared');
+  const state2 = await until('retained state shows v2', async () => {
+    const doc = await world.retainedState();
+    return doc !== null && JSON.stringify(doc).includes('"installedVersion":2') ? doc : undefined;
+  }, 60_000, 2000).catch((err: unknown) => (t.fail(String(err)), null));
+  t.ok(state2, 'the host broker retained state shows release 2');
+  await recordResult('update', { releaseSignMs: releaseMs, applyToTrialBootMs: toRebootMs, updateCycleMs: cycleMs, bootTimesMs: vm.bootTimesMs.slice(0, 2), deltaRequests: world.server.requests.filter((r) => r.path.includes('deltas')).length });
 
   // Scenario 3: health check of release 3 fails; the broker is down for the whole attempt.
   await world.broker.stop();
@@ -42,11 +77,11 @@ t.test('bad release rolls back (broker down); never-booting release falls back i
   const env3 = await vm.sh('grub-editenv /boot/grub/grubenv list');
   t.notMatch(env3, /boot_counter/, 'no trial armed after the rollback');
   await world.broker.start();
-  const state = await until('retained state reports the rollback', async () => {
+  const state3 = await until('retained state reports the rollback', async () => {
     const doc = await world.retainedState();
     return doc !== null && /rolledBack/.test(JSON.stringify(doc)) ? doc : undefined;
   }, 90_000, 3000).catch(() => null);
-  t.ok(state, 'after the broker is back, the retained state reports the rollback');
+  t.ok(state3, 'after the broker is back, the retained state reports the rollback');
 
   // Scenario 4: release 4's PID 1 exits at once; only GRUB can bring the gateway back.
   await world.release(4, [2]);
@@ -54,7 +89,7 @@ t.test('bad release rolls back (broker down); never-booting release falls back i
   const t4 = performance.now();
   await startUpdate(vm);
   await vm.waitSerial(/Kernel panic|Attempted to kill init/, { since: since4, timeoutMs: 600_000 });
-  await vm.waitSerial(/RIG-GRUB boot_counter=-1 default=1/, { since: since4, timeoutMs: 120_000 });
+  await vm.waitSerial(/RIG-GRUB boot_counter=-1 default=1/, { since: since4, timeoutMs: 300_000 });
   await nextBoot(vm, since4);
   const s4 = await settled(vm);
   const fallbackMs = Math.round(performance.now() - t4);
@@ -74,6 +109,7 @@ t.test('bad release rolls back (broker down); never-booting release falls back i
   const after = await updateStatus(vm);
   t.equal(after.state, 'idle', 'no new attempt');
   const serialAll = await vm.serial(since4);
-  t.equal((serialAll.match(/RIG-GRUB boot_counter=0 default=0/g) ?? []).length, 1, 'release 4 got exactly one trial boot');
-  await recordResult('rollback', { update2Ms: v2.ms, badReleaseRollbackMs: v3.ms, neverBootsFallbackMs: fallbackMs, bootTimesMs: vm.bootTimesMs });
+  const trials = (serialAll.match(/RIG-GRUB boot_counter=\d+ default=0/g) ?? []).length;
+  t.equal(trials, trialBoots, `release 4 got exactly its ${trialBoots} trial boots`);
+  await recordResult('rollback', { badReleaseRollbackMs: v3.ms, neverBootsFallbackMs: fallbackMs, bootTimesMs: vm.bootTimesMs });
 });
