@@ -132,6 +132,7 @@ export class UpdateService implements Service {
         downloadDir,
         applyHeadroomBytes: config.applyHeadroomBytes,
         fsckBeforeDeploy: config.fsckBeforeDeploy,
+        trialBoots: config.boot.trialBoots,
         log: log.child('steps'),
         now: this.now,
         onProgress: (p) => {

@@ -44,6 +44,7 @@ export const transitions: readonly (readonly [UpdateState, UpdateEvent, UpdateSt
   ['rebooting', 'rebootRequested', 'rebooting'],
   ['rebooting', 'bootedNew', 'probation'],
   ['rebooting', 'fellBack', 'rolledBack'],
+  ['rebooting', 'trialReset', 'rollingBack'],
   ['rebooting', 'loop', 'rollingBack'],
   ['probation', 'healthy', 'committed'],
   ['probation', 'unhealthy', 'rollingBack'],

@@ -26,7 +26,10 @@ export async function watchdogResetCause(classDir = '/sys/class/watchdog'): Prom
   return 'unknown';
 }
 
-/** Reboots through systemd so services stop in order and journald flushes. */
+/**
+ * Reboots through systemd so services stop in order and journald flushes. `--no-block` queues
+ * the job and returns: waiting for it would have the shutdown SIGTERM our own child.
+ */
 export async function systemdReboot(exec: Exec, reason: string): Promise<void> {
-  await exec.run('systemctl', ['reboot', `--message=outpost: ${reason}`], { timeoutMs: 30_000 });
+  await exec.run('systemctl', ['reboot', '--no-block', `--message=outpost: ${reason}`], { timeoutMs: 30_000 });
 }

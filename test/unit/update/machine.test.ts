@@ -52,6 +52,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
         downloadDir: join(dir, 'downloads'),
         applyHeadroomBytes: 0,
         fsckBeforeDeploy: false,
+        trialBoots: 2,
         log: silentLogger,
         now: () => new Date(),
         onProgress: () => undefined,
@@ -176,6 +177,43 @@ t.test('a watchdog reset during the trial boot counts as a failed trial', async 
   await store.close();
   t.equal(checks, 0, 'no health verdict is taken from a reset trial');
   t.equal(await d.boot.bootedCommit(), v1);
+});
+
+/** Puts `d` in `rebooting` towards v2 (trial armed, deployed), then boots it through `resets` for each boot. */
+async function rebootIntoTrial(d: Awaited<ReturnType<typeof device>>, resets: ('watchdog' | 'unknown' | 'reboot')[]): Promise<void> {
+  const { store, machine, updates } = await d.open();
+  await machine.begin(release, v1);
+  await d.boot.markTrial();
+  await d.ostree.deploy(v2);
+  await updates.save({ ...(await machine.record()), state: 'rebooting', rebootFromBootId: await d.boot.bootId() });
+  await store.close();
+  for (const how of resets) {
+    if (how === 'reboot') await d.boot.reboot('update');
+    else await simulateReset(d.stateFile, how);
+    await d.boot.boot();
+  }
+}
+
+t.test('a watchdog reset in the first trial boot, before probation began, still fails the trial', async (t) => {
+  const d = await device(t);
+  await rebootIntoTrial(d, ['reboot', 'watchdog']);
+  t.equal(await d.boot.bootedCommit(), v2, 'second trial boot');
+  t.same(await drive(d), ['rollingBack', 'idle']);
+  const { store, machine, updates } = await d.open();
+  t.match((await machine.record()).last, { result: 'rolledBack', reason: /hardware watchdog reset the system during an earlier trial boot of release 2/ });
+  t.ok(await updates.hasFailed(v2));
+  await store.close();
+  t.equal(await d.boot.bootedCommit(), v1);
+});
+
+t.test('a watchdog reset of the old system on its way down is not held against the release', async (t) => {
+  const d = await device(t);
+  await rebootIntoTrial(d, ['watchdog']);
+  t.same(await d.boot.trialState(), { armed: true, remaining: 1 }, 'first trial boot');
+  t.same(await drive(d), ['idle']);
+  const { store, machine } = await d.open();
+  t.match((await machine.record()).last, { result: 'committed', version: 2 });
+  await store.close();
 });
 
 t.test('power lost during the trial boot: probation starts again and the release commits', async (t) => {
