@@ -106,6 +106,7 @@ export class UpdateMachine {
     const record = await this.record();
     const next = this.advance(record, { event: 'begin', patch: { release, previousCommit, reason: null, progress: null, rebootFromBootId: null, probationBootId: null, probationStartedAt: null } });
     await this.persist(next, {});
+    this.logTransition(record, 'begin', next);
   }
 
   /** Records progress without a transition (not fsync-critical, but cheap enough at 1/s). */
@@ -122,9 +123,13 @@ export class UpdateMachine {
       const result = await this.runStep(record);
       const next = this.advance(record, result);
       await this.persist(next, result);
-      this.options.log.info('update state', { from: record.state, event: result.event, to: next.state, version: next.release?.version, reason: next.reason });
+      this.logTransition(record, result.event, next);
       if (result.pause) return next;
     }
+  }
+
+  private logTransition(from: UpdateRecord, event: UpdateEvent, to: UpdateRecord): void {
+    this.options.log.info('update state', { from: from.state, event, to: to.state, version: to.release?.version, reason: to.reason });
   }
 
   private async runStep(record: UpdateRecord): Promise<StepResult> {
