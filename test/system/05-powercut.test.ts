@@ -76,7 +76,7 @@ t.test(`power cuts during updates: ${totalCuts} cuts, zero bricked`, async (t) =
       if (bootedAfter !== previous && bootedAfter !== version) bricked = true;
       cuts.push({ release: version, phase: phase.name, hit, delayMs, stateAtCut: states.at(-1) ?? null, bootedAfter, bootBackMs: Math.round(performance.now() - tb), bricked });
       cutsHere += 1;
-      t.notOk(bricked, `release ${version}: cut in ${phase.name}${hit ? '' : ' (trigger missed: random)'} after ${delayMs} ms (state ${states.at(-1) ?? 'idle'}) -> booted release ${bootedAfter}`);
+      t.notOk(bricked, `release ${version}: cut in ${phase.name}${hit ? '' : ' (trigger missed: random)'} after ${delayMs} ms (last transition this boot: ${states.at(-1) ?? 'none, resumed'}) -> booted release ${bootedAfter}`);
       if (bricked) break;
     }
     if (cuts.some((c) => c.bricked)) break;

@@ -3,7 +3,7 @@
  * services and one log directory (serial console, broker log) that survives the test, so a
  * failure can be read afterwards: <cache>/logs/<scenario>/serial.log.
  */
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { cacheRoot, ensureImage, repoRoot, type BuiltImage } from './image.js';
@@ -75,12 +75,32 @@ export async function bootedRelease(vm: Vm): Promise<number> {
   return Number((await vm.sh('cat /usr/lib/rig/release')).trim());
 }
 
-/** Merges `data` into bench/results/system.json under `section` (tests run one at a time). */
+/**
+ * Merges `data` into bench/results/system.json under `section`. Scenario files run side by side,
+ * so the read-modify-write holds a lock directory (mkdir is atomic); a stale lock older than a
+ * minute (a killed run) is broken.
+ */
 export async function recordResult(section: string, data: unknown): Promise<void> {
   const file = join(repoRoot, 'bench', 'results', 'system.json');
-  const all: Record<string, unknown> = existsSync(file) ? (JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>) : {};
-  all[section] = { ...(data as object), recordedAt: new Date().toISOString() };
-  await writeFile(file, `${JSON.stringify(all, null, 2)}\n`);
+  const lock = `${file}.lock`;
+  for (;;) {
+    try {
+      await mkdir(lock);
+      break;
+    } catch {
+      const age = await stat(lock).then((s) => Date.now() - s.mtimeMs, () => 0);
+      if (age > 60_000) await rm(lock, { recursive: true, force: true });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  try {
+    const all: Record<string, unknown> = existsSync(file) ? (JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>) : {};
+    all[section] = { ...(data as object), recordedAt: new Date().toISOString() };
+    await writeFile(`${file}.tmp`, `${JSON.stringify(all, null, 2)}\n`);
+    await rename(`${file}.tmp`, file);
+  } finally {
+    await rm(lock, { recursive: true, force: true });
+  }
 }
 
 /** Waits for the guest agent of the next boot after serial offset `since` (a reboot finished). */

@@ -29,6 +29,8 @@ export interface VmOptions {
   /** Extra raw/qcow2 disk (e.g. a "USB stick" with an offline bundle) as a second virtio disk. */
   extraDisk?: string;
   memMb?: number;
+  /** vCPUs; default $OUTPOST_SYSTEM_SMP or 2. run.sh runs two VMs side by side with 1 each. */
+  smp?: number;
 }
 
 /**
@@ -126,7 +128,7 @@ export class Vm {
     if (this.options.brokerPort !== undefined) fwd.push(`guestfwd=tcp:${guest.brokerAddr}-cmd:socat - TCP:127.0.0.1:${this.options.brokerPort}`);
     const a = await accel();
     const args = [
-      '-accel', a === 'kvm' ? 'kvm' : 'tcg,thread=multi', '-cpu', a === 'kvm' ? 'host' : 'max', '-smp', '2', '-m', String(this.options.memMb ?? 1024),
+      '-accel', a === 'kvm' ? 'kvm' : 'tcg,thread=multi', '-cpu', a === 'kvm' ? 'host' : 'max', '-smp', String(this.options.smp ?? Number(process.env.OUTPOST_SYSTEM_SMP ?? 2)), '-m', String(this.options.memMb ?? 1024),
       '-display', 'none', '-vga', 'none', '-monitor', 'none',
       '-drive', `file=${this.overlay},format=qcow2,if=virtio,cache=writeback`,
       '-chardev', `file,id=ser0,path=${this.serialLog},append=on`, '-serial', 'chardev:ser0',
