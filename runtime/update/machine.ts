@@ -120,6 +120,8 @@ export class UpdateMachine {
     for (;;) {
       const record = await this.record();
       if (record.state === 'idle') return record;
+      // Also after a restart: says where a resumed update picks up.
+      this.options.log.info('update step', { state: record.state, version: record.release?.version });
       const result = await this.runStep(record);
       const next = this.advance(record, result);
       await this.persist(next, result);
