@@ -20,15 +20,19 @@ import type { Vm } from './lib/vm.js';
 /** A step of the update machine starting (fresh or resumed after a cut): outpost logs `update step`. */
 const step = (state: string) => new RegExp(`"state":"${state}"[^\n]*"msg":"update step"`);
 
-/** A phase: the serial line that says outpost entered it, and the random delay after it. */
-const phases: readonly { name: string; trigger: RegExp; minDelayMs: number; maxDelayMs: number }[] = [
+/**
+ * A phase: the serial line that says outpost entered it, and the random delay after it. `inOrder`:
+ * only when it is the very next phase (its trigger also shows up in boots of other phases).
+ */
+const phases: readonly { name: string; trigger: RegExp; minDelayMs: number; maxDelayMs: number; inOrder?: boolean }[] = [
   { name: 'download', trigger: step('downloading'), minDelayMs: 0, maxDelayMs: 1500 },
   { name: 'apply', trigger: step('downloaded'), minDelayMs: 0, maxDelayMs: 10_000 },
   { name: 'boot-counter', trigger: /"msg":"trial armed"/, minDelayMs: 0, maxDelayMs: 300 },
   { name: 'deploy', trigger: /"msg":"trial armed"/, minDelayMs: 1000, maxDelayMs: 15_000 },
   { name: 'after-deploy', trigger: /"to":"deployed"|"state":"deployed"[^\n]*"msg":"update step"/, minDelayMs: 0, maxDelayMs: 1000 },
   // GRUB wrote the decremented counter and boots the new release: cut anywhere in that trial boot.
-  { name: 'trial-boot', trigger: /RIG-GRUB boot_counter=1 default=0/, minDelayMs: 0, maxDelayMs: 60_000 },
+  // (A boot after a cut in boot-counter or deploy prints the same line for the old release.)
+  { name: 'trial-boot', trigger: /RIG-GRUB boot_counter=1 default=0/, minDelayMs: 0, maxDelayMs: 60_000, inOrder: true },
 ];
 /** The update finished in this boot: no later phase will show up. */
 const finished = /"to":"idle"/;
@@ -45,7 +49,9 @@ async function nextPhase(vm: Vm, since: number, from: number, timeoutMs: number)
     const at = (re: RegExp) => log.search(re);
     let best: { index: number; pos: number } | undefined;
     for (let i = from; i < phases.length; i++) {
-      const pos = at(phases[i]?.trigger ?? /$^/);
+      const phase = phases[i];
+      if (phase === undefined || (phase.inOrder === true && i !== from)) continue;
+      const pos = at(phase.trigger);
       if (pos >= 0 && (best === undefined || pos < best.pos)) best = { index: i, pos };
     }
     const done = at(finished);
