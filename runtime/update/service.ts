@@ -132,7 +132,6 @@ export class UpdateService implements Service {
         downloadDir,
         applyHeadroomBytes: config.applyHeadroomBytes,
         fsckBeforeDeploy: config.fsckBeforeDeploy,
-        trialBoots: config.boot.trialBoots,
         log: log.child('steps'),
         now: this.now,
         onProgress: (p) => {

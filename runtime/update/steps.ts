@@ -33,8 +33,6 @@ export interface StepPorts {
   probationWindowMs: number;
   downloadDir: string;
   applyHeadroomBytes: number;
-  /** Boots a trial gets (`boot.trialBoots`): tells the first trial boot from later ones. */
-  trialBoots: number;
   /** Whole-repo `ostree fsck` after apply (see the config field). */
   fsckBeforeDeploy: boolean;
   log: Logger;
@@ -147,9 +145,7 @@ export function createSteps(ports: StepPorts): Steps {
     if (booted === release.commit) {
       // A later trial boot that follows a watchdog reset: an earlier one hung before outpost got
       // to probation. (After the first trial boot the reset was the old system's shutdown.)
-      const { remaining } = await boot.trialState();
-      const bootsIntoTrial = remaining === null ? 1 : ports.trialBoots - remaining;
-      if (bootsIntoTrial > 1 && (await boot.resetCause()) === 'watchdog') {
+      if (((await boot.trialState()).bootsUsed ?? 1) > 1 && (await boot.resetCause()) === 'watchdog') {
         const reason = `the hardware watchdog reset the system during an earlier trial boot of release ${release.version}`;
         return { event: 'trialReset', patch: { reason }, failedCommit: { commit: release.commit, reason } };
       }

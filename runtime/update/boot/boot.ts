@@ -15,6 +15,8 @@ export interface TrialState {
   armed: boolean;
   /** Boots left before the bootloader falls back (GRUB boot_counter; U-Boot bootlimit - bootcount). */
   remaining: number | null;
+  /** Boots into this trial so far, the running one included (0 right after `markTrial`); null when none was armed. */
+  bootsUsed: number | null;
 }
 
 /**

@@ -53,7 +53,8 @@ export function grubBoot(options: GrubBootOptions): Boot {
       const env = parseEnvList(await editenv('list'));
       const counter = env.get('boot_counter');
       const armed = counter !== undefined && env.get('boot_success') !== '1';
-      return { armed, remaining: counter === undefined ? null : Number(counter) };
+      const remaining = counter === undefined ? null : Number(counter);
+      return { armed, remaining, bootsUsed: remaining === null ? null : options.trialBoots - remaining };
     },
     bootedCommit: () => readBootedCommit(),
     resetCause: () => watchdogResetCause(options.watchdogClassDir),

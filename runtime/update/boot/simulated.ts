@@ -81,7 +81,10 @@ export function simulatedBoot(options: SimulatedBootOptions): Boot & { boot(): P
     resetCause: async () => (await load(stateFile)).resetCause,
     markTrial: () => update((s) => ({ ...s, trial: { armed: true, remaining: options.trialBoots } })),
     markGood: () => update((s) => ({ ...s, trial: { armed: false, remaining: null } })),
-    trialState: async (): Promise<TrialState> => ({ ...(await load(stateFile)).trial }),
+    trialState: async (): Promise<TrialState> => {
+      const { trial } = await load(stateFile);
+      return { ...trial, bootsUsed: trial.remaining === null ? null : options.trialBoots - trial.remaining };
+    },
     reboot: async (reason) => {
       await update((s) => ({ ...s, rebootPending: true, resetCause: 'unknown' }));
       options.onReboot(reason);

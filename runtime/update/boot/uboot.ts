@@ -55,7 +55,7 @@ export function ubootBoot(options: UbootBootOptions): Boot {
       const armed = env.get('upgrade_available') === '1';
       const limit = Number(env.get('bootlimit') ?? options.trialBoots);
       const count = Number(env.get('bootcount') ?? 0);
-      return { armed, remaining: armed ? Math.max(0, limit - count) : null };
+      return { armed, remaining: armed ? Math.max(0, limit - count) : null, bootsUsed: armed ? count : null };
     },
     bootedCommit: () => readBootedCommit(),
     resetCause: () => watchdogResetCause(options.watchdogClassDir),

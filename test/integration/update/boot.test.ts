@@ -20,14 +20,14 @@ t.test('GRUB: markTrial arms greenboot boot_counter, markGood blesses; each writ
   await execa('grub-editenv', [envFile, 'create']);
   let flushes = 0;
   const boot = grubBoot({ exec, envFile, trialBoots: 3, flush: async () => void flushes++ });
-  t.same(await boot.trialState(), { armed: false, remaining: null });
+  t.same(await boot.trialState(), { armed: false, remaining: null, bootsUsed: null });
   await boot.markTrial();
-  t.same(await boot.trialState(), { armed: true, remaining: 3 });
+  t.same(await boot.trialState(), { armed: true, remaining: 3, bootsUsed: 0 });
   const listed = (await execa('grub-editenv', [envFile, 'list'])).stdout;
   t.match(listed, /boot_counter=3/);
   t.match(listed, /boot_success=0/);
   await boot.markGood();
-  t.same(await boot.trialState(), { armed: false, remaining: null });
+  t.same(await boot.trialState(), { armed: false, remaining: null, bootsUsed: null });
   t.match((await execa('grub-editenv', [envFile, 'list'])).stdout, /boot_success=1/);
   t.equal(flushes, 2);
 });
@@ -41,13 +41,13 @@ t.test('U-Boot: upgrade_available/bootcount/bootlimit through fw_setenv on an en
   let flushes = 0;
   const boot = ubootBoot({ exec, fwEnvConfig, trialBoots: 2, flush: async () => void flushes++ });
   await boot.markTrial();
-  t.same(await boot.trialState(), { armed: true, remaining: 2 });
+  t.same(await boot.trialState(), { armed: true, remaining: 2, bootsUsed: 0 });
   const env = (await execa('fw_printenv', ['-c', fwEnvConfig])).stdout;
   t.match(env, /upgrade_available=1/);
   t.match(env, /bootlimit=2/);
   t.match(env, /altbootcmd=run ostree_rollback/, 'existing variables kept');
   await boot.markGood();
-  t.same(await boot.trialState(), { armed: false, remaining: null });
+  t.same(await boot.trialState(), { armed: false, remaining: null, bootsUsed: null });
   t.equal(flushes, 2);
 });
 
@@ -76,7 +76,7 @@ for (const [name, make] of Object.entries(backends)) {
     const boot = await make(tempDir(t), async () => void flushes++);
     t.equal((await boot.trialState()).armed, false, 'not armed at first');
     await boot.markTrial();
-    t.same(await boot.trialState(), { armed: true, remaining: 3 }, 'armed with the configured boots');
+    t.same(await boot.trialState(), { armed: true, remaining: 3, bootsUsed: 0 }, 'armed with the configured boots');
     await boot.markGood();
     t.equal((await boot.trialState()).armed, false, 'disarmed once blessed');
     t.equal(flushes, 2, 'every write flushed');
@@ -97,7 +97,7 @@ t.test('simulated: a reboot boots the default deployment on trial, counting down
   await boot.boot();
   t.not(await boot.bootId(), firstBootId, 'a new boot id after reboot');
   t.equal(await boot.bootedCommit(), 'v2');
-  t.same(await boot.trialState(), { armed: true, remaining: 1 });
+  t.same(await boot.trialState(), { armed: true, remaining: 1, bootsUsed: 1 });
   const id = await boot.bootId();
   await boot.boot();
   t.equal(await boot.bootId(), id, 'boot() without a pending reboot changes nothing');
@@ -112,7 +112,7 @@ t.test('simulated: a release that never boots makes the bootloader fall back whe
   await boot.reboot('deploy v4');
   await boot.boot();
   t.equal(await boot.bootedCommit(), 'v2', 'fell back to the previous deployment');
-  t.same(await boot.trialState(), { armed: false, remaining: -1 }, 'the counter ran out');
+  t.same(await boot.trialState(), { armed: false, remaining: -1, bootsUsed: 4 }, 'the counter ran out');
 });
 
 t.test('reset cause: a watchdog whose bootstatus has WDIOF_CARDRESET means the watchdog reset the board', async (t) => {

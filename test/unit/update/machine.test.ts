@@ -52,7 +52,6 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
         downloadDir: join(dir, 'downloads'),
         applyHeadroomBytes: 0,
         fsckBeforeDeploy: false,
-        trialBoots: 2,
         log: silentLogger,
         now: () => new Date(),
         onProgress: () => undefined,
@@ -96,7 +95,7 @@ t.test('v1 → v2: download, apply, deploy, trial reboot, probation passes, comm
   t.equal(await updates.installedVersion(), 2, 'anti-rollback floor raised');
   await s2.close();
   t.equal(await d.boot.bootedCommit(), v2);
-  t.same(await d.boot.trialState(), { armed: false, remaining: null }, 'blessed: no fallback armed');
+  t.same(await d.boot.trialState(), { armed: false, remaining: null, bootsUsed: null }, 'blessed: no fallback armed');
   t.same(d.ostree.state.deployed, [v2, v1], 'v1 kept as the rollback deployment');
   t.equal(d.reboots(), 1);
 });
@@ -157,7 +156,7 @@ t.test('power lost between the deploy and the reboot: the boot that follows is t
   await store.close();
   await simulateReset(d.stateFile, 'unknown');
   await d.boot.boot();
-  t.same(await d.boot.trialState(), { armed: true, remaining: 1 }, 'the bootloader started the trial');
+  t.same(await d.boot.trialState(), { armed: true, remaining: 1, bootsUsed: 1 }, 'the bootloader started the trial');
   t.same(await drive(d), ['idle']);
   const { store: s2, machine: m2 } = await d.open();
   t.match((await m2.record()).last, { result: 'committed', version: 2 });
@@ -209,7 +208,7 @@ t.test('a watchdog reset in the first trial boot, before probation began, still 
 t.test('a watchdog reset of the old system on its way down is not held against the release', async (t) => {
   const d = await device(t);
   await rebootIntoTrial(d, ['watchdog']);
-  t.same(await d.boot.trialState(), { armed: true, remaining: 1 }, 'first trial boot');
+  t.same(await d.boot.trialState(), { armed: true, remaining: 1, bootsUsed: 1 }, 'first trial boot');
   t.same(await drive(d), ['idle']);
   const { store, machine } = await d.open();
   t.match((await machine.record()).last, { result: 'committed', version: 2 });
@@ -227,7 +226,7 @@ t.test('power lost during the trial boot: probation starts again and the release
   await store.close();
   t.ok(checks > 0, 'the health checks judged the new trial boot');
   t.equal(await d.boot.bootedCommit(), v2);
-  t.same(await d.boot.trialState(), { armed: false, remaining: null }, 'blessed');
+  t.same(await d.boot.trialState(), { armed: false, remaining: null, bootsUsed: null }, 'blessed');
 });
 
 t.test('power lost on every trial boot: the counter runs out, the bootloader falls back, the release is failed', async (t) => {
@@ -268,5 +267,5 @@ t.test('a corrupt delta with no pull fallback fails the attempt and leaves the s
   t.match((await m2.record()).last, { result: 'failed', version: 2, reason: /corrupt/ });
   await s2.close();
   t.same(d.ostree.state.deployed, [v1]);
-  t.same(await d.boot.trialState(), { armed: false, remaining: null });
+  t.same(await d.boot.trialState(), { armed: false, remaining: null, bootsUsed: null });
 });
