@@ -42,6 +42,37 @@ t.test('kill -9 in every state of an update: the device resumes and converges wi
   }
 });
 
+t.test('kill -9 while rolling back a release that fails probation: the device resumes, ends on the previous release and never retries it', async (t) => {
+  const ota = await world(t);
+  const failingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\necho "app did not start" >&2\nexit 1\n' };
+  const d = otaDevice(ota, { probation: { windowSec: 2, intervalSec: 1, checks: [{ name: 'app', command: ['/bin/sh', '-c', 'exec "$OUTPOST_DEPLOYMENT_ROOT/usr/libexec/outpost/health-check"'] }] } });
+  t.teardown(d.cleanup);
+  const failed: number[] = [];
+  for (const [i, state] of ['rollingBack', 'rolledBack'].entries()) {
+    const version = i + 2;
+    // From release 1, which stays booted: every release here fails its trial.
+    await ota.release(version, { deltaFrom: [1], extra: failingCheck });
+    // rolledBack is only reached in the third boot: apply, trial, back on release 1.
+    let killed = false;
+    for (let boot = 0; boot < 4 && !killed; boot++) {
+      const { daemon } = await d.boot({ OUTPOST_FAULT_KILL_AT_STATE: state });
+      if (boot === 0) await d.cli(['update', 'apply']);
+      killed = (await daemon).signal === 'SIGKILL';
+    }
+    t.ok(killed, `killed in ${state}`);
+    const status = await d.converge();
+    failed.unshift(version);
+    t.match(status.last, { result: 'rolledBack', version, commit: ota.ostree.commit(version), reason: /health checks failed during probation: app/ }, `after a kill in ${state}: release ${version} rolled back`);
+    t.equal(status.bootedCommit, ota.ostree.commit(1), `after a kill in ${state}: release 1 booted`);
+    t.same(await deployedOrder(ota, d), [1], `after a kill in ${state}: release 1 is the default and release ${version} is no longer deployed`);
+    const { daemon: again } = await d.boot();
+    const check = await d.cli(['update', 'check']);
+    t.match(check.stdout, `release ${failed.join(', ')} failed its trial on this device and is not retried`, `after a kill in ${state}: release ${version} is not offered again`);
+    again.kill('SIGTERM');
+    await again;
+  }
+});
+
 t.test('a release that never reaches userspace: the bootloader falls back, outpost reports it and never retries', async (t) => {
   const ota = await world(t);
   const d = otaDevice(ota);
