@@ -8,7 +8,8 @@ import { bootedRelease, ostreeStatus, scenario, updateStatus, type TestLike, sta
 
 const say = (line: string) => console.log(`\n== ${line}`);
 const teardowns: (() => unknown)[] = [];
-const t: TestLike = { comment: (...a: unknown[]) => console.log(`   ${a.join(' ')}`), teardown: (fn) => teardowns.push(fn) };
+let finished = false;
+const t: TestLike = { comment: (...a: unknown[]) => console.log(`   ${a.join(' ')}`), teardown: (fn) => teardowns.push(fn), passing: () => finished };
 
 async function follow(vm: import('./lib/vm.js').Vm, until: (s: Awaited<ReturnType<typeof updateStatus>>) => boolean): Promise<void> {
   let last = '';
@@ -41,6 +42,7 @@ try {
   await follow(vm, (s) => s.state === 'idle' && (s.last as { version?: number } | null)?.version === 3);
   console.log(`   release running: ${await bootedRelease(vm)}\n${(await ostreeStatus(vm)).replace(/^/gm, '   ')}`);
   say(`done; the whole serial console is in ${vm.serialLog}`);
+  finished = true;
 } finally {
   for (const fn of teardowns.reverse()) await fn();
 }

@@ -16,7 +16,7 @@ export interface Scenario {
   readonly world: SystemWorld;
   readonly vm: Vm;
   readonly dir: string;
-  /** Stops the VM and the services; keeps the logs, drops the disk overlay. */
+  /** Stops the VM and the services; keeps the logs, and the disk overlay only if the test failed. */
   close(): Promise<void>;
 }
 
@@ -24,6 +24,8 @@ export interface Scenario {
 export interface TestLike {
   comment(...args: unknown[]): void;
   teardown(fn: () => unknown): void;
+  /** False once the test has failed. */
+  passing(): boolean;
 }
 
 /** Sets up scenario `name`; everything is torn down with the test. */
@@ -42,7 +44,9 @@ export async function scenario(t: TestLike, name: string, vmOptions: Partial<VmO
     closed = true;
     await vm.stop();
     await world.close();
-    await rm(vm.overlay, { force: true });
+    // A disk the test left broken (bricked, half-updated) is the evidence: keep it to inspect.
+    if (t.passing()) await rm(vm.overlay, { force: true });
+    else t.comment(`test failed: disk overlay kept at ${vm.overlay} (backing file ${image.disk})`);
   };
   t.teardown(close);
   return { image, world, vm, dir, close };
