@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { isOutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { Collection, Store } from '../store/index.js';
+import { backoffMs, defaultRetryPolicy, deferralSchema, monotonicMs, waitLeftMs, type Deferral, type RetryPolicy } from './deferral.js';
 import { initialRecord, updateRecordSchema, type Release, type UpdateRecord, type UpdateState } from './record.js';
 import { allows, nextState, type UpdateEvent } from './transitions.js';
 
@@ -23,6 +24,8 @@ export interface StepResult {
   patch?: Partial<Omit<UpdateRecord, 'state' | 'saves' | 'counter' | 'schema'>>;
   /** Never offer this commit again (a failed trial). */
   failedCommit?: { commit: string; reason: string };
+  /** The bootloader ended this commit's trial with no evidence against it (deferral.ts); `bootId`: this boot. */
+  deferredCommit?: { commit: string; reason: string; bootId: string };
   /** The release version now committed: the anti-rollback floor. */
   installedVersion?: number;
   /** Stop after saving (e.g. a reboot was requested); the next run resumes from here. */
@@ -40,10 +43,16 @@ export class UpdateStore {
   readonly records: Collection<UpdateRecord>;
   readonly failed: Collection<z.infer<typeof failedCommitSchema>>;
   readonly installed: Collection<number>;
+  readonly deferred: Collection<Deferral>;
 
-  constructor(readonly store: Store) {
+  constructor(
+    readonly store: Store,
+    readonly retry: RetryPolicy = defaultRetryPolicy,
+    private readonly clockMs: () => number = monotonicMs,
+  ) {
     this.records = store.collection('update', updateRecordSchema);
     this.failed = store.collection('update-failed', failedCommitSchema);
+    this.deferred = store.collection('update-deferred', deferralSchema);
     this.installed = store.collection('update-installed', z.number().int().nonnegative());
   }
 
@@ -59,8 +68,36 @@ export class UpdateStore {
     return (await this.failed.get(commit)) !== undefined;
   }
 
-  async save(record: UpdateRecord, extra: Pick<StepResult, 'failedCommit' | 'installedVersion'> = {}, now = new Date()): Promise<void> {
+  /** Null when `commit` may be offered; else why not yet (a deferred release in its backoff). */
+  async deferredReason(commit: string, bootId: string): Promise<string | null> {
+    const deferral = await this.deferred.get(commit);
+    const left = deferral ? waitLeftMs(deferral, bootId, this.clockMs(), this.retry) : 0;
+    return deferral && left > 0 ? `offered again in ${Math.ceil(left / 60_000)} min (trial ${deferral.attempts} of ${this.retry.maxAttempts} ended without a hang or a failed check)` : null;
+  }
+
+  /**
+   * Turns a step's deferred commit into what to persist: a deferral with its backoff, or, at the
+   * last allowed attempt, a failed commit. The record's reason says which.
+   */
+  async settleDeferral(result: StepResult, now: Date): Promise<{ result: StepResult; deferral?: { commit: string; value: Deferral } }> {
+    const { deferredCommit, ...rest } = result;
+    if (!deferredCommit) return { result };
+    const { commit, bootId } = deferredCommit;
+    const attempts = ((await this.deferred.get(commit))?.attempts ?? 0) + 1;
+    const { maxAttempts } = this.retry;
+    if (attempts >= maxAttempts) {
+      const reason = `${deferredCommit.reason}; ${attempts} of ${maxAttempts} trials ended so: not offered again`;
+      return { result: { ...rest, patch: { ...rest.patch, reason }, failedCommit: { commit, reason } } };
+    }
+    const waitMin = Math.ceil(backoffMs(attempts, this.retry) / 60_000);
+    const reason = `${deferredCommit.reason}; no hang and no failed check was seen (power loss?): offered again in ${waitMin} min (trial ${attempts} of ${maxAttempts})`;
+    const value = { attempts, reason, at: now.toISOString(), bootId, sinceMs: this.clockMs() };
+    return { result: { ...rest, patch: { ...rest.patch, reason } }, deferral: { commit, value } };
+  }
+
+  async save(record: UpdateRecord, extra: Pick<StepResult, 'failedCommit' | 'installedVersion'> & { deferral?: { commit: string; value: Deferral } } = {}, now = new Date()): Promise<void> {
     const batch = this.store.batch().put(this.records, recordKey, record);
+    if (extra.deferral) batch.put(this.deferred, extra.deferral.commit, extra.deferral.value);
     if (extra.failedCommit) batch.put(this.failed, extra.failedCommit.commit, { reason: extra.failedCommit.reason, at: now.toISOString() });
     if (extra.installedVersion !== undefined) batch.put(this.installed, 'version', extra.installedVersion);
     await batch.commit();
@@ -122,9 +159,9 @@ export class UpdateMachine {
       if (record.state === 'idle') return record;
       // Also after a restart: says where a resumed update picks up.
       this.options.log.info('update step', { state: record.state, version: record.release?.version });
-      const result = await this.runStep(record);
+      const { result, deferral } = await this.options.store.settleDeferral(await this.runStep(record), this.now());
       const next = this.advance(record, result);
-      await this.persist(next, result);
+      await this.persist(next, { ...result, ...(deferral ? { deferral } : {}) });
       this.logTransition(record, result.event, next);
       if (result.pause) return next;
     }
@@ -174,7 +211,7 @@ export class UpdateMachine {
     };
   }
 
-  private async persist(record: UpdateRecord, extra: Pick<StepResult, 'failedCommit' | 'installedVersion'>): Promise<void> {
+  private async persist(record: UpdateRecord, extra: Parameters<UpdateStore['save']>[1]): Promise<void> {
     await this.options.store.save(record, extra, this.now());
     this.options.onChange?.(record);
   }

@@ -17,11 +17,12 @@
  * exit code, stderr tail) is kept in the message and as `cause`.
  */
 import { createHash } from 'node:crypto';
-import { access, readFile } from 'node:fs/promises';
+import { access, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { Exec, ExecOptions } from '../platform/index.js';
+import type { BootVersion } from './boot/index.js';
 import { flushBoot, type FlushHost, type FlushResult } from './flush-boot.js';
 import { parseAdminStatus, type Deployment, type DeploymentRef } from './ostree-status.js';
 
@@ -87,6 +88,8 @@ export interface Ostree {
   refUpdate(ref: string, commit: string | null): Promise<void>;
   /** Flushes `<sysroot>/boot` (see flush-boot.ts). */
   flushBoot(): Promise<FlushResult>;
+  /** Which boot config is active: `<sysroot>/boot/loader` points at `loader.0` or `loader.1`. */
+  bootVersion(): Promise<BootVersion>;
 }
 
 const checksumPattern = /^[0-9a-f]{64}$/;
@@ -270,6 +273,16 @@ export function createOstree(options: OstreeOptions): Ostree {
     },
 
     flushBoot: flush,
+
+    async bootVersion() {
+      const link = join(sysroot, 'boot', 'loader');
+      const target = await readlink(link).catch((err: unknown) => {
+        throw new OutpostError('OSTREE_FAILED', `cannot read the boot config link ${link}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+      });
+      if (target === 'loader.0') return 0;
+      if (target === 'loader.1') return 1;
+      throw new OutpostError('OSTREE_FAILED', `${link} points at ${JSON.stringify(target)}, expected loader.0 or loader.1`);
+    },
   };
   return adapter;
 }

@@ -14,6 +14,8 @@ export interface DeviceFacts {
   bootedCommit: string | null;
   installedVersion: number;
   hasFailed: (commit: string) => Promise<boolean>;
+  /** Why a release whose trial was cut short is not offered yet (deferral.ts); null when it may be. */
+  deferredReason: (commit: string) => Promise<string | null>;
   /** Only this target may be chosen (an offline bundle names the one it carries). */
   only?: string;
 }
@@ -39,10 +41,14 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
   const candidates = releasesFor(targets.list(), facts.hardware, facts.arch).filter((r) => facts.only === undefined || r.target.name === facts.only);
   if (candidates.length === 0) return { release: null, reason: `no release for hardware ${facts.hardware} / ${facts.arch} in the signed metadata` };
   const failed: number[] = [];
-  const none = (reason: string): Selection => ({
-    release: null,
-    reason: failed.length > 0 ? `release ${failed.join(', ')} failed its trial on this device and is not retried; ${reason}` : reason,
-  });
+  const waiting: string[] = [];
+  const none = (reason: string): Selection => {
+    const notes = [
+      ...(failed.length > 0 ? [`release ${failed.join(', ')} failed its trial on this device and is not retried`] : []),
+      ...waiting,
+    ];
+    return { release: null, reason: [...notes, reason].join('; ') };
+  };
   for (const candidate of candidates) {
     const c = candidate.custom;
     if (c.commit === facts.bootedCommit) return none(`release ${c.version} is already running`);
@@ -51,6 +57,11 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
     }
     if (await facts.hasFailed(c.commit)) {
       failed.push(c.version);
+      continue;
+    }
+    const deferred = await facts.deferredReason(c.commit);
+    if (deferred !== null) {
+      waiting.push(`release ${c.version} is ${deferred}`);
       continue;
     }
     const deltaRef = facts.bootedCommit === null ? undefined : c.deltas.find((d) => d.from === facts.bootedCommit);

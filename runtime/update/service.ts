@@ -80,6 +80,7 @@ export class UpdateService implements Service {
   private progressNow: Progress | null = null;
   private lastCheck: UpdateStatus['lastCheck'] = null;
   private bootedCommit: string | null = null;
+  private boot: BootBackend | undefined;
   private stopped = false;
   private runningSince: number | undefined;
   private lastProgressAt = 0;
@@ -111,6 +112,7 @@ export class UpdateService implements Service {
       onSimulatedReboot: this.options.onSimulatedReboot,
     });
     await boot.atStart();
+    this.boot = boot;
     this.ostree = ostree;
     this.bootedCommit = await boot.bootedCommit();
     this.updates = new UpdateStore(this.options.store());
@@ -132,6 +134,7 @@ export class UpdateService implements Service {
         downloadDir,
         applyHeadroomBytes: config.applyHeadroomBytes,
         fsckBeforeDeploy: config.fsckBeforeDeploy,
+        trialGuardMarker: join(this.options.stateDir, 'trial-guard.fired'),
         log: log.child('steps'),
         now: this.now,
         onProgress: (p) => {
@@ -235,6 +238,7 @@ export class UpdateService implements Service {
         bootedCommit: this.bootedCommit,
         installedVersion: await updates.installedVersion(),
         hasFailed: (commit) => updates.hasFailed(commit),
+        deferredReason: async (commit) => updates.deferredReason(commit, await this.requireBoot().bootId()),
         ...(only === undefined ? {} : { only }),
       });
       this.lastCheck = { at: this.now().toISOString(), result: selection.release ? `release ${selection.release.version} available` : selection.reason };
@@ -307,6 +311,11 @@ export class UpdateService implements Service {
   private requireMachine(): UpdateMachine {
     if (!this.machine) throw new OutpostError('INTERNAL', 'update service not started');
     return this.machine;
+  }
+
+  private requireBoot(): BootBackend {
+    if (!this.boot) throw new OutpostError('INTERNAL', 'update service not started');
+    return this.boot;
   }
 
   private requireOstree(): Ostree {

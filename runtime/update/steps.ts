@@ -2,11 +2,11 @@
  * What each update state does. Every step is idempotent (machine.ts re-runs the current step
  * after a crash) and returns an event; none picks the next state.
  */
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
-import type { Boot } from './boot/index.js';
+import type { Boot, BootVersion } from './boot/index.js';
 import type { Downloader, DownloadProgress } from './download.js';
 import type { StepResult, Steps } from './machine.js';
 import type { Ostree } from './ostree.js';
@@ -35,6 +35,11 @@ export interface StepPorts {
   applyHeadroomBytes: number;
   /** Whole-repo `ostree fsck` after apply (see the config field). */
   fsckBeforeDeploy: boolean;
+  /**
+   * Marker the independent trial guard (systemd/outpost-trial-guard) writes before it reboots an
+   * unblessed trial: a fallback after it is a failed trial, not power loss.
+   */
+  trialGuardMarker: string;
   log: Logger;
   now: () => Date;
   onProgress: (progress: DownloadProgress & { phase: string }) => void;
@@ -110,19 +115,46 @@ export function createSteps(ports: StepPorts): Steps {
     return { event: 'applied', patch: { progress: null } };
   };
 
+  /** Arms the counter for boots of `release` from the boot config `bootVersion`. */
+  const armTrial = async (release: Release, bootVersion: BootVersion): Promise<void> => {
+    await boot.markTrial({ commit: release.commit, bootVersion });
+    log.info('trial armed', { version: release.version, bootVersion });
+  };
+
   const deploy = async (record: UpdateRecord): Promise<StepResult> => {
     const release = requireRelease(record);
-    // Arm the counter before the new deployment becomes the default: a power cut in between
-    // must never leave a default entry that the bootloader would retry forever.
-    await boot.markTrial();
-    log.info('trial armed', { version: release.version });
-    const current = (await ostree.deployments()).find((d) => d.isDefault);
+    const isDefault = async () => (await ostree.deployments()).find((d) => d.isDefault)?.commit === release.commit;
+    if (await isDefault()) {
+      // Resumed after the deploy finished (or failed after the swap): make sure the counter is
+      // armed for the boot config that boots the release now, as observed, not as assumed.
+      if (!(await boot.trialState()).armed) await armTrial(release, await ostree.bootVersion());
+      return { event: 'deployed' };
+    }
+    // A marker left by an earlier trial must not condemn this one.
+    await rm(ports.trialGuardMarker, { force: true });
+    // Armed before the deploy, for the boot config the deploy writes: the bootloader counts only
+    // boots of that config, so the trial is counted from the moment the swap reaches the disk,
+    // and a cut before that counts nothing (the old default keeps booting as it always did).
+    const expected: BootVersion = (await ostree.bootVersion()) === 0 ? 1 : 0;
+    await armTrial(release, expected);
     try {
-      if (current?.commit !== release.commit) await ostree.deploy(release.commit);
+      await ostree.deploy(release.commit);
     } catch (err) {
-      // Nothing new is the default: disarm, or the old system's boots would count down to a fallback.
-      await boot.markGood().catch((e: unknown) => log.error('could not disarm the trial counter', { err: e }));
-      throw err;
+      // ostree can fail after the swap (prune, the /boot flush, the default check): decide from
+      // the deployments as they are now. Unreadable: leave the counter armed; it counts nothing
+      // unless the new boot config is the one GRUB reads.
+      if (await isDefault()) {
+        log.warn('the deploy reported an error, but the release is the default deployment now; its trial stays armed', { err });
+        await ostree.flushBoot();
+      } else {
+        await boot.markGood().catch((e: unknown) => log.error('could not disarm the trial counter', { err: e }));
+        throw err;
+      }
+    }
+    const observed = await ostree.bootVersion();
+    if (observed !== expected) {
+      log.warn('the deploy wrote another boot config than expected; re-arming for it', { expected, observed });
+      await armTrial(release, observed);
     }
     return { event: 'deployed' };
   };
@@ -151,16 +183,34 @@ export function createSteps(ports: StepPorts): Steps {
       }
       return { event: 'bootedNew', patch: { probationBootId: bootId, probationStartedAt: ports.now().toISOString() } };
     }
-    const reason = `release ${release.version} never came up: the bootloader fell back to ${booted ?? 'an unknown deployment'}`;
+    const dead = (await ostree.deployments()).filter((d) => !d.booted && d.commit === release.commit).sort((a, b) => b.index - a.index);
     // Clean up after the bootloader (found on the booted QEMU gateway): the dead deployment is
     // still the default and GRUB's spent counter (-1) still selects the fallback entry. Left so,
     // the next update's deploy keeps the dead one as the new fallback entry, and a failed trial
     // then would fall back into it: a boot loop. Idempotent, so a power cut here just repeats it;
     // errors are logged, not fatal (a rollback path).
-    const dead = (await ostree.deployments()).filter((d) => !d.booted && d.commit === release.commit).sort((a, b) => b.index - a.index);
     for (const d of dead) await ostree.undeploy(d.index).catch((err: unknown) => log.warn('could not remove the deployment that never came up', { index: d.index, err }));
     await boot.markGood().catch((err: unknown) => log.warn('could not disarm the spent boot counter', { err }));
-    return { event: 'fellBack', patch: { reason }, failedCommit: { commit: release.commit, reason } };
+    return fellBack(release, `release ${release.version} never came up: the bootloader fell back to ${booted ?? 'an unknown deployment'}`, 'fellBack');
+  };
+
+  /**
+   * The bootloader ran out of trial boots. A hang (watchdog reset) or the trial guard's reboot
+   * condemns the release; anything else may have been power loss (DESIGN: power lost during a
+   * trial is not held against a release), so the machine defers it: offered again after a
+   * backoff, a bounded number of times (machine.ts).
+   */
+  const fellBack = async (release: Release, reason: string, event: 'fellBack' | 'trialReset'): Promise<StepResult> => {
+    const guard = await readFile(ports.trialGuardMarker, 'utf8').then((text) => text.trim(), () => null);
+    if (guard !== null) {
+      const why = `${reason}; the trial guard rebooted an unblessed trial boot (${guard})`;
+      return { event, patch: { reason: why }, failedCommit: { commit: release.commit, reason: why } };
+    }
+    if ((await boot.resetCause()) === 'watchdog') {
+      const why = `${reason}; the hardware watchdog reset the last trial boot`;
+      return { event, patch: { reason: why }, failedCommit: { commit: release.commit, reason: why } };
+    }
+    return { event, patch: { reason }, deferredCommit: { commit: release.commit, reason, bootId: await boot.bootId() } };
   };
 
   const probation = async (record: UpdateRecord): Promise<StepResult> => {
@@ -175,9 +225,8 @@ export function createSteps(ports: StepPorts): Steps {
         log.warn('the trial boot was cut short without a watchdog reset; probation starts again', { version: release.version });
         return { event: 'trialRestarted', patch: { probationBootId: bootId, probationStartedAt: ports.now().toISOString() } };
       }
-      const reason = stillOnTrial
-        ? `the hardware watchdog reset the system during the trial of release ${release.version}`
-        : `the system restarted during the trial of release ${release.version} and the bootloader fell back`;
+      if (!stillOnTrial) return fellBack(release, `the system restarted during the trial of release ${release.version} and the bootloader fell back`, 'trialReset');
+      const reason = `the hardware watchdog reset the system during the trial of release ${release.version}`;
       return { event: 'trialReset', patch: { reason }, failedCommit: { commit: release.commit, reason } };
     }
     const started = new Date(record.probationStartedAt ?? ports.now().toISOString());

@@ -2,7 +2,11 @@
  * GRUB trial boots with greenboot's variables in grubenv: `boot_counter` (decremented by the GRUB
  * script on each boot; at 0 it boots the fallback entry) and `boot_success` (set to 1 once the
  * system is known good). grub-editenv rewrites the 1 KiB env block in place; /boot is flushed
- * after every write because GRUB reads it without replaying the ext4 journal.
+ * after every write because GRUB reads it without replaying a journal.
+ *
+ * `outpost_trial_loader` names the boot config the trial belongs to; the image's grub.cfg counts
+ * only when it equals `outpost_loader`, which each generated `loader.N/grub.cfg` sets to N
+ * (test/system/image/grub.cfg is the reference script).
  */
 import type { Exec } from '../../platform/index.js';
 import type { Boot, TrialState } from './boot.js';
@@ -23,6 +27,9 @@ export interface GrubBootOptions {
   watchdogClassDir?: string;
 }
 
+/** grubenv variable naming the boot config whose boots the trial counter counts. */
+export const trialLoaderVar = 'outpost_trial_loader';
+
 /** Parses `grub-editenv list` output (`key=value` lines). */
 export function parseEnvList(text: string): Map<string, string> {
   const env = new Map<string, string>();
@@ -40,13 +47,14 @@ export function grubBoot(options: GrubBootOptions): Boot {
   return {
     kind: 'grub',
     bootId: () => kernelBootId(options.bootIdPath),
-    markTrial: async () => {
-      await editenv('set', `boot_counter=${options.trialBoots}`, 'boot_success=0');
+    markTrial: async (target) => {
+      // One grub-editenv call writes all three in one rewrite of the env block.
+      await editenv('set', `boot_counter=${options.trialBoots}`, 'boot_success=0', `${trialLoaderVar}=${target.bootVersion}`);
       await options.flush();
     },
     markGood: async () => {
       await editenv('set', 'boot_success=1');
-      await editenv('unset', 'boot_counter');
+      await editenv('unset', 'boot_counter', trialLoaderVar);
       await options.flush();
     },
     trialState: async (): Promise<TrialState> => {

@@ -1,5 +1,5 @@
 /** Boot port: trial boots and reboot, with one backend per bootloader (registry below). */
-export type { Boot, BootBackendKind, ResetCause, TrialState } from './boot.js';
+export type { Boot, BootBackendKind, BootVersion, ResetCause, TrialState, TrialTarget } from './boot.js';
 export { grubBoot, parseEnvList, type GrubBootOptions } from './grub.js';
 export { ubootBoot, type UbootBootOptions } from './uboot.js';
 export { simulatedBoot, simulateNeverBoots, simulateReset, type SimulatedBootOptions } from './simulated.js';

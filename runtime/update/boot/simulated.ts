@@ -5,7 +5,8 @@
  * `reboot()` records the request and calls `onReboot` (the daemon stops and exits); the harness
  * starts `outpost run` again, and `boot()` — called once at start — plays the bootloader: the
  * default deployment boots, unless it is armed for trial and listed in `neverBoots` (a release
- * that "panics"), in which case the counter runs down and the previous deployment boots.
+ * that "panics"), in which case the counter runs down and the previous deployment boots. Like
+ * GRUB's script, the counter counts only boots whose default is the commit it was armed for.
  */
 import { randomUUID } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -17,7 +18,8 @@ const stateSchema = z.strictObject({
   bootId: z.string(),
   bootedCommit: z.string().nullable(),
   rebootPending: z.boolean(),
-  trial: z.strictObject({ armed: z.boolean(), remaining: z.number().int().nullable() }),
+  /** `commit`: what the counter counts (null: armed by an outpost that did not say; counts any default). */
+  trial: z.strictObject({ armed: z.boolean(), remaining: z.number().int().nullable(), commit: z.string().nullable().default(null) }),
   /** Commits whose boot "fails" before userspace (kernel panic stand-in). */
   neverBoots: z.array(z.string()),
   boots: z.number().int(),
@@ -41,7 +43,7 @@ async function load(file: string): Promise<SimState> {
     return stateSchema.parse(JSON.parse(await readFile(file, 'utf8')));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    return { bootId: randomUUID(), bootedCommit: null, rebootPending: true, trial: { armed: false, remaining: null }, neverBoots: [], boots: 0, resetCause: 'unknown' };
+    return { bootId: randomUUID(), bootedCommit: null, rebootPending: true, trial: { armed: false, remaining: null, commit: null }, neverBoots: [], boots: 0, resetCause: 'unknown' };
   }
 }
 
@@ -53,13 +55,14 @@ async function playBootloader(options: SimulatedBootOptions, state: SimState): P
   const menu = await options.menu();
   let next = { ...state, rebootPending: false, bootId: randomUUID(), boots: state.boots + 1 };
   for (;;) {
-    const armed = next.trial.armed && next.trial.remaining !== null;
+    const countsThisDefault = next.trial.commit === null || next.trial.commit === menu[0];
+    const armed = next.trial.armed && next.trial.remaining !== null && countsThisDefault;
     const remaining = next.trial.remaining ?? 0;
     if (armed && remaining <= 0) {
       // Counter ran out: GRUB boots the fallback entry, the trial is over.
-      return { ...next, bootedCommit: menu[1] ?? menu[0] ?? null, trial: { armed: false, remaining: -1 } };
+      return { ...next, bootedCommit: menu[1] ?? menu[0] ?? null, trial: { ...next.trial, armed: false, remaining: -1 } };
     }
-    if (armed) next = { ...next, trial: { armed: true, remaining: remaining - 1 } };
+    if (armed) next = { ...next, trial: { ...next.trial, armed: true, remaining: remaining - 1 } };
     const candidate = menu[0] ?? null;
     if (candidate === null || !next.neverBoots.includes(candidate)) return { ...next, bootedCommit: candidate };
     if (!armed) return { ...next, bootedCommit: null };
@@ -79,11 +82,11 @@ export function simulatedBoot(options: SimulatedBootOptions): Boot & { boot(): P
     bootId: async () => (await load(stateFile)).bootId,
     bootedCommit: async () => (await load(stateFile)).bootedCommit,
     resetCause: async () => (await load(stateFile)).resetCause,
-    markTrial: () => update((s) => ({ ...s, trial: { armed: true, remaining: options.trialBoots } })),
-    markGood: () => update((s) => ({ ...s, trial: { armed: false, remaining: null } })),
+    markTrial: (target) => update((s) => ({ ...s, trial: { armed: true, remaining: options.trialBoots, commit: target.commit } })),
+    markGood: () => update((s) => ({ ...s, trial: { armed: false, remaining: null, commit: null } })),
     trialState: async (): Promise<TrialState> => {
       const { trial } = await load(stateFile);
-      return { ...trial, bootsUsed: trial.remaining === null ? null : options.trialBoots - trial.remaining };
+      return { armed: trial.armed, remaining: trial.remaining, bootsUsed: trial.remaining === null ? null : options.trialBoots - trial.remaining };
     },
     reboot: async (reason) => {
       await update((s) => ({ ...s, rebootPending: true, resetCause: 'unknown' }));

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Exec } from '../../platform/index.js';
 import type { Boot, TrialState } from './boot.js';
-import { parseEnvList } from './grub.js';
+import { parseEnvList, trialLoaderVar } from './grub.js';
 import { readBootedCommit } from '../booted-commit.js';
 import { kernelBootId, systemdReboot, watchdogResetCause } from './system.js';
 
@@ -42,12 +42,14 @@ export function ubootBoot(options: UbootBootOptions): Boot {
   return {
     kind: 'uboot',
     bootId: () => kernelBootId(options.bootIdPath),
-    markTrial: async () => {
-      await script(['upgrade_available=1', 'bootcount=0', `bootlimit=${options.trialBoots}`]);
+    markTrial: async (target) => {
+      // The boot script counts only when it loads /boot/loader.<outpost_trial_loader> (see grub.ts).
+      await script(['upgrade_available=1', 'bootcount=0', `bootlimit=${options.trialBoots}`, `${trialLoaderVar}=${target.bootVersion}`]);
       await options.flush();
     },
     markGood: async () => {
-      await script(['upgrade_available=0', 'bootcount=0']);
+      // A name alone deletes the variable.
+      await script(['upgrade_available=0', 'bootcount=0', trialLoaderVar]);
       await options.flush();
     },
     trialState: async (): Promise<TrialState> => {

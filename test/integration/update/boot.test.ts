@@ -13,6 +13,8 @@ function tempDir(t: Test): string {
   return dir;
 }
 const exec = createExec(silentLogger);
+/** A trial for the boot config loader.1 whose default is commit 'v2'. */
+const trial = { commit: 'v2', bootVersion: 1 } as const;
 
 t.test('GRUB: markTrial arms greenboot boot_counter, markGood blesses; each write is flushed', async (t) => {
   const dir = tempDir(t);
@@ -21,14 +23,17 @@ t.test('GRUB: markTrial arms greenboot boot_counter, markGood blesses; each writ
   let flushes = 0;
   const boot = grubBoot({ exec, envFile, trialBoots: 3, flush: async () => void flushes++ });
   t.same(await boot.trialState(), { armed: false, remaining: null, bootsUsed: null });
-  await boot.markTrial();
+  await boot.markTrial(trial);
   t.same(await boot.trialState(), { armed: true, remaining: 3, bootsUsed: 0 });
   const listed = (await execa('grub-editenv', [envFile, 'list'])).stdout;
   t.match(listed, /boot_counter=3/);
   t.match(listed, /boot_success=0/);
+  t.match(listed, /outpost_trial_loader=1/, 'names the boot config GRUB may count');
   await boot.markGood();
   t.same(await boot.trialState(), { armed: false, remaining: null, bootsUsed: null });
-  t.match((await execa('grub-editenv', [envFile, 'list'])).stdout, /boot_success=1/);
+  const blessed = (await execa('grub-editenv', [envFile, 'list'])).stdout;
+  t.match(blessed, /boot_success=1/);
+  t.notMatch(blessed, /outpost_trial_loader/);
   t.equal(flushes, 2);
 });
 
@@ -40,14 +45,16 @@ t.test('U-Boot: upgrade_available/bootcount/bootlimit through fw_setenv on an en
   writeFileSync(fwEnvConfig, `${join(dir, 'env.bin')} 0x0000 0x4000\n`);
   let flushes = 0;
   const boot = ubootBoot({ exec, fwEnvConfig, trialBoots: 2, flush: async () => void flushes++ });
-  await boot.markTrial();
+  await boot.markTrial(trial);
   t.same(await boot.trialState(), { armed: true, remaining: 2, bootsUsed: 0 });
   const env = (await execa('fw_printenv', ['-c', fwEnvConfig])).stdout;
   t.match(env, /upgrade_available=1/);
+  t.match(env, /outpost_trial_loader=1/);
   t.match(env, /bootlimit=2/);
   t.match(env, /altbootcmd=run ostree_rollback/, 'existing variables kept');
   await boot.markGood();
   t.same(await boot.trialState(), { armed: false, remaining: null, bootsUsed: null });
+  t.notMatch((await execa('fw_printenv', ['-c', fwEnvConfig])).stdout, /outpost_trial_loader/);
   t.equal(flushes, 2);
 });
 
@@ -66,7 +73,7 @@ const backends: Record<string, (dir: string, flush: () => Promise<void>) => Prom
   simulated: async (dir, flush) => {
     const sim = simulatedBoot({ stateFile: join(dir, 'boot.json'), trialBoots: 3, menu: async () => ['v1'], onReboot: () => undefined });
     await sim.boot();
-    return { ...sim, markTrial: async () => (await sim.markTrial(), await flush()), markGood: async () => (await sim.markGood(), await flush()) };
+    return { ...sim, markTrial: async (target) => (await sim.markTrial(target), await flush()), markGood: async () => (await sim.markGood(), await flush()) };
   },
 };
 
@@ -75,7 +82,7 @@ for (const [name, make] of Object.entries(backends)) {
     let flushes = 0;
     const boot = await make(tempDir(t), async () => void flushes++);
     t.equal((await boot.trialState()).armed, false, 'not armed at first');
-    await boot.markTrial();
+    await boot.markTrial(trial);
     t.same(await boot.trialState(), { armed: true, remaining: 3, bootsUsed: 0 }, 'armed with the configured boots');
     await boot.markGood();
     t.equal((await boot.trialState()).armed, false, 'disarmed once blessed');
@@ -91,7 +98,7 @@ t.test('simulated: a reboot boots the default deployment on trial, counting down
   await boot.boot();
   const firstBootId = await boot.bootId();
   t.equal(await boot.bootedCommit(), 'v2');
-  await boot.markTrial();
+  await boot.markTrial(trial);
   await boot.reboot('deploy v2');
   t.same(reasons, ['deploy v2']);
   await boot.boot();
@@ -108,11 +115,31 @@ t.test('simulated: a release that never boots makes the bootloader fall back whe
   const stateFile = join(dir, 'boot.json');
   const boot = simulatedBoot({ stateFile, trialBoots: 3, menu: async () => ['v4', 'v2'], onReboot: () => undefined });
   await simulateNeverBoots(stateFile, 'v4');
-  await boot.markTrial();
+  await boot.markTrial({ commit: 'v4', bootVersion: 1 });
   await boot.reboot('deploy v4');
   await boot.boot();
   t.equal(await boot.bootedCommit(), 'v2', 'fell back to the previous deployment');
   t.same(await boot.trialState(), { armed: false, remaining: -1, bootsUsed: 4 }, 'the counter ran out');
+});
+
+t.test('simulated: the counter counts only boots of the commit it was armed for (a cut before the deploy made it the default)', async (t) => {
+  const dir = tempDir(t);
+  const menu = ['v2', 'v1'];
+  const boot = simulatedBoot({ stateFile: join(dir, 'boot.json'), trialBoots: 2, menu: async () => menu, onReboot: () => undefined });
+  await boot.boot();
+  await boot.markTrial({ commit: 'v5', bootVersion: 0 });
+  // Power lost three times before v5 ever became the default: v2 keeps booting, nothing is spent.
+  for (let cut = 0; cut < 3; cut++) {
+    await simulateReset(join(dir, 'boot.json'), 'unknown');
+    await boot.boot();
+    t.equal(await boot.bootedCommit(), 'v2', `cut ${cut + 1}: the installed release boots`);
+  }
+  t.same(await boot.trialState(), { armed: true, remaining: 2, bootsUsed: 0 }, 'no trial boot spent');
+  menu.unshift('v5');
+  await simulateReset(join(dir, 'boot.json'), 'unknown');
+  await boot.boot();
+  t.equal(await boot.bootedCommit(), 'v5');
+  t.same(await boot.trialState(), { armed: true, remaining: 1, bootsUsed: 1 }, 'the first boot of v5 counts');
 });
 
 t.test('reset cause: a watchdog whose bootstatus has WDIOF_CARDRESET means the watchdog reset the board', async (t) => {

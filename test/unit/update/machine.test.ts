@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { OutpostError } from '../../../runtime/errors.js';
@@ -7,6 +7,7 @@ import { silentLogger } from '../../../runtime/logs/index.js';
 import { Store } from '../../../runtime/store/index.js';
 import { simulatedBoot, simulateNeverBoots, simulateReset } from '../../../runtime/update/boot/index.js';
 import { UpdateMachine, UpdateStore } from '../../../runtime/update/machine.js';
+import { defaultRetryPolicy } from '../../../runtime/update/deferral.js';
 import { createSteps } from '../../../runtime/update/steps.js';
 import type { Release } from '../../../runtime/update/record.js';
 import type { Ostree } from '../../../runtime/update/ostree.js';
@@ -16,8 +17,10 @@ const v1 = '1'.repeat(64);
 const v2 = '2'.repeat(64);
 const release: Release = { target: 'releases/gw/x86_64/2', version: 2, commit: v2, ref: 'os/stable', arch: 'x86_64', hardware: 'gw', delta: { target: `deltas/${v1}-${v2}`, from: v1, length: 10, sha256: 'a'.repeat(64) } };
 
+const trialOfV2 = { commit: v2, bootVersion: 1 } as const;
+
 /** One device: real store, real simulated bootloader (state file), fake ostree and downloader. */
-async function device(t: Test, options: { healthy?: () => boolean; crashAt?: number } = {}) {
+async function device(t: Test, options: { healthy?: () => boolean; crashAt?: number; deployFailsAfterSwap?: boolean } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-machine-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const stateFile = join(dir, 'boot.json');
@@ -34,17 +37,24 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
     if (calls === options.crashAt) throw new OutpostError('INTERNAL', 'simulated kill -9', { transient: true });
     return result;
   };
-  const wrapped: Ostree = { ...ostree, applyStaticDelta: (f, o) => effect(() => ostree.applyStaticDelta(f, o)), deploy: (c, o) => effect(() => ostree.deploy(c, o)), undeploy: (i) => effect(() => ostree.undeploy(i)), rollback: () => effect(() => ostree.rollback()) };
+  const wrapped: Ostree = { ...ostree, applyStaticDelta: (f, o) => effect(() => ostree.applyStaticDelta(f, o)), deploy: (c, o) =>
+      effect(async () => {
+        const deployed = await ostree.deploy(c, o);
+        // ostree 2022.7 can fail after the swap: prune EPERM, the /boot flush, its default check.
+        if (options.deployFailsAfterSwap) throw new OutpostError('OSTREE_FAILED', 'deploying failed: pruning: Operation not permitted');
+        return deployed;
+      }), undeploy: (i) => effect(() => ostree.undeploy(i)), rollback: () => effect(() => ostree.rollback()) };
   const downloads: string[] = [];
   const open = async () => {
     const store = await Store.open({ location: join(dir, 'store'), version: 1 });
-    const updates = new UpdateStore(store);
+    // CLOCK_MONOTONIC held at one minute after boot: deferral backoffs stay deterministic.
+    const updates = new UpdateStore(store, defaultRetryPolicy, () => 60_000);
     const machine = new UpdateMachine({
       store: updates,
       log: silentLogger,
       steps: createSteps({
         ostree: wrapped,
-        boot: { ...boot, markTrial: () => effect(() => boot.markTrial()), markGood: () => effect(() => boot.markGood()), reboot: (r) => effect(() => boot.reboot(r)) },
+        boot: { ...boot, markTrial: (target) => effect(() => boot.markTrial(target)), markGood: () => effect(() => boot.markGood()), reboot: (r) => effect(() => boot.reboot(r)) },
         downloader: { download: async (r) => (downloads.push(r.name), effect(async () => ({ path: join(r.dir, r.name), bytes: r.expectedLength, resumedFrom: 0, transferred: r.expectedLength, requests: 1, cached: false }))) },
         sources: { targetUrl: (name) => `http://updates.invalid/targets/${name}` },
         probation: async () => ((options.healthy ?? (() => true))() ? { ok: true } : { ok: false, reason: 'health checks failed during probation: app (exit 1)' }),
@@ -52,6 +62,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
         downloadDir: join(dir, 'downloads'),
         applyHeadroomBytes: 0,
         fsckBeforeDeploy: false,
+        trialGuardMarker: join(dir, 'trial-guard.fired'),
         log: silentLogger,
         now: () => new Date(),
         onProgress: () => undefined,
@@ -115,25 +126,84 @@ t.test('probation fails: automatic rollback to v1 with the reason, and v2 is nev
   t.same(d.ostree.state.deployed, [v1], 'the failed deployment is removed');
 });
 
-t.test('a release that never boots: the bootloader falls back, outpost reports it and records the failure', async (t) => {
+t.test('a release that never boots, with no hang seen: deferred and offered again, failed after its third trial', async (t) => {
+  const d = await device(t);
+  await simulateNeverBoots(d.stateFile, v2);
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const { store, machine } = await d.open();
+    await machine.begin(release, v1);
+    await store.close();
+    t.same(await drive(d), ['rebooting', 'idle'], `attempt ${attempt}`);
+    const { store: s2, machine: m2, updates } = await d.open();
+    const last = (await m2.record()).last;
+    const bootId = await d.boot.bootId();
+    if (attempt < 3) {
+      t.match(last, { result: 'rolledBack', reason: new RegExp(`never came up: the bootloader fell back.*offered again in \\d+ min \\(trial ${attempt} of 3\\)`) });
+      t.notOk(await updates.hasFailed(v2), `attempt ${attempt}: not failed`);
+      t.match(await updates.deferredReason(v2, bootId), /offered again in/, 'waits out its backoff in this boot');
+      t.match(await updates.deferredReason(v2, 'another-boot'), /offered again in/, 'and in a later boot, counted from that boot\'s start');
+    } else {
+      t.match(last, { result: 'rolledBack', reason: /3 of 3 trials ended so: not offered again/ });
+      t.ok(await updates.hasFailed(v2), 'failed for good');
+    }
+    await s2.close();
+    t.equal(await d.boot.bootedCommit(), v1);
+  }
+});
+
+t.test('the trial guard rebooted the unblessed trial: the fallback fails the release at once', async (t) => {
   const d = await device(t);
   await simulateNeverBoots(d.stateFile, v2);
   const { store, machine } = await d.open();
   await machine.begin(release, v1);
   await store.close();
-  t.same(await drive(d), ['rebooting', 'idle']);
+  t.same(await drive(d, 0), ['rebooting'], 'deployed, rebooted: the trial boots ran out');
+  // What systemd/outpost-trial-guard leaves behind before it reboots an unblessed trial.
+  writeFileSync(join(d.dir, 'trial-guard.fired'), 'boot 1234: trial not blessed 600 s after boot\n');
+  t.same(await drive(d), ['idle']);
   const { store: s2, machine: m2, updates } = await d.open();
-  t.match((await m2.record()).last, { result: 'rolledBack', reason: /never came up: the bootloader fell back/ });
+  t.match((await m2.record()).last, { result: 'rolledBack', reason: /trial guard rebooted/ });
   t.ok(await updates.hasFailed(v2));
   await s2.close();
+});
+
+t.test('a deploy that fails after the swap keeps the trial armed and carries on', async (t) => {
+  const d = await device(t, { deployFailsAfterSwap: true, healthy: () => false });
+  const { store, machine } = await d.open();
+  await machine.begin(release, v1);
+  await store.close();
+  t.same(await drive(d), ['rebooting', 'rollingBack', 'idle'], 'trial reboot, probation, rollback: never an untrialled default');
+  const { store: s2, machine: m2 } = await d.open();
+  t.match((await m2.record()).last, { result: 'rolledBack', version: 2, reason: /health checks failed/ });
+  await s2.close();
   t.equal(await d.boot.bootedCommit(), v1);
+  t.same(d.ostree.state.deployed, [v1]);
+});
+
+t.test('power cut inside the deploy, before the swap, then two more early: the counter spends nothing and the release still commits', async (t) => {
+  const d = await device(t);
+  const { store, machine, updates } = await d.open();
+  await machine.begin(release, v1);
+  await updates.save({ ...(await machine.record()), state: 'applying' });
+  await d.boot.markTrial(trialOfV2);
+  await store.close();
+  for (let cut = 0; cut < 3; cut++) {
+    await simulateReset(d.stateFile, 'unknown');
+    await d.boot.boot();
+  }
+  t.equal(await d.boot.bootedCommit(), v1, 'the installed release still boots, never the one below it');
+  t.same(await d.boot.trialState(), { armed: true, remaining: 2, bootsUsed: 0 });
+  t.same(await drive(d), ['rebooting', 'idle']);
+  const { store: s2, machine: m2 } = await d.open();
+  t.match((await m2.record()).last, { result: 'committed', version: 2 });
+  await s2.close();
 });
 
 /** Puts `d` on the trial of v2 with probation begun, then resets it `resets` times for `cause`. */
 async function resetDuringTrial(d: Awaited<ReturnType<typeof device>>, cause: 'watchdog' | 'unknown', resets = 1): Promise<void> {
   const { store, machine, updates } = await d.open();
   await machine.begin(release, v1);
-  await d.boot.markTrial();
+  await d.boot.markTrial(trialOfV2);
   await d.ostree.deploy(v2);
   await d.boot.reboot('trial');
   await d.boot.boot();
@@ -150,7 +220,7 @@ t.test('power lost between the deploy and the reboot: the boot that follows is t
   const d = await device(t);
   const { store, machine, updates } = await d.open();
   await machine.begin(release, v1);
-  await d.boot.markTrial();
+  await d.boot.markTrial(trialOfV2);
   await d.ostree.deploy(v2);
   await updates.save({ ...(await machine.record()), state: 'deployed' });
   await store.close();
@@ -182,7 +252,7 @@ t.test('a watchdog reset during the trial boot counts as a failed trial', async 
 async function rebootIntoTrial(d: Awaited<ReturnType<typeof device>>, resets: ('watchdog' | 'unknown' | 'reboot')[]): Promise<void> {
   const { store, machine, updates } = await d.open();
   await machine.begin(release, v1);
-  await d.boot.markTrial();
+  await d.boot.markTrial(trialOfV2);
   await d.ostree.deploy(v2);
   await updates.save({ ...(await machine.record()), state: 'rebooting', rebootFromBootId: await d.boot.bootId() });
   await store.close();
@@ -229,14 +299,28 @@ t.test('power lost during the trial boot: probation starts again and the release
   t.same(await d.boot.trialState(), { armed: false, remaining: null, bootsUsed: null }, 'blessed');
 });
 
-t.test('power lost on every trial boot: the counter runs out, the bootloader falls back, the release is failed', async (t) => {
+t.test('power lost on every trial boot: the counter runs out and the bootloader falls back; the release is offered again later', async (t) => {
   const d = await device(t);
   await resetDuringTrial(d, 'unknown', 2);
   t.equal(await d.boot.bootedCommit(), v1, 'trialBoots (2) spent: fallback entry');
   t.same(await drive(d), ['rollingBack', 'idle'], 'the dead default deployment is removed first');
   const { store, machine, updates } = await d.open();
-  t.match((await machine.record()).last, { result: 'rolledBack', reason: /restarted during the trial of release 2 and the bootloader fell back/ });
+  t.match((await machine.record()).last, { result: 'rolledBack', reason: /restarted during the trial of release 2 and the bootloader fell back.*power loss\?\): offered again/ });
+  t.notOk(await updates.hasFailed(v2), 'power loss is not held against the release');
+  t.match(await updates.deferredReason(v2, await d.boot.bootId()), /trial 1 of 3/);
+  await store.close();
+});
+
+t.test('power lost on every trial boot, the last one reset by the watchdog: the release is failed', async (t) => {
+  const d = await device(t);
+  await resetDuringTrial(d, 'unknown', 1);
+  await simulateReset(d.stateFile, 'watchdog');
+  await d.boot.boot();
+  t.equal(await d.boot.bootedCommit(), v1);
+  t.same(await drive(d), ['rollingBack', 'idle']);
+  const { store, machine, updates } = await d.open();
   t.ok(await updates.hasFailed(v2));
+  t.match((await machine.record()).last, { reason: /hardware watchdog reset the last trial boot/ });
   await store.close();
 });
 
