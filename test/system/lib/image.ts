@@ -114,6 +114,10 @@ async function stagePayload(payload: string, tufTemplate: string, pkiDir: string
   await chmod(join(payload, 'usr', 'bin', 'outpost'), 0o755);
   await mkdir(join(payload, 'usr', 'lib', 'systemd', 'system'), { recursive: true });
   await cp(join(repoRoot, 'systemd', 'outpost.service'), join(payload, 'usr', 'lib', 'systemd', 'system', 'outpost.service'));
+  await cp(join(repoRoot, 'systemd', 'outpost-trial-guard.service'), join(payload, 'usr', 'lib', 'systemd', 'system', 'outpost-trial-guard.service'));
+  await mkdir(join(payload, 'usr', 'libexec'), { recursive: true });
+  await cp(join(repoRoot, 'systemd', 'outpost-trial-guard'), join(payload, 'usr', 'libexec', 'outpost-trial-guard'));
+  await chmod(join(payload, 'usr', 'libexec', 'outpost-trial-guard'), 0o755);
   await mkdir(join(payload, 'usr', 'lib', 'tmpfiles.d'), { recursive: true });
   await cp(join(repoRoot, 'systemd', 'outpost.tmpfiles.conf'), join(payload, 'usr', 'lib', 'tmpfiles.d', 'outpost.conf'));
   const etc = join(payload, 'etc', 'outpost');
