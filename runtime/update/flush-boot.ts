@@ -1,12 +1,20 @@
 /**
  * Makes `/boot` durable for the bootloader after a deploy or a boot-counter write.
  *
- * Why (DESIGN.md "Measured facts", ostreedev/ostree issue 3392): ostree 2022.7/2023.8 only fsync
- * /boot after swapping the `loader` symlink, which commits the change to the ext4 journal but not
- * to its home location. GRUB reads /boot without replaying the journal, so a power cut seconds
- * later leaves GRUB on the old loader entries, whose boot dirs are already gone: unbootable.
- * A FIFREEZE/FITHAW cycle (`fsfreeze -f` then `-u`) checkpoints the journal; it closed the hole
- * in the QEMU power-cut rig.
+ * Why (ostreedev/ostree issue 3392, fixed upstream in PR 3393; Debian 12 ships 2022.7): ostree
+ * only fsyncs /boot after swapping the `loader` symlink. On a journaled ext4 that commits the swap
+ * to the journal, not to its home location, and GRUB reads /boot without replaying the journal;
+ * meanwhile ostree deletes the old `/ostree/boot.N` links on the root filesystem, whose journal the
+ * kernel does replay. A power cut in between left GRUB on the old entries with their links gone:
+ * emergency mode on every boot (the booted-gateway series bricked twice so). A flush after the
+ * `ostree admin` process exits can only narrow that window, never close it, because ostree
+ * removes the old links before it returns.
+ *
+ * What closes it is the layout: /boot is ext4 without a journal (`mkfs.ext4 -O ^has_journal`,
+ * test/system/image/build-image.sh; image/ builds the same), so ostree's own fsync after the swap
+ * writes the swap where GRUB reads it, before ostree touches the old links. This flush stays as the
+ * belt to those braces: for grubenv writes (grub-editenv rewrites the file), and for a device
+ * whose /boot still has a journal (a FIFREEZE/FITHAW cycle checkpoints it).
  *
  * Invariants: a successful freeze is always followed by thaw attempts (retried); the
  * root filesystem is never frozen (only a path that is itself a mount point, i.e. a separate

@@ -1,17 +1,22 @@
 /**
- * Scenario 5, power cuts: qemu is SIGKILLed at random moments inside each phase of an update —
- * download, delta apply, right after the boot counter is written, during the deploy, right after
- * the deploy, and during the trial boot — and the same disk is booted again after each cut with no
- * help from the test. One gateway updates along a chain of good releases (2, 5, 6, ...), one cut
- * per phase per release, so each boot after a cut carries the update on to the next phase:
- *   v1 -> start update -> cut@download -> boot -> cut@apply -> boot -> cut@boot-counter -> boot
- *   -> cut@deploy -> boot -> cut@after-deploy -> boot (GRUB: trial) -> cut@trial-boot -> boot
- *   (GRUB: second trial boot) -> probation -> committed -> next release
- * Every boot must reach a good deployment (the agent answers, no emergency mode, no panic), and
- * every release must end committed. When a resumed step carries the update past a phase, the cut
- * goes to the first later phase that shows up; a boot with no trigger at all gets a cut at a
- * random moment. Counts and timings go to bench/results.
- * Cuts: 20 here, OUTPOST_LONG=1 -> 45, OUTPOST_SYSTEM_CUTS=N -> N (6 per release, 9 releases: at most 54).
+ * Scenario 5, power cuts: qemu is SIGKILLed at random moments inside each phase of an update and
+ * the same disk is booted again after each cut with no help from the test. One gateway updates
+ * along a chain (2, the bad 3, then 5, 6, ...), one cut per phase per release, so each boot after
+ * a cut carries the update on to the next phase:
+ * - a good release: download, delta apply, right after the boot counter is written, inside the
+ *   deploy, right after ostree's boot-config swap (delay measured from libostree's `bootconfig
+ *   swap: yes` line: the window that bricked gateways, ostree issue 3392), after the deploy, and
+ *   in the trial boot; it must end committed;
+ * - release 3 (fails its health check): after its deploy's swap, in the rollback step, right
+ *   after the rollback redeploy's swap, and right after the undeploy's swap back on release 2;
+ *   it must end rolled back;
+ * - double cuts (after the deploy's and the rollback's swap): a second cut early in the next boot.
+ * Every boot must reach a good deployment (the agent answers, no emergency mode, no panic). When
+ * a resumed step carries the update past a phase, the cut goes to the first later phase that
+ * shows up; a boot with no trigger at all gets a cut at a random moment. Counts and timings go to
+ * bench/results.
+ * Cuts: 20 here, OUTPOST_LONG=1 -> 45, OUTPOST_SYSTEM_CUTS=N -> N; OUTPOST_SYSTEM_PHASES=a,b
+ * restricts the phases (e.g. deploy-swap,rollback-swap).
  */
 import t from 'tap';
 import { bootedRelease, recordResult, scenario, settled, startUpdate } from './lib/scenario.js';
@@ -19,21 +24,44 @@ import type { Vm } from './lib/vm.js';
 
 /** A step of the update machine starting (fresh or resumed after a cut): outpost logs `update step`. */
 const step = (state: string) => new RegExp(`"state":"${state}"[^\n]*"msg":"update step"`);
+/**
+ * libostree's journal line once it swapped the boot config (deploy, redeploy, undeploy). From here
+ * until the swap is where GRUB reads, a cut bricked the gateway (ostree issue 3392): the window
+ * is measured from this line, not from an earlier one.
+ */
+const swapped = /bootconfig swap: yes/;
 
 /**
- * A phase: the serial line that says outpost entered it, and the random delay after it. `inOrder`:
- * only when it is the very next phase (its trigger also shows up in boots of other phases).
+ * A phase: the serial line that opens its window and the random delay after it. `inOrder`: only
+ * when it is the very next phase (its trigger also shows up in boots of other phases). `double`:
+ * after the cut, cut again early in the next boot (kernel, initramfs or early userspace).
  */
-const phases: readonly { name: string; trigger: RegExp; minDelayMs: number; maxDelayMs: number; inOrder?: boolean }[] = [
+interface Phase { name: string; trigger: RegExp; minDelayMs: number; maxDelayMs: number; inOrder?: boolean; double?: boolean }
+
+/** A good release, v1 -> v2 and along the chain: it must end committed. */
+const forward: readonly Phase[] = [
   { name: 'download', trigger: step('downloading'), minDelayMs: 0, maxDelayMs: 1500 },
   { name: 'apply', trigger: step('downloaded'), minDelayMs: 0, maxDelayMs: 10_000 },
   { name: 'boot-counter', trigger: /"msg":"trial armed"/, minDelayMs: 0, maxDelayMs: 300 },
   { name: 'deploy', trigger: /"msg":"trial armed"/, minDelayMs: 1000, maxDelayMs: 15_000 },
+  { name: 'deploy-swap', trigger: swapped, minDelayMs: 0, maxDelayMs: 4000, double: true },
   { name: 'after-deploy', trigger: /"to":"deployed"|"state":"deployed"[^\n]*"msg":"update step"/, minDelayMs: 0, maxDelayMs: 1000 },
   // GRUB wrote the decremented counter and boots the new release: cut anywhere in that trial boot.
   // (A boot after a cut in boot-counter or deploy prints the same line for the old release.)
   { name: 'trial-boot', trigger: /RIG-GRUB boot_counter=1 default=0/, minDelayMs: 0, maxDelayMs: 60_000, inOrder: true },
 ];
+/** Release 3 fails its health check: cuts in its deploy, its rollback and the clean-up after it; it must end rolled back. */
+const rollback: readonly Phase[] = [
+  { name: 'deploy-swap', trigger: swapped, minDelayMs: 0, maxDelayMs: 4000 },
+  { name: 'rollback', trigger: step('rollingBack'), minDelayMs: 0, maxDelayMs: 8000 },
+  // The redeploy of the previous commit that makes it the default again.
+  { name: 'rollback-swap', trigger: swapped, minDelayMs: 0, maxDelayMs: 4000, inOrder: true, double: true },
+  // Back on the previous release: the failed deployment is undeployed (another swap).
+  { name: 'restore-swap', trigger: swapped, minDelayMs: 0, maxDelayMs: 3000, inOrder: true },
+];
+/** OUTPOST_SYSTEM_PHASES=a,b: only those phases (a targeted run, e.g. the swap windows). */
+const only = process.env.OUTPOST_SYSTEM_PHASES?.split(',');
+const chosen = (list: readonly Phase[]) => list.filter((p) => only === undefined || only.includes(p.name));
 /** The update finished in this boot: no later phase will show up. */
 const finished = /"to":"idle"/;
 
@@ -42,7 +70,7 @@ const finished = /"to":"idle"/;
  * carried the update past a phase); resolves to the index of the first that shows up, 'done' when
  * the update finished first, or 'timeout'.
  */
-async function nextPhase(vm: Vm, since: number, from: number, timeoutMs: number): Promise<number | 'done' | 'timeout'> {
+async function nextPhase(vm: Vm, phases: readonly Phase[], since: number, from: number, timeoutMs: number): Promise<number | 'done' | 'timeout'> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const log = await vm.serial(since);
@@ -62,8 +90,9 @@ async function nextPhase(vm: Vm, since: number, from: number, timeoutMs: number)
   return 'timeout';
 }
 
-/** v1 and the good releases after it, each with a delta from the one before (image: 2, then 5..12). */
-const chain = [1, 2, 5, 6, 7, 8, 9, 10, 11, 12];
+/** v1 and the releases after it, each with a delta from the running one: 2, the bad 3 (back to 2), then 5..12. */
+const chain = [1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12];
+const bad = 3;
 const totalCuts = Number(process.env.OUTPOST_SYSTEM_CUTS ?? (process.env.OUTPOST_LONG === '1' ? 45 : 20));
 
 interface Cut {
@@ -75,25 +104,47 @@ interface Cut {
   bootedAfter: number | null;
   bootBackMs: number;
   bricked: boolean;
+  /** A second cut early in the boot after this one. */
+  double: boolean;
 }
 
 const random = (min: number, max: number) => Math.round(min + Math.random() * (max - min));
 
-t.test(`power cuts during updates: ${totalCuts} cuts, zero bricked`, async (t) => {
+/** Boots the disk after a cut and tells whether it came back to `allowed`; never helps it. */
+async function bootBack(vm: Vm, since: number, allowed: number[]): Promise<{ bootedAfter: number | null; bricked: boolean }> {
+  let bricked = false;
+  let bootedAfter: number | null = null;
+  try {
+    await vm.start({ timeoutMs: 400_000 });
+    bootedAfter = await bootedRelease(vm);
+  } catch {
+    bricked = true;
+  }
+  // Emergency mode now reboots by itself (rd.emergency=reboot, RIG-EMERGENCY): still a brick here.
+  if (/emergency mode|Couldn.t find specified OSTree root|Kernel panic|RIG-EMERGENCY|Boot has failed/.test(await vm.serial(since))) bricked = true;
+  if (bootedAfter === null || !allowed.includes(bootedAfter)) bricked = true;
+  return { bootedAfter, bricked };
+}
+
+t.test(`power cuts during updates and a rollback: ${totalCuts} cuts, zero bricked`, async (t) => {
   const s = await scenario(t, '05-powercut');
   const cuts: Cut[] = [];
-  const releases: { version: number; ms: number; cuts: number }[] = [];
+  const releases: { version: number; ms: number; cuts: number; result: string }[] = [];
   await s.vm.start();
+  // The layout that closes ostree's swap window: GRUB reads /boot without replaying a journal.
+  t.notMatch(await s.vm.sh('tune2fs -l "$(findmnt -no SOURCE /boot)" | grep -i features'), /has_journal/, '/boot has no journal');
+  let running = 1;
   for (let i = 1; i < chain.length && cuts.length < totalCuts; i++) {
-    const previous = chain[i - 1] ?? 1;
     const version = chain[i] ?? 2;
+    const previous = running;
+    const phases = chosen(version === bad ? rollback : forward);
     const t0 = performance.now();
     await s.world.release(version, [previous]);
     let since = await s.vm.mark();
     await startUpdate(s.vm);
     let cutsHere = 0;
     for (let next = 0; next < phases.length && cuts.length < totalCuts; ) {
-      const found = await nextPhase(s.vm, since, next, 150_000);
+      const found = await nextPhase(s.vm, phases, since, next, 150_000);
       if (found === 'done') break; // the update finished: on to convergence and the next release
       const hit = found !== 'timeout';
       const phase = phases[hit ? found : next];
@@ -105,37 +156,43 @@ t.test(`power cuts during updates: ${totalCuts} cuts, zero bricked`, async (t) =
       await s.vm.powerCut();
       const tb = performance.now();
       since = await s.vm.mark();
-      let bricked = false;
-      let bootedAfter: number | null = null;
-      try {
-        await s.vm.start({ timeoutMs: 400_000 });
-        bootedAfter = await bootedRelease(s.vm);
-      } catch {
-        bricked = true;
+      const double = hit && phase.double === true && cuts.length + 1 < totalCuts;
+      if (double) {
+        // The second cut lands early in the next boot: GRUB's counter, the kernel, the initramfs.
+        await s.vm.start({ waitReady: false });
+        await s.vm.waitSerial(/RIG-GRUB/, { since, timeoutMs: 120_000 });
+        await new Promise((r) => setTimeout(r, random(1000, 15_000)));
+        await s.vm.powerCut();
+        since = await s.vm.mark();
       }
-      if (/emergency mode|Couldn.t find specified OSTree root|Kernel panic/.test(await s.vm.serial(since))) bricked = true;
-      if (bootedAfter !== previous && bootedAfter !== version) bricked = true;
-      cuts.push({ release: version, phase: phase.name, hit, delayMs, stateAtCut: states.at(-1) ?? null, bootedAfter, bootBackMs: Math.round(performance.now() - tb), bricked });
-      cutsHere += 1;
-      t.notOk(bricked, `release ${version}: cut in ${phase.name}${hit ? '' : ' (no trigger: random)'} after ${delayMs} ms (last transition this boot: ${states.at(-1) ?? 'none, resumed'}) -> booted release ${bootedAfter}`);
+      const { bootedAfter, bricked } = await bootBack(s.vm, since, [previous, version]);
+      const cut: Cut = { release: version, phase: phase.name, hit, delayMs, stateAtCut: states.at(-1) ?? null, bootedAfter, bootBackMs: Math.round(performance.now() - tb), bricked, double };
+      cuts.push(cut);
+      if (double) cuts.push({ ...cut, phase: `${phase.name}+early-boot` });
+      cutsHere += double ? 2 : 1;
+      t.notOk(bricked, `release ${version}: cut in ${phase.name}${hit ? '' : ' (no trigger: random)'} after ${delayMs} ms${double ? ', then again early in the next boot' : ''} (last transition: ${states.at(-1) ?? 'none, resumed'}) -> booted release ${bootedAfter}`);
       if (bricked) break;
     }
     if (cuts.some((c) => c.bricked)) break;
-    // No help from the test: outpost resumes (or re-checks) by itself and must commit the release.
+    // No help from the test: outpost resumes (or re-checks) by itself and must finish the release.
     const st = await settled(s.vm, 900_000);
-    t.equal(await bootedRelease(s.vm), version, `converged: release ${version} booted`);
-    t.match(st.last, { result: 'committed', version }, `release ${version} committed`);
-    releases.push({ version, ms: Math.round(performance.now() - t0), cuts: cutsHere });
+    const expected = version === bad ? { result: 'rolledBack', booted: previous } : { result: 'committed', booted: version };
+    t.equal(await bootedRelease(s.vm), expected.booted, `converged: release ${expected.booted} booted`);
+    t.match(st.last, { result: expected.result, version }, `release ${version} ${expected.result}`);
+    running = expected.booted;
+    releases.push({ version, ms: Math.round(performance.now() - t0), cuts: cutsHere, result: String((st.last as { result?: string } | null)?.result) });
   }
   const bricked = cuts.filter((c) => c.bricked).length;
   t.equal(cuts.length, totalCuts, `${totalCuts} cuts made`);
   t.equal(bricked, 0, 'zero bricked devices');
+  const phaseNames = [...new Set([...forward, ...rollback].map((p) => p.name))];
   await recordResult(process.env.OUTPOST_LONG === '1' ? 'powercutLong' : 'powercut', {
     cuts: cuts.length,
     bricked,
     recovered: cuts.length - bricked,
     releasesConverged: releases.length,
-    byPhase: Object.fromEntries(phases.map((p) => [p.name, cuts.filter((c) => c.phase === p.name).length])),
+    byPhase: Object.fromEntries(phaseNames.map((n) => [n, cuts.filter((c) => c.phase === n).length])),
+    doubleCuts: cuts.filter((c) => c.phase.endsWith('+early-boot')).length,
     triggerHits: cuts.filter((c) => c.hit).length,
     meanBootBackMs: Math.round(cuts.reduce((a, c) => a + c.bootBackMs, 0) / Math.max(1, cuts.length)),
     meanReleaseMs: Math.round(releases.reduce((a, r) => a + r.ms, 0) / Math.max(1, releases.length)),

@@ -4,7 +4,10 @@
 #   ROOTFS   Debian rootfs from rootfs.sh (read only here)
 #   PAYLOAD  tree copied over the rootfs: outpost (/usr/lib/outpost, /usr/bin/outpost), node, /etc/outpost
 #   OUT      gets repo/ (archive repo, refs rig/v1..v12), commits.env, disk.qcow2
-# Run as root. Layout follows the reference rig: MBR, p1 ext4 /boot (LABEL=boot), p2 ext4 sysroot.
+# Run as root. Layout follows the reference rig: MBR, p1 /boot (LABEL=boot, ext4 WITHOUT a journal),
+# p2 ext4 sysroot. /boot has no journal because GRUB reads it without replaying one: ostree's
+# fsync after its boot-config swap must land where GRUB reads (ostree issue 3392; image/ builds
+# the same layout).
 set -euo pipefail
 rootfs=$(readlink -f "$1"); payload=$(readlink -f "$2"); out=$(readlink -f "$3")
 here=$(dirname "$(readlink -f "$0")")
@@ -69,7 +72,7 @@ read -r B_OFF B_SZ R_OFF R_SZ < <(sfdisk -J "$img" | python3 -c 'import json,sys
 LB=$(losetup -f --show -o "$B_OFF" --sizelimit "$B_SZ" "$img"); LR=$(losetup -f --show -o "$R_OFF" --sizelimit "$R_SZ" "$img")
 # set +e: one failing cleanup step must not skip the others (loop devices would leak).
 trap 'set +e; umount -R "$mnt" 2>/dev/null; sync; for l in $LB $LR; do losetup -d $l || { sleep 1; losetup -d $l; }; done; true' EXIT
-mkfs.ext4 -q -L boot "$LB"; mkfs.ext4 -q -L root "$LR"
+mkfs.ext4 -q -O ^has_journal -L boot "$LB"; mkfs.ext4 -q -L root "$LR"
 mkdir -p "$mnt"; mount "$LR" "$mnt"; mkdir -p "$mnt/boot"; mount "$LB" "$mnt/boot"
 ostree admin init-fs "$mnt"
 ostree admin os-init "$os" --sysroot="$mnt"
@@ -79,10 +82,13 @@ mkdir -p "$mnt/boot/grub/i386-pc"; cp "$here/grub.cfg" "$mnt/boot/grub/grub.cfg"
 cp $G/*.mod $G/*.lst "$mnt/boot/grub/i386-pc/"
 grub-editenv "$mnt/boot/grub/grubenv" create
 # panic=5: a release whose init dies must reboot (into GRUB's fallback), not hang.
+# rd.shell=0 rd.emergency=reboot: the initramfs' emergency mode reboots (GRUB's counter can then
+# fall back) instead of waiting at a shell nobody will type into; fsck.repair=yes: a journal-less
+# /boot left unclean by a power cut is repaired, not a reason for emergency mode.
 # cryptomgr.notests: skips the kernel's crypto self-tests, about 4 s of every TCG boot.
 OSTREE_GRUB2_EXEC=$here/overlay/usr/libexec/rig/ostree-grub-gen \
   ostree admin deploy --sysroot="$mnt" --os="$os" --karg=root=LABEL=root --karg=rw --karg=console=ttyS0,115200 \
-  --karg=panic=5 --karg=cryptomgr.notests "$v1"
+  --karg=panic=5 --karg=rd.shell=0 --karg=rd.emergency=reboot --karg=fsck.repair=yes --karg=cryptomgr.notests "$v1"
 ostree admin status --sysroot="$mnt"
 umount "$mnt/boot" "$mnt"
 t image
