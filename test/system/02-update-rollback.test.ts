@@ -6,7 +6,8 @@
  * 3. release 3 boots but its health check fails: probation fails, outpost rolls back to v2 on its
  *    own and says why, with the broker down the whole time;
  * 4. release 4 never reaches userspace (PID 1 exits -> panic -> reboot): GRUB's counter runs out
- *    and it boots v2; outpost reports the failed trial and never tries release 4 again.
+ *    and it boots v2; outpost reports the fallback and does not try release 4 again within its
+ *    backoff (with no watchdog reset it may have been power loss: deferred, 3 trials in all).
  */
 import t from 'tap';
 import { bootedRelease, nextBoot, ostreeStatus, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
@@ -96,15 +97,19 @@ t.test('update v1 -> v2; bad release rolls back (broker down); never-booting rel
   t.equal(await bootedRelease(vm), 2, 'GRUB fell back to release 2');
   t.match(s4.last, { result: 'rolledBack', version: 4 }, 'outpost reports release 4 as rolled back');
   t.match(String((s4.last as { reason?: string }).reason), /never came up/, 'reason: never came up');
+  // A panic reboot is no watchdog reset: as far as outpost can tell this may have been power loss,
+  // so release 4 is deferred, not condemned at once (3 trials in all, with a backoff).
+  t.match(String((s4.last as { reason?: string }).reason), /offered again in \d+ min \(trial 1 of 3\)/, 'deferred, and the status says when it comes back');
   // After the fallback nothing may point at release 4 any more: not the ostree default (a later
   // update would keep it as its fallback entry) and not GRUB's spent counter.
   const env4 = await vm.sh('grub-editenv /boot/grub/grubenv list');
   t.notMatch(env4, /boot_counter/, 'spent boot counter cleared');
   const dep4 = await vm.sh('ostree admin status');
   t.notMatch(dep4, new RegExp(String(commits.get(4))), 'the deployment that never came up is gone');
-  // Never retried: an explicit apply must not start release 4 again.
+  // Not retried within its backoff: an explicit apply must not start release 4 again.
   const again = await vm.exec('outpost update apply');
   t.comment(`apply after fallback: rc=${again.rc} ${again.out.trim()}`);
+  t.match(again.out, /release 4 is offered again in/, 'the apply says why not: release 4 waits out its backoff');
   await new Promise((r) => setTimeout(r, 5000));
   const after = await updateStatus(vm);
   t.equal(after.state, 'idle', 'no new attempt');

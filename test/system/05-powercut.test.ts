@@ -1,7 +1,7 @@
 /**
  * Scenario 5, power cuts: qemu is SIGKILLed at random moments inside each phase of an update and
  * the same disk is booted again after each cut with no help from the test. One gateway updates
- * along a chain (2, the bad 3, then 5, 6, ...), one cut per phase per release, so each boot after
+ * along a chain (2, the bad 3 and 4, then 5, 6, ...), one cut per phase per release, so each boot after
  * a cut carries the update on to the next phase:
  * - a good release: download, delta apply, right after the boot counter is written, inside the
  *   deploy, right after ostree's boot-config swap (delay measured from libostree's `bootconfig
@@ -10,6 +10,8 @@
  * - release 3 (fails its health check): after its deploy's swap, in the rollback step, right
  *   after the rollback redeploy's swap, and right after the undeploy's swap back on release 2;
  *   it must end rolled back;
+ * - release 4 (PID 1 exits: GRUB falls back by itself): after its deploy's swap, and right after
+ *   the swap of outpost's clean-up back on release 2 (undeploying the dead deployment);
  * - double cuts (after the deploy's and the rollback's swap): a second cut early in the next boot.
  * Every boot must reach a good deployment (the agent answers, no emergency mode, no panic). When
  * a resumed step carries the update past a phase, the cut goes to the first later phase that
@@ -59,6 +61,12 @@ const rollback: readonly Phase[] = [
   // Back on the previous release: the failed deployment is undeployed (another swap).
   { name: 'restore-swap', trigger: swapped, minDelayMs: 0, maxDelayMs: 3000, inOrder: true },
 ];
+/** Release 4 never reaches userspace: GRUB falls back on its own; cut in outpost's clean-up after it. */
+const neverBoots: readonly Phase[] = [
+  { name: 'deploy-swap', trigger: swapped, minDelayMs: 0, maxDelayMs: 4000 },
+  // Back on release 2 after GRUB's fallback, outpost undeploys the dead deployment (a swap).
+  { name: 'fallback-swap', trigger: swapped, minDelayMs: 0, maxDelayMs: 3000, inOrder: true },
+];
 /** OUTPOST_SYSTEM_PHASES=a,b: only those phases (a targeted run, e.g. the swap windows). */
 const only = process.env.OUTPOST_SYSTEM_PHASES?.split(',');
 const chosen = (list: readonly Phase[]) => list.filter((p) => only === undefined || only.includes(p.name));
@@ -90,9 +98,11 @@ async function nextPhase(vm: Vm, phases: readonly Phase[], since: number, from: 
   return 'timeout';
 }
 
-/** v1 and the releases after it, each with a delta from the running one: 2, the bad 3 (back to 2), then 5..12. */
-const chain = [1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12];
-const bad = 3;
+/** v1 and the releases after it, each with a delta from the running one: 2, the bad 3 and 4 (back to 2), then 5..12. */
+const chain = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+/** What each release must end as, and the phases cut in it. */
+const plan = (version: number): { phases: readonly Phase[]; result: 'committed' | 'rolledBack' } =>
+  version === 3 ? { phases: rollback, result: 'rolledBack' } : version === 4 ? { phases: neverBoots, result: 'rolledBack' } : { phases: forward, result: 'committed' };
 const totalCuts = Number(process.env.OUTPOST_SYSTEM_CUTS ?? (process.env.OUTPOST_LONG === '1' ? 45 : 20));
 
 interface Cut {
@@ -137,7 +147,7 @@ t.test(`power cuts during updates and a rollback: ${totalCuts} cuts, zero bricke
   for (let i = 1; i < chain.length && cuts.length < totalCuts; i++) {
     const version = chain[i] ?? 2;
     const previous = running;
-    const phases = chosen(version === bad ? rollback : forward);
+    const phases = chosen(plan(version).phases);
     const t0 = performance.now();
     await s.world.release(version, [previous]);
     let since = await s.vm.mark();
@@ -176,7 +186,7 @@ t.test(`power cuts during updates and a rollback: ${totalCuts} cuts, zero bricke
     if (cuts.some((c) => c.bricked)) break;
     // No help from the test: outpost resumes (or re-checks) by itself and must finish the release.
     const st = await settled(s.vm, 900_000);
-    const expected = version === bad ? { result: 'rolledBack', booted: previous } : { result: 'committed', booted: version };
+    const expected = plan(version).result === 'rolledBack' ? { result: 'rolledBack', booted: previous } : { result: 'committed', booted: version };
     t.equal(await bootedRelease(s.vm), expected.booted, `converged: release ${expected.booted} booted`);
     t.match(st.last, { result: expected.result, version }, `release ${version} ${expected.result}`);
     running = expected.booted;
@@ -185,7 +195,7 @@ t.test(`power cuts during updates and a rollback: ${totalCuts} cuts, zero bricke
   const bricked = cuts.filter((c) => c.bricked).length;
   t.equal(cuts.length, totalCuts, `${totalCuts} cuts made`);
   t.equal(bricked, 0, 'zero bricked devices');
-  const phaseNames = [...new Set([...forward, ...rollback].map((p) => p.name))];
+  const phaseNames = [...new Set([...forward, ...rollback, ...neverBoots].map((p) => p.name))];
   await recordResult(process.env.OUTPOST_LONG === '1' ? 'powercutLong' : 'powercut', {
     cuts: cuts.length,
     bricked,
