@@ -9,6 +9,8 @@
  *   later. A permanent error in a forward state becomes the `failed` event; in rollback states it
  *   is logged and the machine pauses rather than giving up on getting back to a good system.
  * - Saving the same state more than `maxSaves` times in a row is a loop: the `loop` event.
+ *   Resuming a record this process did not save counts as a save: a step that takes the process
+ *   down with it (kill -9, OOM, a fatal throw) never returns to be counted otherwise.
  */
 import { z } from 'zod';
 import { isOutpostError } from '../errors.js';
@@ -127,6 +129,8 @@ const errorEvents: Partial<Record<Exclude<UpdateState, 'idle'>, UpdateEvent>> = 
 export class UpdateMachine {
   private readonly now: () => Date;
   private readonly maxSaves: number;
+  /** `counter` of the record this machine saved last; any other record is a resume. */
+  private savedCounter: number | undefined;
 
   constructor(private readonly options: UpdateMachineOptions) {
     this.now = options.now ?? (() => new Date());
@@ -157,6 +161,13 @@ export class UpdateMachine {
     for (;;) {
       const record = await this.record();
       if (record.state === 'idle') return record;
+      if (record.counter !== this.savedCounter) {
+        // Write-ahead, like every transition: if this step kills the process again, the count stays.
+        const next = this.advance(record, null);
+        await this.persist(next, {});
+        if (next.state !== record.state) this.logTransition(record, 'loop', next);
+        continue;
+      }
       // Also after a restart: says where a resumed update picks up.
       this.options.log.info('update step', { state: record.state, version: record.release?.version });
       const { result, deferral } = await this.options.store.settleDeferral(await this.runStep(record), this.now());
@@ -191,9 +202,10 @@ export class UpdateMachine {
     }
   }
 
-  private advance(record: UpdateRecord, result: StepResult): UpdateRecord {
-    let event = result.event;
-    let to = nextState(record.state, event);
+  /** The record after `result`, or after a resume (null: the same state runs again). */
+  private advance(record: UpdateRecord, result: StepResult | null): UpdateRecord {
+    let event = result?.event;
+    let to = event ? nextState(record.state, event) : record.state;
     const saves = to === record.state ? record.saves + 1 : 0;
     if (saves > this.maxSaves && allows(record.state, 'loop')) {
       event = 'loop';
@@ -202,7 +214,7 @@ export class UpdateMachine {
     const loopReason = event === 'loop' ? `stuck in ${record.state} after ${saves} attempts` : undefined;
     return {
       ...record,
-      ...result.patch,
+      ...result?.patch,
       ...(loopReason ? { reason: record.reason ?? loopReason } : {}),
       state: to,
       saves: to === record.state ? saves : 0,
@@ -213,6 +225,7 @@ export class UpdateMachine {
 
   private async persist(record: UpdateRecord, extra: Parameters<UpdateStore['save']>[1]): Promise<void> {
     await this.options.store.save(record, extra, this.now());
+    this.savedCounter = record.counter;
     this.options.onChange?.(record);
   }
 }

@@ -6,10 +6,10 @@ import { OutpostError } from '../../../runtime/errors.js';
 import { silentLogger } from '../../../runtime/logs/index.js';
 import { Store } from '../../../runtime/store/index.js';
 import { simulatedBoot, simulateNeverBoots, simulateReset } from '../../../runtime/update/boot/index.js';
-import { UpdateMachine, UpdateStore } from '../../../runtime/update/machine.js';
+import { UpdateMachine, UpdateStore, type StepResult } from '../../../runtime/update/machine.js';
 import { defaultRetryPolicy } from '../../../runtime/update/deferral.js';
 import { createSteps } from '../../../runtime/update/steps.js';
-import type { Release } from '../../../runtime/update/record.js';
+import { initialRecord, type Release, type UpdateRecord } from '../../../runtime/update/record.js';
 import type { Ostree } from '../../../runtime/update/ostree.js';
 import { fakeOstree } from '../../fixtures/fake-ostree.js';
 
@@ -352,4 +352,77 @@ t.test('a corrupt delta with no pull fallback fails the attempt and leaves the s
   await s2.close();
   t.same(d.ostree.state.deployed, [v1]);
   t.same(await d.boot.trialState(), { armed: false, remaining: null, bootsUsed: null });
+});
+
+/** What the rollingBack step does on its nth run: die with the process, fail transiently, or finish. */
+type StepPlan = (run: number) => 'crash' | 'transient' | 'restored';
+
+/**
+ * A device stuck in rollingBack whose step follows `plan`. A crash is kill -9 or the OOM killer:
+ * the step never returns. Every `open()` is a daemon start: the same store, a fresh machine.
+ */
+async function crashingDevice(t: Test, plan: StepPlan) {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-machine-crash-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const seen = { runs: 0, saves: [] as number[], finishedWith: null as UpdateRecord | null };
+  const open = async () => {
+    const store = await Store.open({ location: join(dir, 'store'), version: 1 });
+    let died = (): void => undefined;
+    const crashed = new Promise<'crashed'>((resolve) => (died = () => resolve('crashed')));
+    const unused = async (): Promise<StepResult> => {
+      throw new Error('not reached');
+    };
+    const machine = new UpdateMachine({
+      store: new UpdateStore(store),
+      log: silentLogger,
+      steps: {
+        downloading: unused, downloaded: unused, applying: unused, deployed: unused, rebooting: unused, probation: unused, committed: unused,
+        rollingBack: async (record) => {
+          seen.saves.push(record.saves);
+          const action = plan(++seen.runs);
+          if (action === 'transient') throw new OutpostError('UPDATE_UNAVAILABLE', 'network down', { transient: true });
+          if (action === 'restored') return { event: 'restored' };
+          died();
+          return new Promise<never>(() => undefined);
+        },
+        rolledBack: async (record) => {
+          seen.finishedWith = record;
+          return { event: 'done', patch: { release: null } };
+        },
+      },
+    });
+    const run = (): Promise<'crashed' | 'returned' | 'transient'> =>
+      Promise.race([crashed, machine.run().then(() => 'returned' as const, () => 'transient' as const)]);
+    return { run, close: () => store.close() };
+  };
+  const store = await Store.open({ location: join(dir, 'store'), version: 1 });
+  await new UpdateStore(store).save({ ...initialRecord(new Date()), state: 'rollingBack', release, previousCommit: v1 });
+  await store.close();
+  return { seen, open };
+}
+
+t.test('a step that kills the daemon every time it runs: resumes are counted, and the loop event ends it', async (t) => {
+  const d = await crashingDevice(t, () => 'crash');
+  for (let boot = 0; boot < 50; boot++) {
+    const daemon = await d.open();
+    const outcome = await daemon.run();
+    await daemon.close();
+    if (outcome !== 'crashed') break;
+  }
+  t.equal(d.seen.runs, 20, 'the step ran maxSaves (20) times, then no more');
+  t.match(d.seen.finishedWith, { state: 'rolledBack', reason: /stuck in rollingBack after 21 attempts/ }, 'the loop event: rollingBack → rolledBack');
+});
+
+t.test('a crash counts once per restart; retries within one process do not count', async (t) => {
+  const d = await crashingDevice(t, (run) => (run === 1 ? 'crash' : run < 4 ? 'transient' : 'restored'));
+  const first = await d.open();
+  t.equal(await first.run(), 'crashed');
+  await first.close();
+  const second = await d.open();
+  t.equal(await second.run(), 'transient');
+  t.equal(await second.run(), 'transient');
+  t.equal(await second.run(), 'returned');
+  await second.close();
+  t.same(d.seen.saves, [1, 2, 2, 2], 'each start counted before its step ran, once');
+  t.match(d.seen.finishedWith, { state: 'rolledBack', reason: null }, 'restored, not a loop');
 });
