@@ -3,8 +3,10 @@
  * `online` flag with a last will, and the retained state document.
  *
  * Invariants:
- * - Offline is a normal state. start() never throws or blocks; failures become `status.lastError`
- *   and a retry after a jittered, capped, exponentially growing delay (backoff.ts).
+ * - Offline is a normal state. createLink() and start() never throw or block; failures become
+ *   `status.lastError` and a retry after a jittered, capped, exponentially growing delay
+ *   (backoff.ts). That includes a broken config (unreadable TLS files): the daemon must keep
+ *   running its updates, or a release on trial would never be blessed or rolled back.
  * - One mqtt.js client per connection attempt, built with reconnectPeriod 0: the reconnect policy
  *   is ours alone, and events of an abandoned client are ignored (`client !== c`), so a late
  *   'close' from an old socket can never change the status or schedule a second retry loop.
@@ -88,8 +90,9 @@ function withTimeout(work: Promise<unknown>, ms: number): Promise<boolean> {
 }
 
 /**
- * Creates the link. Reads and checks the TLS files once up front so a misconfigured device fails
- * with `LINK_TLS_FILES` naming the field; they are read again on every connect attempt.
+ * Creates the link. Checks the TLS files once up front so a misconfigured device says so at
+ * start, as an error naming the config field, with the link down (`offline`, `lastError`); they
+ * are read again on every connect attempt, so fixing them on disk brings the link up.
  */
 export function createLink(options: LinkOptions): Link {
   const { broker, deviceId, log, version } = options;
@@ -97,7 +100,6 @@ export function createLink(options: LinkOptions): Link {
   const stopTimeoutMs = options.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   const env = options.env ?? process.env;
   const topics = deviceTopics(deviceId);
-  loadTlsMaterial(broker);
   const address = brokerAddress(broker.url);
   const servername = serverName(address.host);
 
@@ -109,6 +111,16 @@ export function createLink(options: LinkOptions): Link {
   let stopping: Promise<void> | undefined;
   let latestState: string | undefined;
   let lastLoggedFailure: string | undefined;
+
+  try {
+    loadTlsMaterial(broker);
+  } catch (err) {
+    const reason = describeLinkError(err, broker);
+    log.error('broker TLS files are unusable: the link stays down until they are fixed; outpost runs on without it', { reason, url: broker.url });
+    status.update({ lastError: reason });
+    // The retries fail the same way: already said, at error level.
+    lastLoggedFailure = reason;
+  }
 
   const publishRetained = (c: MqttClient, topic: string, payload: string): Promise<void> =>
     new Promise((resolve, reject) => {
@@ -137,10 +149,12 @@ export function createLink(options: LinkOptions): Link {
   function connectOnce(): void {
     retryTimer = undefined;
     if (stopping !== undefined) return;
-    status.update({ state: 'connecting' });
     let c: MqttClient;
     try {
       const tls = loadTlsMaterial(broker);
+      // Only after the files load: a link held down by its config stays `offline` (and its
+      // `since` steady) instead of flickering through `connecting` on every retry.
+      status.update({ state: 'connecting' });
       const socksProxy = env.MQTTJS_SOCKS_PROXY;
       const mqttOptions: IClientOptions = {
         protocolVersion: 5,
