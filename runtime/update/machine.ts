@@ -164,7 +164,7 @@ export class UpdateMachine {
       if (record.counter !== this.savedCounter) {
         // Write-ahead, like every transition: if this step kills the process again, the count stays.
         const next = this.advance(record, null);
-        await this.persist(next, {});
+        await this.persist(next, this.loopFailure(record, next));
         if (next.state !== record.state) this.logTransition(record, 'loop', next);
         continue;
       }
@@ -172,7 +172,7 @@ export class UpdateMachine {
       this.options.log.info('update step', { state: record.state, version: record.release?.version });
       const { result, deferral } = await this.options.store.settleDeferral(await this.runStep(record), this.now());
       const next = this.advance(record, result);
-      await this.persist(next, { ...result, ...(deferral ? { deferral } : {}) });
+      await this.persist(next, { ...result, ...(deferral ? { deferral } : {}), ...this.loopFailure(record, next) });
       this.logTransition(record, result.event, next);
       if (result.pause) return next;
     }
@@ -203,6 +203,15 @@ export class UpdateMachine {
   }
 
   /** The record after `result`, or after a resume (null: the same state runs again). */
+  /**
+   * A release whose update loops (a step that crashes or retries outpost without end, a trial
+   * that never settles) is not offered again: a loop says more against it than power loss does.
+   */
+  private loopFailure(from: UpdateRecord, to: UpdateRecord): Pick<StepResult, 'failedCommit'> {
+    const looped = to.state !== from.state && allows(from.state, 'loop') && nextState(from.state, 'loop') === to.state && to.saves === 0 && from.saves >= this.maxSaves;
+    return looped && from.release ? { failedCommit: { commit: from.release.commit, reason: to.reason ?? `stuck in ${from.state}` } } : {};
+  }
+
   private advance(record: UpdateRecord, result: StepResult | null): UpdateRecord {
     let event = result?.event;
     let to = event ? nextState(record.state, event) : record.state;

@@ -398,7 +398,7 @@ async function crashingDevice(t: Test, plan: StepPlan) {
   const store = await Store.open({ location: join(dir, 'store'), version: 1 });
   await new UpdateStore(store).save({ ...initialRecord(new Date()), state: 'rollingBack', release, previousCommit: v1 });
   await store.close();
-  return { seen, open };
+  return { seen, open, dir };
 }
 
 t.test('a step that kills the daemon every time it runs: resumes are counted, and the loop event ends it', async (t) => {
@@ -411,6 +411,9 @@ t.test('a step that kills the daemon every time it runs: resumes are counted, an
   }
   t.equal(d.seen.runs, 20, 'the step ran maxSaves (20) times, then no more');
   t.match(d.seen.finishedWith, { state: 'rolledBack', reason: /stuck in rollingBack after 21 attempts/ }, 'the loop event: rollingBack → rolledBack');
+  const store = await Store.open({ location: join(d.dir, 'store'), version: 1 });
+  t.match(await new UpdateStore(store).failed.get(v2), { reason: /stuck in rollingBack/ }, 'a release that looped is not offered again');
+  await store.close();
 });
 
 t.test('a crash counts once per restart; retries within one process do not count', async (t) => {
