@@ -8,6 +8,8 @@
  * 4. release 4 never reaches userspace (PID 1 exits -> panic -> reboot): GRUB's counter runs out
  *    and it boots v2; outpost reports the fallback and does not try release 4 again within its
  *    backoff (with no watchdog reset it may have been power loss: deferred, 3 trials in all).
+ * Then: the default entry's boot link is removed with a trial armed (the brick the power-cut review
+ * found): the initramfs' emergency mode reboots by itself until GRUB falls back.
  */
 import t from 'tap';
 import { bootedRelease, nextBoot, ostreeStatus, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
@@ -116,5 +118,20 @@ t.test('update v1 -> v2; bad release rolls back (broker down); never-booting rel
   const serialAll = await vm.serial(since4);
   const trials = (serialAll.match(/RIG-GRUB boot_counter=\d+ default=0/g) ?? []).length;
   t.equal(trials, trialBoots, `release 4 got exactly its ${trialBoots} trial boots`);
-  await recordResult('rollback', { badReleaseRollbackMs: v3.ms, neverBootsFallbackMs: fallbackMs, bootTimesMs: vm.bootTimesMs });
+
+  // Emergency mode in the initramfs is no dead end: the brick the power-cut review found (the
+  // default entry's /ostree/boot.N link gone) with a trial armed for it must reboot by itself
+  // until GRUB's counter falls back (rd.emergency=reboot), not wait at a shell for 400 s.
+  const loader = (await vm.sh('readlink /boot/loader')).trim().replace('loader.', '');
+  const bootLink = (await vm.sh(`sed -n 's/^options .*ostree=\\([^ ]*\\).*/\\1/p' "$(ls /boot/loader/entries/*.conf | sort | tail -1)"`)).trim();
+  t.match(bootLink, new RegExp(`^/ostree/boot\\.${loader}/`), `the default entry boots ${bootLink}`);
+  const t5 = performance.now();
+  const since5 = await vm.mark();
+  await vm.exec(`mount -o remount,rw /sysroot 2>/dev/null; mv /sysroot${bootLink} /sysroot${bootLink}.gone && grub-editenv /boot/grub/grubenv set boot_counter=${trialBoots} boot_success=0 outpost_trial_loader=${loader} && sync && systemctl reboot`, 30_000).catch(() => undefined);
+  await vm.waitSerial(/RIG-GRUB boot_counter=-1 default=1/, { since: since5, timeoutMs: 600_000 });
+  await nextBoot(vm, since5);
+  const serial5 = await vm.serial(since5);
+  t.equal((serial5.match(/Couldn.t find specified OSTree root/g) ?? []).length, trialBoots, `each of the ${trialBoots} trial boots failed in the initramfs and rebooted by itself`);
+  t.equal(await bootedRelease(vm), 1, 'GRUB fell back to the rollback entry (release 1)');
+  await recordResult('rollback', { badReleaseRollbackMs: v3.ms, neverBootsFallbackMs: fallbackMs, emergencyFallbackMs: Math.round(performance.now() - t5), bootTimesMs: vm.bootTimesMs });
 });

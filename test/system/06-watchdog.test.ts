@@ -4,6 +4,8 @@
  * i6300esb, which resets the board. GRUB still has a trial boot left and boots release 2 again,
  * but the i6300esb reports the reset (bootstatus WDIOF_CARDRESET), so outpost counts it as a failed
  * trial — unlike a power cut, which only restarts probation — rolls release 2 back and reports it.
+ * Then release 13, which keeps outpost from starting: the trial guard reboots its unblessed trial
+ * boots until GRUB falls back, and outpost fails it for good.
  */
 import t from 'tap';
 import { bootedRelease, nextBoot, recordResult, scenario, settled, startUpdate } from './lib/scenario.js';
@@ -35,5 +37,25 @@ t.test('i6300esb reset during the trial counts as a failed trial', async (t) => 
   t.equal(await bootedRelease(vm), 1, 'back on release 1');
   t.match(s.last, { result: 'rolledBack', version: 2 }, 'release 2 rolled back');
   t.match(String((s.last as { reason?: string }).reason), /hardware watchdog reset/, `reason: ${(s.last as { reason?: string }).reason}`);
-  await recordResult('watchdog', { runtimeWatchdogSec: 15, crashToResetMs: resetMs, bootTimesMs: vm.bootTimesMs });
+
+  // Release 13 keeps outpost from starting at all (its config is not JSON: exit 78, no restart),
+  // so nothing in outpost can end its trial: outpost-trial-guard.service reboots each unblessed
+  // trial boot at its deadline until GRUB falls back, and outpost, back on release 1, fails it.
+  const guardSec = 200;
+  await vm.sh(`echo OUTPOST_TRIAL_GUARD_SEC=${guardSec} > /etc/default/outpost-trial-guard`);
+  await world.release(13, [1]);
+  const since13 = await vm.mark();
+  const t13 = performance.now();
+  await startUpdate(vm);
+  await vm.waitSerial(/RIG-GRUB boot_counter=-1 default=1/, { since: since13, timeoutMs: 1_200_000 });
+  await nextBoot(vm, since13);
+  const s13 = await settled(vm, 600_000);
+  const serial13 = await vm.serial(since13);
+  t.equal((serial13.match(/RIG-BOOTED release=13/g) ?? []).length, 2, 'release 13 got its 2 trial boots');
+  t.equal((serial13.match(/trial boot still not blessed \d+s after boot/g) ?? []).length, 2, 'the guard rebooted each of them at its deadline');
+  t.equal(await bootedRelease(vm), 1, 'GRUB fell back to release 1');
+  t.match(s13.last, { result: 'rolledBack', version: 13 }, 'outpost reports release 13 rolled back');
+  t.match(String((s13.last as { reason?: string }).reason), /trial guard rebooted/, 'a failed trial, not power loss');
+  t.match(await vm.sh('outpost update check || true'), /release 13 failed its trial/, 'never offered again');
+  await recordResult('watchdog', { runtimeWatchdogSec: 15, crashToResetMs: resetMs, trialGuardSec: guardSec, guardFallbackMs: Math.round(performance.now() - t13), bootTimesMs: vm.bootTimesMs });
 });

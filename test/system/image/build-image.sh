@@ -1,5 +1,5 @@
 #!/bin/bash
-# Stage 2 of the system-test image: OSTree commits v1..v12 + a bootable disk with v1 deployed.
+# Stage 2 of the system-test image: OSTree commits v1..v13 + a bootable disk with v1 deployed.
 # usage: build-image.sh ROOTFS PAYLOAD OUT
 #   ROOTFS   Debian rootfs from rootfs.sh (read only here)
 #   PAYLOAD  tree copied over the rootfs: outpost (/usr/lib/outpost, /usr/bin/outpost), node, /etc/outpost
@@ -53,7 +53,11 @@ mk 4; mkdir -p "$work/v4/usr/lib/systemd"; printf '#!/bin/sh\nexit 1\n' > "$work
 v2=$(commit 2 --tree=ref="$v1" --tree=dir="$work/v2")
 v3=$(commit 3 --tree=ref="$v2" --tree=dir="$work/v3")
 v4=$(commit 4 --tree=ref="$v2" --tree=dir="$work/v4")
-printf 'V1=%s\nV2=%s\nV3=%s\nV4=%s\nKVER=%s\n' "$v1" "$v2" "$v3" "$v4" "$KVER" > "$out/commits.env"
+# v13 breaks outpost itself (its config is not JSON: exit 78, no restart): only the trial guard
+# can end its trial.
+mk 13; mkdir -p "$work/v13/usr/etc/outpost"; printf '{ "deviceId": \n' > "$work/v13/usr/etc/outpost/config.json"
+v13=$(commit 13 --tree=ref="$v2" --tree=dir="$work/v13")
+printf 'V1=%s\nV2=%s\nV3=%s\nV4=%s\nV13=%s\nKVER=%s\n' "$v1" "$v2" "$v3" "$v4" "$v13" "$KVER" > "$out/commits.env"
 # v5..v12: a chain of good releases (each on the one before, 1 MiB new payload) so the power-cut
 # series can update one running gateway again and again instead of booting a fresh disk each time.
 prev=$v2

@@ -35,7 +35,7 @@ export interface BuiltImage {
   readonly dir: string;
   readonly disk: string;
   readonly repo: string;
-  /** OSTree commit of each release: 1..4 (3 fails its health check, 4 never boots), 5..12 a good chain on 2. */
+  /** OSTree commit of each release: 1..4 (3 fails its health check, 4 never boots), 5..12 a good chain on 2, 13 breaks outpost. */
   readonly commits: ReadonlyMap<number, string>;
   readonly keysDir: string;
   /** TUF repository right after `repo init` (copied per test, releases are added to the copy). */
