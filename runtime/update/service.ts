@@ -4,7 +4,9 @@
  *
  * Invariants:
  * - One machine run at a time (an exclusive chain); checks and applies queue behind it.
- * - Resuming an interrupted update happens at start, before any new check, and needs no network.
+ * - Resuming an interrupted update happens at start and at every scheduled tick, before any new
+ *   check, and needs no network. A resume that fails (a transient error keeps the state) is
+ *   retried on the schedule's backoff (schedule.ts), never left for a daemon restart.
  * - Nothing from a server or a bundle is acted on before TUF verified it (select.ts reads only
  *   TrustedTargets).
  */
@@ -24,6 +26,8 @@ import { UpdateMachine, UpdateStore } from './machine.js';
 import { createOstree, type Ostree } from './ostree.js';
 import { execCheck, predicateCheck, runProbation, type ProbationCheck } from './probation.js';
 import type { Progress, Release, UpdateRecord } from './record.js';
+import { monotonicMs } from './deferral.js';
+import { defaultSchedule, retryDelayMs, type Schedule } from './schedule.js';
 import { runningArch, selectRelease, type Selection } from './select.js';
 import { createSteps } from './steps.js';
 import { TufClient, type Fetcher } from './tuf/index.js';
@@ -67,7 +71,12 @@ export interface UpdateServiceOptions {
   onSimulatedReboot: (reason: string) => void;
   onChange: (status: UpdateStatus) => void;
   now?: () => Date;
+  /** When scheduled work runs; defaults in schedule.ts. */
+  schedule?: Partial<Schedule>;
 }
+
+/** How a resume ended: nothing to do, the machine finished or paused (a reboot), or it will retry. */
+type ResumeOutcome = 'idle' | 'ran' | 'failed';
 
 /** The update service (a lifecycle Service). */
 export class UpdateService implements Service {
@@ -76,7 +85,14 @@ export class UpdateService implements Service {
   private updates: UpdateStore | undefined;
   private ostree: Ostree | undefined;
   private chain: Promise<unknown> = Promise.resolve();
-  private timer: NodeJS.Timeout | undefined;
+  private cancelTimer: (() => void) | undefined;
+  /** When the armed timer fires, on CLOCK_MONOTONIC. */
+  private timerDueAt = 0;
+  private ticking = false;
+  /** A retry asked for while a tick ran; that tick arms it when it ends. */
+  private retryWithinMs = Infinity;
+  /** Scheduled work (a resume, a check) that failed in a row; 0 after one that did not. */
+  private failures = 0;
   private progressNow: Progress | null = null;
   private lastCheck: UpdateStatus['lastCheck'] = null;
   private bootedCommit: string | null = null;
@@ -85,9 +101,11 @@ export class UpdateService implements Service {
   private runningSince: number | undefined;
   private lastProgressAt = 0;
   private readonly now: () => Date;
+  private readonly schedule: Schedule;
 
   constructor(private readonly options: UpdateServiceOptions) {
     this.now = options.now ?? (() => new Date());
+    this.schedule = { ...defaultSchedule, ...options.schedule };
   }
 
   async start(): Promise<void> {
@@ -145,13 +163,13 @@ export class UpdateService implements Service {
     });
     // Resume first (no network needed), then check on schedule.
     void this.exclusive(() => this.resume());
-    this.schedule(5_000);
+    this.arm(this.schedule.firstCheckMs);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
+    this.cancelTimer?.();
+    this.cancelTimer = undefined;
   }
 
   /** The commit the boot port says is running (null before start or when not an OSTree boot). */
@@ -217,13 +235,14 @@ export class UpdateService implements Service {
     return this.runningSince === undefined || this.now().getTime() - this.lastProgressAt < limit;
   }
 
-  private async begin(release: Release): Promise<void> {
+  /** Persists the start of an update and runs it in the background, unless the caller runs it. */
+  private async begin(release: Release, run = true): Promise<void> {
     await this.exclusive(async () => {
       const record = await this.requireMachine().record();
       if (record.state !== 'idle') throw new OutpostError('UPDATE_BUSY', `an update is already in progress (${record.state})`);
       await this.requireMachine().begin(release, this.bootedCommit);
     });
-    void this.exclusive(() => this.resume());
+    if (run) void this.exclusive(() => this.resume());
   }
 
   private async select(fetcher: Fetcher, only?: string): Promise<Selection> {
@@ -251,27 +270,80 @@ export class UpdateService implements Service {
     }
   }
 
-  private async resume(): Promise<void> {
+  /**
+   * Runs the machine until it is idle or pauses. A step error keeps the state (machine.ts), so
+   * the retry is scheduled here: by the running tick, or sooner than the armed timer otherwise.
+   */
+  private async resume(): Promise<ResumeOutcome> {
+    const machine = this.requireMachine();
+    if ((await machine.record()).state === 'idle') return 'idle';
     this.runningSince = this.now().getTime();
     this.lastProgressAt = this.runningSince;
     try {
-      await this.requireMachine().run();
+      await machine.run();
+      this.failures = 0;
+      return 'ran';
     } catch (err) {
-      this.options.log.warn('update paused; will retry', { err });
+      this.failures += 1;
+      const retryMs = this.nextRetryMs();
+      this.options.log.warn('update paused; will retry', { err, retryInSec: Math.round(retryMs / 1000) });
+      this.retryIn(retryMs);
+      return 'failed';
     } finally {
       this.runningSince = undefined;
     }
   }
 
-  /** Periodic check and apply; failures are logged and retried at the next interval. */
-  private schedule(delayMs: number): void {
+  /**
+   * One scheduled tick: an unfinished update is resumed first; only an idle machine checks for
+   * a new release (and installs it). A machine that paused waits for its reboot until the next
+   * interval, which also retries a reboot that never happened.
+   */
+  private async tick(): Promise<void> {
+    const { log } = this.options;
+    this.ticking = true;
+    const nextMs = this.intervalMs();
+    try {
+      if ((await this.exclusive(() => this.resume())) === 'idle') {
+        const selection = await this.check();
+        log.info('update check', { result: selection.release ? `installing release ${selection.release.version}` : selection.reason });
+        if (selection.release) {
+          await this.begin(selection.release, false);
+          await this.exclusive(() => this.resume());
+        }
+      }
+    } catch (err) {
+      log.warn('update check failed', { err, transient: isOutpostError(err) ? err.transient : undefined });
+    } finally {
+      this.ticking = false;
+      const retryMs = this.retryWithinMs;
+      this.retryWithinMs = Infinity;
+      this.arm(Math.min(nextMs, retryMs));
+    }
+  }
+
+  /** Asks for a tick within `ms`: the running tick arms it as it ends; else the timer moves up. */
+  private retryIn(ms: number): void {
+    if (this.ticking) this.retryWithinMs = Math.min(this.retryWithinMs, ms);
+    else if (this.timerDueAt > monotonicMs() + ms) this.arm(ms);
+  }
+
+  private arm(delayMs: number): void {
     if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.apply()
-        .then((s) => this.options.log.info('update check', { result: s.release ? `installing release ${s.release.version}` : s.reason }))
-        .catch((err: unknown) => this.options.log.warn('update check failed', { err, transient: isOutpostError(err) ? err.transient : undefined }))
-        .finally(() => this.schedule(this.options.config.checkIntervalSec * 1000));
+    this.cancelTimer?.();
+    this.timerDueAt = monotonicMs() + delayMs;
+    this.cancelTimer = this.schedule.timer(() => {
+      this.cancelTimer = undefined;
+      void this.tick();
     }, delayMs);
+  }
+
+  private intervalMs(): number {
+    return this.options.config.checkIntervalSec * 1000;
+  }
+
+  private nextRetryMs(): number {
+    return retryDelayMs(this.failures, this.schedule, this.intervalMs());
   }
 
   private async probationChecks(): Promise<ProbationCheck[]> {
