@@ -10,7 +10,8 @@
  *   is logged and the machine pauses rather than giving up on getting back to a good system.
  * - Saving the same state more than `maxSaves` times in a row is a loop: the `loop` event.
  *   Resuming a record this process did not save counts as a save: a step that takes the process
- *   down with it (kill -9, OOM, a fatal throw) never returns to be counted otherwise.
+ *   down with it (kill -9, OOM, a fatal throw) never returns to be counted otherwise. So does
+ *   running a step again after it threw: an error that never clears is a loop too.
  */
 import { z } from 'zod';
 import { isOutpostError } from '../errors.js';
@@ -192,6 +193,9 @@ export class UpdateMachine {
         // Kept in place and retried by the caller; in rollback states this is the "log, never
         // fatal" rule: the machine keeps trying to get back to a good system.
         this.options.log.error('update step failed; will retry', { state, err });
+        // The next run is a retry: counted like a resume (Mender counts every load), so an error
+        // that never clears reaches the loop event instead of being retried forever.
+        this.savedCounter = undefined;
         throw err;
       }
       const reason = err instanceof Error ? err.message : String(err);

@@ -416,7 +416,7 @@ t.test('a step that kills the daemon every time it runs: resumes are counted, an
   await store.close();
 });
 
-t.test('a crash counts once per restart; retries within one process do not count', async (t) => {
+t.test('a crash counts once per restart, and each retry after a failed step once', async (t) => {
   const d = await crashingDevice(t, (run) => (run === 1 ? 'crash' : run < 4 ? 'transient' : 'restored'));
   const first = await d.open();
   t.equal(await first.run(), 'crashed');
@@ -426,6 +426,17 @@ t.test('a crash counts once per restart; retries within one process do not count
   t.equal(await second.run(), 'transient');
   t.equal(await second.run(), 'returned');
   await second.close();
-  t.same(d.seen.saves, [1, 2, 2, 2], 'each start counted before its step ran, once');
+  t.same(d.seen.saves, [1, 2, 3, 4], 'each start and each retry counted before its step ran, once');
   t.match(d.seen.finishedWith, { state: 'rolledBack', reason: null }, 'restored, not a loop');
+});
+
+t.test('an error that never clears, retried in one process: each retry counts, and the loop event ends it', async (t) => {
+  const d = await crashingDevice(t, () => 'transient');
+  const daemon = await d.open();
+  let outcome: string = 'transient';
+  for (let retry = 0; retry < 50 && outcome === 'transient'; retry++) outcome = await daemon.run();
+  await daemon.close();
+  t.equal(outcome, 'returned');
+  t.equal(d.seen.runs, 20, 'the step ran maxSaves (20) times, then no more');
+  t.match(d.seen.finishedWith, { state: 'rolledBack', reason: /stuck in rollingBack after 21 attempts/ }, 'the loop event: rollingBack → rolledBack');
 });
