@@ -38,7 +38,8 @@ export interface StepResult {
 /** One step per non-idle state; the compiler demands every state has one (STYLE 4). */
 export type Steps = { readonly [S in Exclude<UpdateState, 'idle'>]: (record: UpdateRecord) => Promise<StepResult> };
 
-const failedCommitSchema = z.strictObject({ reason: z.string(), at: z.string() });
+/** Loose: a newer outpost may add fields (record.ts). */
+const failedCommitSchema = z.looseObject({ reason: z.string(), at: z.string() });
 const recordKey = 'record';
 
 /** The machine's persistent view: the record, failed commits, and the installed version floor. */

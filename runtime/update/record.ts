@@ -1,6 +1,11 @@
 /**
  * The persisted update record: one versioned document (STYLE 3) holding the state name, the
  * release being installed, and what each state needs to resume after `kill -9` or a power cut.
+ *
+ * /var/lib/outpost is shared by every deployment: while a newer release is on trial the older
+ * outpost may have to read what the newer one wrote (a rollback). So the record is a loose object:
+ * fields this release does not know are kept as they are (and written back unchanged); a newer
+ * release may only add fields within `schema: 1`. Strict parsing stays for operator input.
  */
 import { z } from 'zod';
 
@@ -12,7 +17,7 @@ export type UpdateState = (typeof updateStates)[number];
 const commit = z.string().regex(/^[0-9a-f]{64}$/);
 
 /** What is being installed, as the signed metadata described it. */
-export const releaseSchema = z.strictObject({
+export const releaseSchema = z.looseObject({
   target: z.string(),
   version: z.number().int().positive(),
   commit,
@@ -21,7 +26,7 @@ export const releaseSchema = z.strictObject({
   hardware: z.string(),
   /** A static delta from the booted commit, or null for the full-pull fallback. */
   delta: z
-    .strictObject({ target: z.string(), from: commit, length: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })
+    .looseObject({ target: z.string(), from: commit, length: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })
     .nullable(),
   /** Set when installing from an offline bundle: files come from here, not the network. */
   bundleDir: z.string().optional(),
@@ -30,12 +35,12 @@ export const releaseSchema = z.strictObject({
 export type Release = z.infer<typeof releaseSchema>;
 
 /** Download/apply progress shown by `outpost update status` and on the state topic. */
-export const progressSchema = z.strictObject({ phase: z.string(), bytes: z.number(), total: z.number(), rateBps: z.number() });
+export const progressSchema = z.object({ phase: z.string(), bytes: z.number(), total: z.number(), rateBps: z.number() });
 /** Progress of the current step. */
 export type Progress = z.infer<typeof progressSchema>;
 
 /** The outcome of the last finished attempt, kept for reporting. */
-export const outcomeSchema = z.strictObject({
+export const outcomeSchema = z.looseObject({
   result: z.enum(['committed', 'rolledBack', 'failed']),
   version: z.number().int(),
   commit,
@@ -46,7 +51,7 @@ export const outcomeSchema = z.strictObject({
 export type Outcome = z.infer<typeof outcomeSchema>;
 
 /** The whole record, schema version 1. */
-export const updateRecordSchema = z.strictObject({
+export const updateRecordSchema = z.looseObject({
   schema: z.literal(1),
   state: z.enum(updateStates),
   release: releaseSchema.nullable(),

@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap';
+import { z } from 'zod';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -439,4 +440,20 @@ t.test('an error that never clears, retried in one process: each retry counts, a
   t.equal(outcome, 'returned');
   t.equal(d.seen.runs, 20, 'the step ran maxSaves (20) times, then no more');
   t.match(d.seen.finishedWith, { state: 'rolledBack', reason: /stuck in rollingBack after 21 attempts/ }, 'the loop event: rollingBack → rolledBack');
+});
+
+t.test('a record a newer outpost wrote (fields this release does not know) is read, resumed and written back with them', async (t) => {
+  const d = await device(t);
+  const { store, machine, updates } = await d.open();
+  await machine.begin(release, v1);
+  const record = await machine.record();
+  // What a newer release might add while it is on trial, before a rollback hands /var back.
+  const newer = { ...record, trialClock: { bootId: 'b', startedMs: 1 }, release: { ...release, channel: 'beta' } };
+  await store.batch().put(store.collection('update', z.unknown()), 'record', newer).commit();
+  t.match(await updates.record(new Date()), { state: 'downloading', trialClock: { bootId: 'b' } }, 'not refused as corrupt');
+  await store.close();
+  t.same(await drive(d), ['rebooting', 'idle']);
+  const { store: s2, machine: m2 } = await d.open();
+  t.match(await m2.record(), { state: 'idle', last: { result: 'committed', version: 2 }, trialClock: { bootId: 'b' } }, 'committed; the unknown field kept');
+  await s2.close();
 });
