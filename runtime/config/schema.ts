@@ -90,7 +90,7 @@ const updateSchema = z.strictObject({
   sysroot: filePath.default('/'),
   osname: z.string().min(1).default('outpost'),
   checkIntervalSec: z.number().int().min(1).max(7 * 86_400).default(3600),
-  /** Bound on fetching one TUF metadata file: a trickling server cannot hold a check. */
+  /** Bound on fetching one TUF metadata file, retries included: a trickling server cannot hold a check. */
   metadataDeadlineSec: z.number().int().min(1).max(3600).default(60),
   bandwidthBytesPerSec: z.number().int().min(1024).optional(),
   /** Free space kept on top of a download for applying it into the repo. */
