@@ -91,7 +91,7 @@ export class UpdateService implements Service {
   private ticking = false;
   /** A retry asked for while a tick ran; that tick arms it when it ends. */
   private retryWithinMs = Infinity;
-  /** Scheduled work (a resume, a check) that failed in a row; 0 after one that did not. */
+  /** Scheduled work (a resume, a check) that failed in a row; 0 after one that worked. */
   private failures = 0;
   private progressNow: Progress | null = null;
   private lastCheck: UpdateStatus['lastCheck'] = null;
@@ -302,10 +302,11 @@ export class UpdateService implements Service {
   private async tick(): Promise<void> {
     const { log } = this.options;
     this.ticking = true;
-    const nextMs = this.intervalMs();
+    let nextMs = this.intervalMs();
     try {
       if ((await this.exclusive(() => this.resume())) === 'idle') {
         const selection = await this.check();
+        this.failures = 0;
         log.info('update check', { result: selection.release ? `installing release ${selection.release.version}` : selection.reason });
         if (selection.release) {
           await this.begin(selection.release, false);
@@ -313,7 +314,10 @@ export class UpdateService implements Service {
         }
       }
     } catch (err) {
-      log.warn('update check failed', { err, transient: isOutpostError(err) ? err.transient : undefined });
+      // Transient or not: a server fixed (re-signed, back up) a minute later should not cost an hour.
+      this.failures += 1;
+      nextMs = this.nextRetryMs();
+      log.warn('update check failed', { err, transient: isOutpostError(err) ? err.transient : undefined, retryInSec: Math.round(nextMs / 1000) });
     } finally {
       this.ticking = false;
       const retryMs = this.retryWithinMs;

@@ -1,6 +1,7 @@
 import t, { type Test } from 'tap';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaService, type OtaService, type OtaServiceOptions } from '../../../scripts/world/ota-service.js';
+import { until } from '../../../scripts/world/until.js';
 
 async function world(t: Test): Promise<OtaWorld> {
   const ota = await createOtaWorld({ versions: [1] });
@@ -38,4 +39,49 @@ t.test('a delta that answers 503 for a while: the service retries on its backoff
   await d.boot();
   const final = await d.waitFor('the commit', (s) => s.state === 'idle' && s.last !== null, 30_000);
   t.match(final.last, { result: 'committed', version: 2 });
+});
+
+/** A timer the test fires by hand: what the service asked for, and nothing runs by itself. */
+function manualTimer() {
+  const armed: { ms: number; fn: () => void; live: boolean }[] = [];
+  return {
+    armed,
+    timer: (fn: () => void, ms: number) => {
+      const entry = { ms, fn, live: true };
+      armed.push(entry);
+      return () => void (entry.live = false);
+    },
+    /** Fires the live timer and resolves with the delay of the one the tick arms next. */
+    async fire(): Promise<number> {
+      const live = armed.filter((e) => e.live);
+      const entry = live[live.length - 1];
+      if (!entry || live.length !== 1) throw new Error(`expected one armed timer, found ${live.length}`);
+      entry.live = false;
+      const before = armed.length;
+      entry.fn();
+      const next = await until('the tick to arm the next timer', () => (armed.length > before ? armed[armed.length - 1] : undefined), 30_000);
+      return next.ms;
+    },
+  };
+}
+
+t.test('a scheduled check that fails is retried on a capped backoff with jitter, not after the interval; a check that works resets it', async (t) => {
+  const ota = await world(t);
+  const clock = manualTimer();
+  // Defaults (30 s doubling, capped at 10 min), with the jitter at its midpoint: 3/4 of each step.
+  const d = await device(t, ota, { update: { checkIntervalSec: 3600 }, schedule: { random: () => 0.5, timer: clock.timer } });
+  await d.boot();
+  t.same(clock.armed.map((e) => e.ms), [5_000], 'first check 5 s after start');
+  ota.ostree.server.setFault({ pathPrefix: '/tuf/timestamp.json', status: 503 });
+  const failing: number[] = [];
+  for (let i = 0; i < 7; i++) failing.push(await clock.fire());
+  t.same(failing, [22_500, 45_000, 90_000, 180_000, 360_000, 450_000, 450_000], 'doubling from 30 s, capped at 10 min, jittered');
+  const failed = d.logs.filter((r) => r.msg === 'update check failed');
+  t.equal(failed.length, 7);
+  t.match(failed[0], { transient: true, retryInSec: 23, err: { code: 'UPDATE_UNAVAILABLE' } });
+  ota.ostree.server.setFault(null);
+  t.equal(await clock.fire(), 3_600_000, 'after a check that works: the interval');
+  t.match(d.logs.filter((r) => r.msg === 'update check').at(-1), { result: /no release/ });
+  ota.ostree.server.setFault({ pathPrefix: '/tuf/timestamp.json', status: 503 });
+  t.equal(await clock.fire(), 22_500, 'the next failure starts from 30 s again');
 });
