@@ -93,6 +93,13 @@ const updateSchema = z.strictObject({
   /** Bound on fetching one TUF metadata file, retries included: a trickling server cannot hold a check. */
   metadataDeadlineSec: z.number().int().min(1).max(3600).default(60),
   bandwidthBytesPerSec: z.number().int().min(1024).optional(),
+  /**
+   * A delta request averaging less than this since it started, once past the grace period, is cut
+   * off (transient; the part is kept for resume), so a trickle is not progress forever; 0 = off.
+   * Time the bandwidth cap holds reading back does not count.
+   */
+  minDownloadBytesPerSec: z.number().int().min(0).default(1024),
+  slowDownloadGraceSec: z.number().int().min(1).max(3600).default(30),
   /** Free space kept on top of a download for applying it into the repo. */
   applyHeadroomBytes: z.number().int().min(0).default(256 * 1024 * 1024),
   /**

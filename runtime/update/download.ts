@@ -13,6 +13,10 @@
  *   apply headroom must fit, else DISK_SPACE, so an update never fills the disk.
  * - A verification failure (DOWNLOAD_VERIFY) deletes the part: resuming bad bytes cannot help.
  *   Transport failures (DOWNLOAD_FAILED, transient) keep it.
+ * - A request slower than the minimum average rate after its grace period is cut off (python-tuf's
+ *   MIN_AVERAGE_DOWNLOAD_SPEED): an idle timer alone lets a server trickle a byte at a time for
+ *   days, and every trickled chunk would look like progress. The time our own bandwidth cap holds
+ *   reading back is not counted, so the cap and the floor never fight.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -72,6 +76,10 @@ export interface DownloaderOptions {
   bandwidthBytesPerSec?: number;
   /** A request with no bytes for this long fails (default 30 s). */
   idleTimeoutMs?: number;
+  /** After the grace period, a request averaging fewer bytes per second since it started fails (default 1024; 0 = off). */
+  minRateBytesPerSec?: number;
+  /** How long a request may run before the minimum rate applies (default 30 s). */
+  rateGraceMs?: number;
   /** Minimum time between progress callbacks (default 500 ms). */
   progressIntervalMs?: number;
   /** Requests per call before giving up on transport errors (default 3). */
@@ -89,6 +97,9 @@ export interface Downloader {
 }
 
 const maxRedirects = 5;
+/** Defaults of the rate floor (`update.minDownloadBytesPerSec`, `update.slowDownloadGraceSec`). */
+export const defaultMinRateBytesPerSec = 1024;
+export const defaultRateGraceMs = 30_000;
 
 const fail = (message: string, transient = true, cause?: unknown): OutpostError =>
   new OutpostError('DOWNLOAD_FAILED', message, { transient, ...(cause === undefined ? {} : { cause }) });
@@ -111,6 +122,8 @@ const defaultStatfs: StatFs = async (path) => {
 export function createDownloader(options: DownloaderOptions): Downloader {
   const log = options.log;
   const idleMs = options.idleTimeoutMs ?? 30_000;
+  const minRate = options.minRateBytesPerSec ?? defaultMinRateBytesPerSec;
+  const graceMs = options.rateGraceMs ?? defaultRateGraceMs;
   const progressMs = options.progressIntervalMs ?? 500;
   const attempts = Math.max(1, options.attempts ?? 3);
   const retryDelayMs = options.retryDelayMs ?? 1_000;
@@ -207,6 +220,9 @@ export function createDownloader(options: DownloaderOptions): Downloader {
       /** One request: appends what the server sends to the part; resolves when the response ends. */
       const fetchOnce = async (): Promise<void> => {
         const from = have;
+        const requestStart = performance.now();
+        let received = 0;
+        let heldMs = 0;
         const headers: Record<string, string> = { 'accept-encoding': 'identity', 'user-agent': 'outpost' };
         if (from > 0) headers['range'] = `bytes=${from}-`;
         requests++;
@@ -248,6 +264,17 @@ export function createDownloader(options: DownloaderOptions): Downloader {
           clearTimeout(idle);
           idle = setTimeout(() => res.destroy(fail(`no data from ${req.url} for ${idleMs} ms`)), idleMs);
         };
+        let heldSince: number | undefined;
+        const floor =
+          minRate > 0
+            ? setInterval(() => {
+                const now = performance.now();
+                const activeMs = now - requestStart - heldMs - (heldSince === undefined ? 0 : now - heldSince);
+                if (activeMs < graceMs || (received * 1000) / activeMs >= minRate) return;
+                const observed = Math.floor((received * 1000) / activeMs);
+                res.destroy(fail(`${req.url} came at ${observed} B/s on average over ${(activeMs / 1000).toFixed(1)} s, below the minimum of ${minRate} B/s (update.minDownloadBytesPerSec); the part is kept for resume`));
+              }, Math.min(1000, graceMs))
+            : undefined;
         try {
           arm();
           for await (const chunk of res) {
@@ -257,7 +284,11 @@ export function createDownloader(options: DownloaderOptions): Downloader {
               res.destroy();
               throw bad(`${req.url} sent more than the signed length of ${expected} bytes`);
             }
+            received += buf.length;
+            heldSince = performance.now();
             await bucket.take(buf.length);
+            heldMs += performance.now() - heldSince;
+            heldSince = undefined;
             await fh.write(buf);
             hash.update(buf);
             have += buf.length;
@@ -273,6 +304,7 @@ export function createDownloader(options: DownloaderOptions): Downloader {
           throw fail(`connection lost fetching ${req.url} at ${have}/${expected} bytes: ${err instanceof Error ? err.message : String(err)}`, true, err);
         } finally {
           clearTimeout(idle);
+          clearInterval(floor);
           await fh.close();
         }
         if (have < expected) throw fail(`${req.url} ended early at ${have}/${expected} bytes`);

@@ -1,9 +1,12 @@
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isOutpostError, type ErrorCode } from '../../../runtime/errors.js';
 import { silentLogger } from '../../../runtime/logs/index.js';
 import { createDownloader, type DownloaderOptions, type DownloadProgress, type DownloadRequest } from '../../../runtime/update/download.js';
@@ -192,6 +195,38 @@ t.test('HTTP 404 fails at once and is not transient; an idle server times out', 
   await rejection(t, downloader({ attempts: 1, idleTimeoutMs: 400 }).download(f.request()), 'DOWNLOAD_FAILED', /no data .* for 400 ms/);
   t.ok(Date.now() - started < 1500, 'gave up after the idle time');
   t.ok(existsSync(f.part), 'part kept');
+});
+
+t.test('slow retrieval: a server trickling a byte every 50 ms is cut off below the minimum average rate; the part is kept', async (t) => {
+  const f = await fixture(t);
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-length': size });
+    let sent = 0;
+    const drip = setInterval(() => res.write(content.subarray(sent, ++sent)), 50);
+    res.on('close', () => clearInterval(drip));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/update.delta`;
+  // Each byte arrives well inside the idle timeout, so only the rate floor ends this.
+  const slow = downloader({ attempts: 1, idleTimeoutMs: 30_000, minRateBytesPerSec: 1000, rateGraceMs: 500 }).download(f.request({ url }));
+  const stop = new AbortController();
+  const outcome = await Promise.race([slow.then(() => 'finished', (e: unknown) => e), sleep(5000, 'still running', { signal: stop.signal })]);
+  stop.abort();
+  t.ok(isOutpostError(outcome, 'DOWNLOAD_FAILED'), `DOWNLOAD_FAILED (got ${String(outcome)})`);
+  t.ok(isOutpostError(outcome) && outcome.transient, 'transient: resumed later');
+  if (outcome instanceof Error) t.match(outcome.message, new RegExp(`${url} came at \\d+ B/s on average over [\\d.]+ s, below the minimum of 1000 B/s`));
+  t.ok(existsSync(f.part), 'part kept for resume');
+});
+
+t.test('time the bandwidth cap holds reading back does not count against the minimum rate', async (t) => {
+  const f = await fixture(t);
+  // The server could send far faster than the floor; only our own cap slows it below.
+  const result = await downloader({ bandwidthBytesPerSec: 200 * 1024, minRateBytesPerSec: 300 * 1024, rateGraceMs: 300 }).download(f.request());
+  t.equal(result.bytes, size);
 });
 
 t.test('cancelling keeps the part', async (t) => {
