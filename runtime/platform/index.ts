@@ -12,3 +12,4 @@ export {
 } from './notify.js';
 export { createExec, defaultExecTimeoutMs, stderrTail, type Exec, type ExecOptions, type ExecResult } from './exec.js';
 export { writeFileAtomic, syncDir, type AtomicWriteOptions } from './atomic-write.js';
+export { monotonicMs, systemClock, type Clock } from './clock.js';

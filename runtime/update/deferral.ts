@@ -35,11 +35,6 @@ export interface RetryPolicy {
 /** Three trials, then 10 and 40 minutes apart. */
 export const defaultRetryPolicy: RetryPolicy = { maxAttempts: 3, backoffMs: 10 * 60_000 };
 
-/** CLOCK_MONOTONIC in ms: shared by every process of this boot, unaffected by wall-clock jumps. */
-export function monotonicMs(): number {
-  return Number(process.hrtime.bigint() / 1_000_000n);
-}
-
 /** The backoff after `attempts` deferrals. */
 export function backoffMs(attempts: number, policy: RetryPolicy): number {
   return policy.backoffMs * 4 ** Math.max(0, attempts - 1);

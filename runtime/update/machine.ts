@@ -16,8 +16,9 @@
 import { z } from 'zod';
 import { isOutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
+import { monotonicMs } from '../platform/index.js';
 import type { Collection, Store } from '../store/index.js';
-import { backoffMs, defaultRetryPolicy, deferralSchema, monotonicMs, waitLeftMs, type Deferral, type RetryPolicy } from './deferral.js';
+import { backoffMs, defaultRetryPolicy, deferralSchema, waitLeftMs, type Deferral, type RetryPolicy } from './deferral.js';
 import { initialRecord, updateRecordSchema, type Release, type UpdateRecord, type UpdateState } from './record.js';
 import { allows, nextState, type UpdateEvent } from './transitions.js';
 

@@ -17,16 +17,15 @@ import type { UpdateConfig } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import type { Service } from '../lifecycle/index.js';
 import type { Logger } from '../logs/index.js';
-import type { Exec } from '../platform/index.js';
+import { systemClock, type Clock, type Exec } from '../platform/index.js';
 import type { Store } from '../store/index.js';
 import { createBoot, type BootBackend } from './boot/index.js';
 import { createDownloader } from './download.js';
 import { dirFetcher, httpFetcher } from './fetchers.js';
 import { UpdateMachine, UpdateStore } from './machine.js';
 import { createOstree, type Ostree } from './ostree.js';
-import { execCheck, predicateCheck, runProbation, type ProbationCheck } from './probation.js';
+import { execCheck, predicateCheck, ProbationWindows, runProbation, type ProbationCheck } from './probation.js';
 import type { Progress, Release, UpdateRecord } from './record.js';
-import { monotonicMs } from './deferral.js';
 import { defaultSchedule, retryDelayMs, type Schedule } from './schedule.js';
 import { runningArch, selectRelease, type Selection } from './select.js';
 import { createSteps } from './steps.js';
@@ -70,7 +69,8 @@ export interface UpdateServiceOptions {
   /** The simulated backend's reboot: stop the daemon; its harness starts it again. */
   onSimulatedReboot: (reason: string) => void;
   onChange: (status: UpdateStatus) => void;
-  now?: () => Date;
+  /** The wall clock (reports, TUF expiry) and CLOCK_MONOTONIC (windows, timers); default the host's. */
+  clock?: Clock;
   /** When scheduled work runs; defaults in schedule.ts. */
   schedule?: Partial<Schedule>;
 }
@@ -98,13 +98,16 @@ export class UpdateService implements Service {
   private bootedCommit: string | null = null;
   private boot: BootBackend | undefined;
   private stopped = false;
+  /** CLOCK_MONOTONIC ms, like every duration here. */
   private runningSince: number | undefined;
   private lastProgressAt = 0;
+  private readonly clock: Clock;
   private readonly now: () => Date;
   private readonly schedule: Schedule;
 
   constructor(private readonly options: UpdateServiceOptions) {
-    this.now = options.now ?? (() => new Date());
+    this.clock = options.clock ?? systemClock;
+    this.now = () => this.clock.now();
     this.schedule = { ...defaultSchedule, ...options.schedule };
   }
 
@@ -137,6 +140,7 @@ export class UpdateService implements Service {
     const downloadDir = join(this.options.stateDir, 'downloads');
     await mkdir(downloadDir, { recursive: true });
     const base = config.server.endsWith('/') ? config.server : `${config.server}/`;
+    const windows = new ProbationWindows(this.options.store(), this.clock.monotonicMs);
     this.machine = new UpdateMachine({
       store: this.updates,
       log: log.child('machine'),
@@ -147,7 +151,8 @@ export class UpdateService implements Service {
         boot,
         downloader: createDownloader({ log: log.child('download'), ...(config.bandwidthBytesPerSec ? { bandwidthBytesPerSec: config.bandwidthBytesPerSec } : {}) }),
         sources: { targetUrl: (name) => new URL(`targets/${name}`, base).href, ...(config.ostreeUrl ? { ostreeUrl: config.ostreeUrl } : {}) },
-        probation: async (deadline) => runProbation(await this.probationChecks(), { deadline, intervalMs: config.probation.intervalSec * 1000, now: this.now }),
+        probation: async (deadlineMs) => runProbation(await this.probationChecks(), { deadlineMs, intervalMs: config.probation.intervalSec * 1000, nowMs: this.clock.monotonicMs }),
+        probationStartMs: (commit, bootId) => windows.startMs(commit, bootId),
         probationWindowMs: config.probation.windowSec * 1000,
         downloadDir,
         applyHeadroomBytes: config.applyHeadroomBytes,
@@ -228,11 +233,12 @@ export class UpdateService implements Service {
    * Progress-based health (STYLE 11): while an update runs, every saved state and every download
    * progress tick counts as progress; a run with none for `stallMs` is wedged, so the watchdog
    * ping is withheld and systemd restarts the daemon, which resumes from the saved state.
+   * Measured on CLOCK_MONOTONIC: an NTP jump is not a stall.
    */
   healthy(): boolean {
     // Probation legitimately saves nothing for up to its window.
     const limit = stallMs + this.options.config.probation.windowSec * 1000;
-    return this.runningSince === undefined || this.now().getTime() - this.lastProgressAt < limit;
+    return this.runningSince === undefined || this.clock.monotonicMs() - this.lastProgressAt < limit;
   }
 
   /** Persists the start of an update and runs it in the background, unless the caller runs it. */
@@ -277,7 +283,7 @@ export class UpdateService implements Service {
   private async resume(): Promise<ResumeOutcome> {
     const machine = this.requireMachine();
     if ((await machine.record()).state === 'idle') return 'idle';
-    this.runningSince = this.now().getTime();
+    this.runningSince = this.clock.monotonicMs();
     this.lastProgressAt = this.runningSince;
     try {
       await machine.run();
@@ -329,13 +335,13 @@ export class UpdateService implements Service {
   /** Asks for a tick within `ms`: the running tick arms it as it ends; else the timer moves up. */
   private retryIn(ms: number): void {
     if (this.ticking) this.retryWithinMs = Math.min(this.retryWithinMs, ms);
-    else if (this.timerDueAt > monotonicMs() + ms) this.arm(ms);
+    else if (this.timerDueAt > this.clock.monotonicMs() + ms) this.arm(ms);
   }
 
   private arm(delayMs: number): void {
     if (this.stopped) return;
     this.cancelTimer?.();
-    this.timerDueAt = monotonicMs() + delayMs;
+    this.timerDueAt = this.clock.monotonicMs() + delayMs;
     this.cancelTimer = this.schedule.timer(() => {
       this.cancelTimer = undefined;
       void this.tick();
@@ -375,7 +381,7 @@ export class UpdateService implements Service {
   }
 
   private async publish(): Promise<void> {
-    this.lastProgressAt = this.now().getTime();
+    this.lastProgressAt = this.clock.monotonicMs();
     if (!this.machine) return;
     try {
       this.options.onChange(await this.status());

@@ -28,8 +28,10 @@ export interface StepPorts {
   boot: Boot;
   downloader: Downloader;
   sources: ReleaseSources;
-  /** Runs probation against the given deadline. */
-  probation: (deadline: Date) => Promise<ProbationResult>;
+  /** Runs probation until `deadlineMs` on CLOCK_MONOTONIC. */
+  probation: (deadlineMs: number) => Promise<ProbationResult>;
+  /** CLOCK_MONOTONIC ms at which probation of `commit` began in boot `bootId` (probation.ts). */
+  probationStartMs: (commit: string, bootId: string) => Promise<number>;
   probationWindowMs: number;
   downloadDir: string;
   applyHeadroomBytes: number;
@@ -41,6 +43,7 @@ export interface StepPorts {
    */
   trialGuardMarker: string;
   log: Logger;
+  /** The wall clock, for reports only. */
   now: () => Date;
   onProgress: (progress: DownloadProgress & { phase: string }) => void;
 }
@@ -229,8 +232,11 @@ export function createSteps(ports: StepPorts): Steps {
       const reason = `the hardware watchdog reset the system during the trial of release ${release.version}`;
       return { event: 'trialReset', patch: { reason }, failedCommit: { commit: release.commit, reason } };
     }
-    const started = new Date(record.probationStartedAt ?? ports.now().toISOString());
-    const verdict = await ports.probation(new Date(started.getTime() + ports.probationWindowMs));
+    // The window runs on this boot's CLOCK_MONOTONIC: a first NTP sync on a gateway without an RTC
+    // jumps the wall clock by months and must neither end it at once nor stretch it.
+    // `probationStartedAt` stays the wall clock, for reports.
+    const startMs = await ports.probationStartMs(release.commit, bootId);
+    const verdict = await ports.probation(startMs + ports.probationWindowMs);
     if (!verdict.ok) return { event: 'unhealthy', patch: { reason: verdict.reason }, failedCommit: { commit: release.commit, reason: verdict.reason } };
     await boot.markGood();
     return { event: 'healthy', installedVersion: release.version };

@@ -25,7 +25,7 @@ export interface OtaServiceOptions {
   /** Wraps the real exec, e.g. to see when a probation check runs. */
   exec?: (exec: Exec) => Exec;
   /** Further service options. */
-  service?: Partial<Pick<UpdateServiceOptions, 'now'>>;
+  service?: Partial<Pick<UpdateServiceOptions, 'clock'>>;
 }
 
 /** A device whose update service runs in this process. */

@@ -59,6 +59,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
         downloader: { download: async (r) => (downloads.push(r.name), effect(async () => ({ path: join(r.dir, r.name), bytes: r.expectedLength, resumedFrom: 0, transferred: r.expectedLength, requests: 1, cached: false }))) },
         sources: { targetUrl: (name) => `http://updates.invalid/targets/${name}` },
         probation: async () => ((options.healthy ?? (() => true))() ? { ok: true } : { ok: false, reason: 'health checks failed during probation: app (exit 1)' }),
+        probationStartMs: async () => 0,
         probationWindowMs: 1000,
         downloadDir: join(dir, 'downloads'),
         applyHeadroomBytes: 0,
