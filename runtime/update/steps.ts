@@ -192,8 +192,9 @@ export function createSteps(ports: StepPorts): Steps {
     // the next update's deploy keeps the dead one as the new fallback entry, and a failed trial
     // then would fall back into it: a boot loop. Idempotent, so a power cut here just repeats it;
     // errors are logged, not fatal (a rollback path).
-    for (const d of dead) await ostree.undeploy(d.index).catch((err: unknown) => log.warn('could not remove the deployment that never came up', { index: d.index, err }));
+    // Disarmed first, as in rollingBack: the undeploy's swap must never meet an armed counter.
     await boot.markGood().catch((err: unknown) => log.warn('could not disarm the spent boot counter', { err }));
+    for (const d of dead) await ostree.undeploy(d.index).catch((err: unknown) => log.warn('could not remove the deployment that never came up', { index: d.index, err }));
     return fellBack(release, `release ${release.version} never came up: the bootloader fell back to ${booted ?? 'an unknown deployment'}`, 'fellBack');
   };
 
@@ -244,6 +245,11 @@ export function createSteps(ports: StepPorts): Steps {
 
   const rollingBack = async (record: UpdateRecord): Promise<StepResult> => {
     const release = requireRelease(record);
+    // Disarm before touching the deployments: ostree alternates loader.0/loader.1, so after the
+    // rollback's swap and the clean-up's swap the boot config number the trial was armed for is
+    // in use again, and a cut in between would let GRUB count (and fall back from) the restored
+    // release. The release rolled back to is known good: it boots untrialled.
+    await boot.markGood();
     const booted = await boot.bootedCommit();
     const deployments = await ostree.deployments();
     if (booted !== release.commit && deployments.find((d) => d.isDefault)?.commit !== release.commit) {
@@ -252,7 +258,6 @@ export function createSteps(ports: StepPorts): Steps {
       // has no set-default). Highest index first keeps the lower indices valid.
       const stale = deployments.filter((d) => !d.booted && (d.commit === release.commit || d.commit === booted)).sort((a, b) => b.index - a.index);
       for (const d of stale) await ostree.undeploy(d.index).catch((err: unknown) => log.warn('could not remove a stale deployment', { index: d.index, err }));
-      await boot.markGood();
       return { event: 'restored' };
     }
     if (deployments.find((d) => d.isDefault)?.commit === release.commit) {
@@ -261,7 +266,6 @@ export function createSteps(ports: StepPorts): Steps {
       if (deployments[0]?.booted) await ostree.rollback();
       else await ostree.undeploy(0);
     }
-    await boot.markGood();
     await boot.reboot(`roll back release ${release.version}: ${record.reason ?? 'unknown reason'}`);
     return { event: 'rebootRequested', pause: true };
   };

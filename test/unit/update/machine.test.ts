@@ -38,13 +38,18 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
     if (calls === options.crashAt) throw new OutpostError('INTERNAL', 'simulated kill -9', { transient: true });
     return result;
   };
+  /** Boot-config swaps other than the trial's deploy made while the counter was armed (must stay empty). */
+  const armedSwaps: string[] = [];
+  const noteArmedSwap = async (what: string) => {
+    if ((await boot.trialState()).armed) armedSwaps.push(what);
+  };
   const wrapped: Ostree = { ...ostree, applyStaticDelta: (f, o) => effect(() => ostree.applyStaticDelta(f, o)), deploy: (c, o) =>
       effect(async () => {
         const deployed = await ostree.deploy(c, o);
         // ostree 2022.7 can fail after the swap: prune EPERM, the /boot flush, its default check.
         if (options.deployFailsAfterSwap) throw new OutpostError('OSTREE_FAILED', 'deploying failed: pruning: Operation not permitted');
         return deployed;
-      }), undeploy: (i) => effect(() => ostree.undeploy(i)), rollback: () => effect(() => ostree.rollback()) };
+      }), undeploy: async (i) => (await noteArmedSwap(`undeploy ${i}`), effect(() => ostree.undeploy(i))), rollback: async () => (await noteArmedSwap('rollback'), effect(() => ostree.rollback())) };
   const downloads: string[] = [];
   const open = async () => {
     const store = await Store.open({ location: join(dir, 'store'), version: 1 });
@@ -72,7 +77,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
     });
     return { store, updates, machine };
   };
-  return { dir, stateFile, boot, ostree, open, downloads, reboots: () => reboots };
+  return { dir, stateFile, boot, ostree, open, downloads, armedSwaps, reboots: () => reboots };
 }
 
 /** Runs the machine; after each pause (reboot) plays the bootloader and runs again, up to `boots` times. */
@@ -457,4 +462,22 @@ t.test('a record a newer outpost wrote (fields this release does not know) is re
   const { store: s2, machine: m2 } = await d.open();
   t.match(await m2.record(), { state: 'idle', last: { result: 'committed', version: 2 }, trialClock: { bootId: 'b' } }, 'committed; the unknown field kept');
   await s2.close();
+});
+
+t.test('rollback and fallback clean-up disarm the counter before they swap the boot config', async (t) => {
+  // ostree alternates loader.0/loader.1: two swaps after the trial's deploy, its number is in use
+  // again, and GRUB would count (and fall back from) the restored release after a power cut.
+  const failing = await device(t, { healthy: () => false });
+  const { store, machine } = await failing.open();
+  await machine.begin(release, v1);
+  await store.close();
+  t.same(await drive(failing), ['rebooting', 'rollingBack', 'idle']);
+  t.same(failing.armedSwaps, [], 'probation failed: no swap while armed');
+  const never = await device(t);
+  await simulateNeverBoots(never.stateFile, v2);
+  const { store: s2, machine: m2 } = await never.open();
+  await m2.begin(release, v1);
+  await s2.close();
+  t.same(await drive(never), ['rebooting', 'idle']);
+  t.same(never.armedSwaps, [], 'fallback clean-up: no swap while armed');
 });
