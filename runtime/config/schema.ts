@@ -92,6 +92,8 @@ const updateSchema = z.strictObject({
   checkIntervalSec: z.number().int().min(1).max(7 * 86_400).default(3600),
   /** Bound on fetching one TUF metadata file, retries included: a trickling server cannot hold a check. */
   metadataDeadlineSec: z.number().int().min(1).max(3600).default(60),
+  /** Bound on one whole check (every metadata file, root rotations included), so nothing waits on it for ever. */
+  checkDeadlineSec: z.number().int().min(1).max(86_400).default(300),
   bandwidthBytesPerSec: z.number().int().min(1024).optional(),
   /**
    * A delta request averaging less than this since it started, once past the grace period, is cut

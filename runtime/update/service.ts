@@ -149,7 +149,12 @@ export class UpdateService implements Service {
       steps: createSteps({
         ostree,
         boot,
-        downloader: createDownloader({ log: log.child('download'), ...(config.bandwidthBytesPerSec ? { bandwidthBytesPerSec: config.bandwidthBytesPerSec } : {}) }),
+        downloader: createDownloader({
+          log: log.child('download'),
+          minRateBytesPerSec: config.minDownloadBytesPerSec,
+          rateGraceMs: config.slowDownloadGraceSec * 1000,
+          ...(config.bandwidthBytesPerSec ? { bandwidthBytesPerSec: config.bandwidthBytesPerSec } : {}),
+        }),
         sources: { targetUrl: (name) => new URL(`targets/${name}`, base).href, ...(config.ostreeUrl ? { ostreeUrl: config.ostreeUrl } : {}) },
         probation: async (deadlineMs) => runProbation(await this.probationChecks(), { deadlineMs, intervalMs: config.probation.intervalSec * 1000, nowMs: this.clock.monotonicMs }),
         probationStartMs: (commit, bootId) => windows.startMs(commit, bootId),
@@ -200,7 +205,16 @@ export class UpdateService implements Service {
 
   /** Refreshes the signed metadata and says what would be installed. */
   check(): Promise<Selection> {
-    return this.exclusive(() => this.select(httpFetcher(this.options.config.server)));
+    return this.exclusive(async () => {
+      const { config, log } = this.options;
+      const deadline = new AbortController();
+      const timer = setTimeout(() => deadline.abort(new OutpostError('UPDATE_UNAVAILABLE', `the update check exceeded its ${config.checkDeadlineSec} s deadline (update.checkDeadlineSec)`, { transient: true })), config.checkDeadlineSec * 1000);
+      try {
+        return await this.select(httpFetcher(config.server, { deadlineMs: config.metadataDeadlineSec * 1000, signal: deadline.signal, log: log.child('fetch') }));
+      } finally {
+        clearTimeout(timer);
+      }
+    });
   }
 
   /** Checks and, when a release is available, starts installing it (returns once persisted). */

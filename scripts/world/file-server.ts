@@ -32,6 +32,8 @@ export interface Fault {
   noContentLength?: boolean;
   /** Answer with this status and no body. */
   status?: number;
+  /** Wait this long before answering (a server that stalls before its headers). */
+  delayMs?: number;
   /** How many requests the fault applies to before it clears itself (default: until cleared). */
   times?: number;
 }
@@ -96,6 +98,7 @@ export async function startFileServer(options: { root: string; tls?: { cert: str
     const file = normalize(join(root, path));
     if (file !== root && !file.startsWith(root + sep)) return reply(403);
     const f = activeFault(path);
+    if (f?.delayMs !== undefined) await sleep(f.delayMs);
     if (f?.status !== undefined) return reply(f.status);
     const info = await stat(file).catch(() => null);
     if (info === null || !info.isFile()) return reply(404);

@@ -85,3 +85,16 @@ t.test('a scheduled check that fails is retried on a capped backoff with jitter,
   ota.ostree.server.setFault({ pathPrefix: '/tuf/timestamp.json', status: 503 });
   t.equal(await clock.fire(), 22_500, 'the next failure starts from 30 s again');
 });
+
+t.test('fetch limits from the config reach every check: a stalled metadata file and a stalled check end at their deadlines', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  ota.ostree.server.setFault({ pathPrefix: '/tuf/timestamp.json', delayMs: 4000 });
+  const perFile = await device(t, ota, { update: { metadataDeadlineSec: 1, checkDeadlineSec: 60 }, schedule: { firstCheckMs: 3_600_000 } });
+  const service = await perFile.boot();
+  await t.rejects(service.check(), { code: 'UPDATE_UNAVAILABLE', message: /exceeded the 1000 ms deadline for one metadata file \(update\.metadataDeadlineSec\)/ });
+  await perFile.close();
+  const whole = await device(t, ota, { update: { metadataDeadlineSec: 30, checkDeadlineSec: 1 }, schedule: { firstCheckMs: 3_600_000 } });
+  const again = await whole.boot();
+  await t.rejects(again.check(), { code: 'UPDATE_UNAVAILABLE', transient: true, message: /the update check exceeded its 1 s deadline \(update\.checkDeadlineSec\)/ });
+});
