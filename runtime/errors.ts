@@ -39,6 +39,7 @@ export const errorCodes = {
   UPDATE_NO_SOURCE: { exit: 69, transient: false },
   UPDATE_ROLLBACK_IMPOSSIBLE: { exit: 70, transient: false },
   UPDATE_BUSY: { exit: 75, transient: true },
+  UPDATE_BOOTED_UNKNOWN: { exit: 75, transient: true },
   UPDATE_REFUSED: { exit: 65, transient: false },
   INTERNAL: { exit: 70, transient: false },
 } as const satisfies Record<string, { exit: number; transient: boolean }>;

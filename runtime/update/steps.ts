@@ -118,6 +118,16 @@ export function createSteps(ports: StepPorts): Steps {
     return { event: 'applied', patch: { progress: null } };
   };
 
+  /**
+   * The booted commit, where a verdict hangs on it: not knowing is no evidence of a fallback, so
+   * it is a transient error (the step runs again) rather than a failed trial.
+   */
+  const knownBootedCommit = async (): Promise<string> => {
+    const booted = await boot.bootedCommit();
+    if (booted === null) throw new OutpostError('UPDATE_BOOTED_UNKNOWN', 'cannot tell which deployment is booted; the trial is judged once it can', { transient: true });
+    return booted;
+  };
+
   /** Arms the counter for boots of `release` from the boot config `bootVersion`. */
   const armTrial = async (release: Release, bootVersion: BootVersion): Promise<void> => {
     await boot.markTrial({ commit: release.commit, bootVersion });
@@ -176,7 +186,7 @@ export function createSteps(ports: StepPorts): Steps {
       await boot.reboot(`update to release ${release.version}`);
       return { event: 'rebootRequested', pause: true };
     }
-    const booted = await boot.bootedCommit();
+    const booted = await knownBootedCommit();
     if (booted === release.commit) {
       // A later trial boot that follows a watchdog reset: an earlier one hung before outpost got
       // to probation. (After the first trial boot the reset was the old system's shutdown.)
@@ -195,7 +205,7 @@ export function createSteps(ports: StepPorts): Steps {
     // Disarmed first, as in rollingBack: the undeploy's swap must never meet an armed counter.
     await boot.markGood().catch((err: unknown) => log.warn('could not disarm the spent boot counter', { err }));
     for (const d of dead) await ostree.undeploy(d.index).catch((err: unknown) => log.warn('could not remove the deployment that never came up', { index: d.index, err }));
-    return fellBack(release, `release ${release.version} never came up: the bootloader fell back to ${booted ?? 'an unknown deployment'}`, 'fellBack');
+    return fellBack(release, `release ${release.version} never came up: the bootloader fell back to ${booted}`, 'fellBack');
   };
 
   /**
@@ -221,7 +231,7 @@ export function createSteps(ports: StepPorts): Steps {
     const release = requireRelease(record);
     const bootId = await boot.bootId();
     if (bootId !== record.probationBootId) {
-      const stillOnTrial = (await boot.bootedCommit()) === release.commit;
+      const stillOnTrial = (await knownBootedCommit()) === release.commit;
       const cause = await boot.resetCause();
       if (stillOnTrial && cause !== 'watchdog') {
         // Power loss (or a reset nobody can explain) says nothing against the release: judge it

@@ -481,3 +481,21 @@ t.test('rollback and fallback clean-up disarm the counter before they swap the b
   t.same(await drive(never), ['rebooting', 'idle']);
   t.same(never.armedSwaps, [], 'fallback clean-up: no swap while armed');
 });
+
+t.test('a booted commit that cannot be read is no fallback: the trial is judged once it can be', async (t) => {
+  const d = await device(t);
+  await rebootIntoTrial(d, ['reboot']);
+  const bootedCommit = d.boot.bootedCommit;
+  d.boot.bootedCommit = async () => null;
+  const { store, machine, updates } = await d.open();
+  await t.rejects(machine.run(), { code: 'UPDATE_BOOTED_UNKNOWN', transient: true });
+  t.equal((await machine.record()).state, 'rebooting', 'still waiting for a verdict');
+  t.notOk(await updates.hasFailed(v2), 'not failed');
+  t.equal(await updates.deferred.get(v2), undefined, 'not deferred either');
+  await store.close();
+  d.boot.bootedCommit = bootedCommit;
+  t.same(await drive(d), ['idle']);
+  const { store: s2, machine: m2 } = await d.open();
+  t.match((await m2.record()).last, { result: 'committed', version: 2 });
+  await s2.close();
+});
