@@ -29,6 +29,8 @@ export interface GrubBootOptions {
 
 /** grubenv variable naming the boot config whose boots the trial counter counts. */
 export const trialLoaderVar = 'outpost_trial_loader';
+/** grubenv variable holding how many boots the trial was armed with. */
+const trialBootsVar = 'outpost_trial_boots';
 
 /** Parses `grub-editenv list` output (`key=value` lines). */
 export function parseEnvList(text: string): Map<string, string> {
@@ -49,12 +51,13 @@ export function grubBoot(options: GrubBootOptions): Boot {
     bootId: () => kernelBootId(options.bootIdPath),
     markTrial: async (target) => {
       // One grub-editenv call writes all three in one rewrite of the env block.
-      await editenv('set', `boot_counter=${options.trialBoots}`, 'boot_success=0', `${trialLoaderVar}=${target.bootVersion}`);
+      // The armed count goes along: the config may change before the trial is judged.
+      await editenv('set', `boot_counter=${options.trialBoots}`, 'boot_success=0', `${trialLoaderVar}=${target.bootVersion}`, `${trialBootsVar}=${options.trialBoots}`);
       await options.flush();
     },
     markGood: async () => {
       await editenv('set', 'boot_success=1');
-      await editenv('unset', 'boot_counter', trialLoaderVar);
+      await editenv('unset', 'boot_counter', trialLoaderVar, trialBootsVar);
       await options.flush();
     },
     trialState: async (): Promise<TrialState> => {
@@ -62,7 +65,8 @@ export function grubBoot(options: GrubBootOptions): Boot {
       const counter = env.get('boot_counter');
       const armed = counter !== undefined && env.get('boot_success') !== '1';
       const remaining = counter === undefined ? null : Number(counter);
-      return { armed, remaining, bootsUsed: remaining === null ? null : options.trialBoots - remaining };
+      const armedBoots = Number(env.get(trialBootsVar) ?? options.trialBoots);
+      return { armed, remaining, bootsUsed: remaining === null ? null : armedBoots - remaining };
     },
     bootedCommit: () => readBootedCommit(),
     resetCause: () => watchdogResetCause(options.watchdogClassDir),

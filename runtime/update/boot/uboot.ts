@@ -48,8 +48,8 @@ export function ubootBoot(options: UbootBootOptions): Boot {
       await options.flush();
     },
     markGood: async () => {
-      // A name alone deletes the variable.
-      await script(['upgrade_available=0', 'bootcount=0', trialLoaderVar]);
+      // An empty value deletes the variable.
+      await script(['upgrade_available=0', 'bootcount=0', `${trialLoaderVar}=`]);
       await options.flush();
     },
     trialState: async (): Promise<TrialState> => {

@@ -37,6 +37,16 @@ t.test('GRUB: markTrial arms greenboot boot_counter, markGood blesses; each writ
   t.equal(flushes, 2);
 });
 
+t.test('GRUB: boots used count from what the trial was armed with, not from a config changed since', async (t) => {
+  const dir = tempDir(t);
+  const envFile = join(dir, 'grubenv');
+  await execa('grub-editenv', [envFile, 'create']);
+  await grubBoot({ exec, envFile, trialBoots: 3, flush: async () => undefined }).markTrial(trial);
+  await execa('grub-editenv', [envFile, 'set', 'boot_counter=2']); // GRUB's first trial boot
+  const afterConfigChange = grubBoot({ exec, envFile, trialBoots: 2, flush: async () => undefined });
+  t.same(await afterConfigChange.trialState(), { armed: true, remaining: 2, bootsUsed: 1 });
+});
+
 t.test('U-Boot: upgrade_available/bootcount/bootlimit through fw_setenv on an env image', async (t) => {
   const dir = tempDir(t);
   writeFileSync(join(dir, 'env.txt'), 'bootcmd=run ostree_boot\naltbootcmd=run ostree_rollback\n');
