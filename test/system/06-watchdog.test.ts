@@ -52,10 +52,11 @@ t.test('i6300esb reset during the trial counts as a failed trial', async (t) => 
   const s13 = await settled(vm, 600_000);
   const serial13 = await vm.serial(since13);
   t.equal((serial13.match(/RIG-BOOTED release=13/g) ?? []).length, 2, 'release 13 got its 2 trial boots');
-  t.equal((serial13.match(/trial boot still not blessed \d+s after boot/g) ?? []).length, 2, 'the guard rebooted each of them at its deadline');
+  // The guard's own journal line (systemd also echoes the reboot --message).
+  t.equal((serial13.match(/outpost-trial-guard\[\d+\]: outpost-trial-guard: trial boot still not blessed \d+s after boot/g) ?? []).length, 2, 'the guard rebooted each of them at its deadline');
   t.equal(await bootedRelease(vm), 1, 'GRUB fell back to release 1');
   t.match(s13.last, { result: 'rolledBack', version: 13 }, 'outpost reports release 13 rolled back');
   t.match(String((s13.last as { reason?: string }).reason), /trial guard rebooted/, 'a failed trial, not power loss');
-  t.match(await vm.sh('outpost update check || true'), /release 13 failed its trial/, 'never offered again');
+  t.match(await vm.sh('outpost update check || true'), /release 13(, \d+)* failed its trial on this device and is not retried/, 'never offered again');
   await recordResult('watchdog', { runtimeWatchdogSec: 15, crashToResetMs: resetMs, trialGuardSec: guardSec, guardFallbackMs: Math.round(performance.now() - t13), bootTimesMs: vm.bootTimesMs });
 });
