@@ -61,6 +61,16 @@ const bootSchema = z.strictObject({
   simulatedStateFile: filePath.optional(),
 });
 
+/**
+ * A release whose trial boots the bootloader used up with no evidence against it (no watchdog
+ * reset, no trial-guard reboot, no failed check: what power lost during the trial looks like) is
+ * offered again after `backoffSec`, four times longer each further time, `trials` trials in all.
+ */
+const deferralSchema = z.strictObject({
+  trials: z.number().int().min(1).max(10).default(3),
+  backoffSec: z.number().int().min(1).max(7 * 86_400).default(600),
+});
+
 const probationCheckSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a short lower-case name'),
   /** argv of the check; exit status 0 passes. No shell. */
@@ -110,6 +120,7 @@ const updateSchema = z.strictObject({
    * reads the whole repo (47 s per update on the TCG gateway, minutes on eMMC).
    */
   fsckBeforeDeploy: z.boolean().default(false),
+  deferral: deferralSchema.prefault({}),
   boot: bootSchema.prefault({}),
   probation: probationSchema.prefault({}),
 });

@@ -24,7 +24,13 @@ export const deferralSchema = z.object({
 /** A deferred release. */
 export type Deferral = z.infer<typeof deferralSchema>;
 
-/** How often and how long. */
+/** A deferred release still in its backoff: why, for the status, and how long yet. */
+export interface DeferredWait {
+  reason: string;
+  leftMs: number;
+}
+
+/** How often and how long (config `update.deferral`). */
 export interface RetryPolicy {
   /** Trials a release gets in all; the one that ends so at this count makes it failed. */
   maxAttempts: number;

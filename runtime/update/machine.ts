@@ -18,7 +18,7 @@ import { isOutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import { monotonicMs } from '../platform/index.js';
 import type { Collection, Store } from '../store/index.js';
-import { backoffMs, defaultRetryPolicy, deferralSchema, waitLeftMs, type Deferral, type RetryPolicy } from './deferral.js';
+import { backoffMs, defaultRetryPolicy, deferralSchema, waitLeftMs, type Deferral, type DeferredWait, type RetryPolicy } from './deferral.js';
 import { initialRecord, updateRecordSchema, type Release, type UpdateRecord, type UpdateState } from './record.js';
 import { allows, nextState, type UpdateEvent } from './transitions.js';
 
@@ -73,11 +73,12 @@ export class UpdateStore {
     return (await this.failed.get(commit)) !== undefined;
   }
 
-  /** Null when `commit` may be offered; else why not yet (a deferred release in its backoff). */
-  async deferredReason(commit: string, bootId: string): Promise<string | null> {
+  /** Null when `commit` may be offered; else why not yet and for how long (a deferred release in its backoff). */
+  async deferredWait(commit: string, bootId: string): Promise<DeferredWait | null> {
     const deferral = await this.deferred.get(commit);
-    const left = deferral ? waitLeftMs(deferral, bootId, this.clockMs(), this.retry) : 0;
-    return deferral && left > 0 ? `offered again in ${Math.ceil(left / 60_000)} min (trial ${deferral.attempts} of ${this.retry.maxAttempts} ended without a hang or a failed check)` : null;
+    const leftMs = deferral ? waitLeftMs(deferral, bootId, this.clockMs(), this.retry) : 0;
+    if (!deferral || leftMs <= 0) return null;
+    return { leftMs, reason: `offered again in ${Math.ceil(leftMs / 60_000)} min (trial ${deferral.attempts} of ${this.retry.maxAttempts} ended without a hang or a failed check)` };
   }
 
   /**

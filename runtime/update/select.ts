@@ -4,6 +4,7 @@
  * failed its trial here, with a static delta from the booted commit when the metadata lists one.
  */
 import { OutpostError } from '../errors.js';
+import type { DeferredWait } from './deferral.js';
 import type { Release as UpdateRelease } from './record.js';
 import { deltaCustomSchema, releasesFor, type ReleaseArch, type TrustedTargets } from './tuf/index.js';
 
@@ -14,14 +15,17 @@ export interface DeviceFacts {
   bootedCommit: string | null;
   installedVersion: number;
   hasFailed: (commit: string) => Promise<boolean>;
-  /** Why a release whose trial was cut short is not offered yet (deferral.ts); null when it may be. */
-  deferredReason: (commit: string) => Promise<string | null>;
+  /** Why a release whose trial was cut short is not offered yet, and for how long (deferral.ts); null when it may be. */
+  deferredWait: (commit: string) => Promise<DeferredWait | null>;
   /** Only this target may be chosen (an offline bundle names the one it carries). */
   only?: string;
 }
 
-/** The choice, or why there is nothing to install. */
-export type Selection = { release: UpdateRelease } | { release: null; reason: string };
+/**
+ * The choice, or why there is nothing to install; `offerAgainInMs`: a deferred release may be
+ * offered that soon, so the next check need not wait a whole interval.
+ */
+export type Selection = { release: UpdateRelease } | { release: null; reason: string; offerAgainInMs?: number };
 
 /** The CPU architecture name releases use for the running process. */
 export function runningArch(): ReleaseArch {
@@ -42,12 +46,13 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
   if (candidates.length === 0) return { release: null, reason: `no release for hardware ${facts.hardware} / ${facts.arch} in the signed metadata` };
   const failed: number[] = [];
   const waiting: string[] = [];
+  let offerAgainInMs: number | undefined;
   const none = (reason: string): Selection => {
     const notes = [
       ...(failed.length > 0 ? [`release ${failed.join(', ')} failed its trial on this device and is not retried`] : []),
       ...waiting,
     ];
-    return { release: null, reason: [...notes, reason].join('; ') };
+    return { release: null, reason: [...notes, reason].join('; '), ...(offerAgainInMs === undefined ? {} : { offerAgainInMs }) };
   };
   for (const candidate of candidates) {
     const c = candidate.custom;
@@ -59,9 +64,10 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
       failed.push(c.version);
       continue;
     }
-    const deferred = await facts.deferredReason(c.commit);
+    const deferred = await facts.deferredWait(c.commit);
     if (deferred !== null) {
-      waiting.push(`release ${c.version} is ${deferred}`);
+      waiting.push(`release ${c.version} is ${deferred.reason}`);
+      offerAgainInMs = Math.min(offerAgainInMs ?? Infinity, deferred.leftMs);
       continue;
     }
     const deltaRef = facts.bootedCommit === null ? undefined : c.deltas.find((d) => d.from === facts.bootedCommit);

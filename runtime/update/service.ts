@@ -75,6 +75,9 @@ export interface UpdateServiceOptions {
   schedule?: Partial<Schedule>;
 }
 
+/** Past a deferral's end, so the check it wakes finds the backoff over on any clock granularity. */
+const offerAgainSlackMs = 1000;
+
 /** How a resume ended: nothing to do, the machine finished or paused (a reboot), or it will retry. */
 type ResumeOutcome = 'idle' | 'ran' | 'failed';
 
@@ -136,7 +139,7 @@ export class UpdateService implements Service {
     this.boot = boot;
     this.ostree = ostree;
     this.bootedCommit = await boot.bootedCommit();
-    this.updates = new UpdateStore(this.options.store());
+    this.updates = new UpdateStore(this.options.store(), { maxAttempts: config.deferral.trials, backoffMs: config.deferral.backoffSec * 1000 }, this.clock.monotonicMs);
     const downloadDir = join(this.options.stateDir, 'downloads');
     await mkdir(downloadDir, { recursive: true });
     const base = config.server.endsWith('/') ? config.server : `${config.server}/`;
@@ -277,7 +280,7 @@ export class UpdateService implements Service {
         bootedCommit: this.bootedCommit,
         installedVersion: await updates.installedVersion(),
         hasFailed: (commit) => updates.hasFailed(commit),
-        deferredReason: async (commit) => updates.deferredReason(commit, await this.requireBoot().bootId()),
+        deferredWait: async (commit) => updates.deferredWait(commit, await this.requireBoot().bootId()),
         ...(only === undefined ? {} : { only }),
       });
       this.lastCheck = { at: this.now().toISOString(), result: selection.release ? `release ${selection.release.version} available` : selection.reason };
@@ -328,6 +331,8 @@ export class UpdateService implements Service {
         const selection = await this.check();
         this.failures = 0;
         log.info('update check', { result: selection.release ? `installing release ${selection.release.version}` : selection.reason });
+        // "Offered again in 10 min" holds even with a daily check interval.
+        if (selection.release === null && selection.offerAgainInMs !== undefined) nextMs = Math.min(nextMs, selection.offerAgainInMs + offerAgainSlackMs);
         if (selection.release) {
           await this.begin(selection.release, false);
           await this.exclusive(() => this.resume());

@@ -1,4 +1,6 @@
+import { join } from 'node:path';
 import t, { type Test } from 'tap';
+import { simulateNeverBoots } from '../../../runtime/update/boot/index.js';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaService, type OtaService, type OtaServiceOptions } from '../../../scripts/world/ota-service.js';
 import { until } from '../../../scripts/world/until.js';
@@ -97,4 +99,29 @@ t.test('fetch limits from the config reach every check: a stalled metadata file 
   const whole = await device(t, ota, { update: { metadataDeadlineSec: 30, checkDeadlineSec: 1 }, schedule: { firstCheckMs: 3_600_000 } });
   const again = await whole.boot();
   await t.rejects(again.check(), { code: 'UPDATE_UNAVAILABLE', transient: true, message: /the update check exceeded its 1 s deadline \(update\.checkDeadlineSec\)/ });
+});
+
+t.test('a deferred release is checked again when its backoff ends, not a whole check interval later', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  const clock = manualTimer();
+  // CLOCK_MONOTONIC as the test moves it: the backoff passes without waiting for it.
+  let aheadMs = 0;
+  const monotonic = { now: () => new Date(), monotonicMs: () => Math.round(performance.now()) + aheadMs };
+  const d = await device(t, ota, { update: { checkIntervalSec: 3600, deferral: { backoffSec: 120 } }, schedule: { random: () => 0.5, timer: clock.timer }, service: { clock: monotonic } });
+  await simulateNeverBoots(join(d.stateDir, 'simulated-boot.json'), ota.ostree.commit(2));
+  const service = await d.boot();
+  t.equal((await service.apply()).release?.version, 2);
+  await d.waitFor('the trial reboot', (s) => s.state === 'rebooting' && d.reboots.length === 1, 30_000);
+  // The bootloader falls back from release 2 without a hang seen: deferred (power loss?).
+  await d.boot();
+  const fellBack = await d.waitFor('the fallback', (s) => s.state === 'idle' && s.last !== null, 30_000);
+  t.match(fellBack.last, { result: 'rolledBack', version: 2, reason: /offered again in 2 min \(trial 1 of 3\)/ });
+  const next = await clock.fire();
+  t.match(d.logs.filter((r) => r.msg === 'update check').at(-1), { result: /release 2 is offered again in 2 min/ });
+  t.ok(next > 100_000 && next <= 121_000, `the next check comes as the backoff ends (${next} ms), not after the 1 h interval`);
+  aheadMs += next;
+  await clock.fire();
+  await d.waitFor('the second trial reboot', (s) => s.state === 'rebooting' && d.reboots.length === 2, 30_000);
+  t.match(d.logs.filter((r) => r.msg === 'update check').at(-1), { result: 'installing release 2' }, 'offered again: its second trial');
 });

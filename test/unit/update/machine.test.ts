@@ -147,8 +147,8 @@ t.test('a release that never boots, with no hang seen: deferred and offered agai
     if (attempt < 3) {
       t.match(last, { result: 'rolledBack', reason: new RegExp(`never came up: the bootloader fell back.*offered again in \\d+ min \\(trial ${attempt} of 3\\)`) });
       t.notOk(await updates.hasFailed(v2), `attempt ${attempt}: not failed`);
-      t.match(await updates.deferredReason(v2, bootId), /offered again in/, 'waits out its backoff in this boot');
-      t.match(await updates.deferredReason(v2, 'another-boot'), /offered again in/, 'and in a later boot, counted from that boot\'s start');
+      t.match(await updates.deferredWait(v2, bootId), { reason: /offered again in/ }, 'waits out its backoff in this boot');
+      t.match(await updates.deferredWait(v2, 'another-boot'), { reason: /offered again in/ }, 'and in a later boot, counted from that boot\'s start');
     } else {
       t.match(last, { result: 'rolledBack', reason: /3 of 3 trials ended so: not offered again/ });
       t.ok(await updates.hasFailed(v2), 'failed for good');
@@ -314,7 +314,7 @@ t.test('power lost on every trial boot: the counter runs out and the bootloader 
   const { store, machine, updates } = await d.open();
   t.match((await machine.record()).last, { result: 'rolledBack', reason: /restarted during the trial of release 2 and the bootloader fell back.*power loss\?\): offered again/ });
   t.notOk(await updates.hasFailed(v2), 'power loss is not held against the release');
-  t.match(await updates.deferredReason(v2, await d.boot.bootId()), /trial 1 of 3/);
+  t.match(await updates.deferredWait(v2, await d.boot.bootId()), { reason: /trial 1 of 3/ });
   await store.close();
 });
 

@@ -19,7 +19,7 @@ function targets(files: Record<string, unknown>): TrustedTargets {
   return new TrustedTargets(signed, { root: 1, timestamp: 1, snapshot: 1, targets: 1 }, new Date());
 }
 
-const facts = (overrides: Partial<DeviceFacts> = {}): DeviceFacts => ({ hardware: 'gw', arch: 'x86_64', bootedCommit: c(1), installedVersion: 1, hasFailed: async () => false, deferredReason: async () => null, ...overrides });
+const facts = (overrides: Partial<DeviceFacts> = {}): DeviceFacts => ({ hardware: 'gw', arch: 'x86_64', bootedCommit: c(1), installedVersion: 1, hasFailed: async () => false, deferredWait: async () => null, ...overrides });
 
 t.test('picks the newest release for this hardware and arch, with the delta from the booted commit', async (t) => {
   const all = targets({ ...release('gw', 'x86_64', 2, [1]), ...delta(1, 2), ...release('gw', 'x86_64', 3, [2]), ...delta(2, 3), ...release('gw', 'aarch64', 9), ...release('other', 'x86_64', 8) });
@@ -61,10 +61,10 @@ t.test('a delta whose signed custom fields disagree with the release is not used
 
 t.test('a release whose trial was cut short waits out its backoff; an older newer one may go first', async (t) => {
   const all = targets({ ...release('gw', 'x86_64', 2, [1]), ...release('gw', 'x86_64', 3, [1]) });
-  const waiting = facts({ deferredReason: async (commit) => (commit === c(3) ? 'offered again in 10 min (trial 1 of 3 ended without a hang or a failed check)' : null) });
+  const waiting = facts({ deferredWait: async (commit) => (commit === c(3) ? { reason: 'offered again in 10 min (trial 1 of 3 ended without a hang or a failed check)', leftMs: 540_000 } : null) });
   const choice = await selectRelease(all, waiting);
   t.equal(choice.release?.version, 2, 'release 2 meanwhile');
   const none = await selectRelease(all, { ...waiting, installedVersion: 2, bootedCommit: c(2) });
   t.equal(none.release, null);
-  t.match(none, { reason: /release 3 is offered again in 10 min/ }, 'the status says when it comes back');
+  t.match(none, { reason: /release 3 is offered again in 10 min/, offerAgainInMs: 540_000 }, 'the status says when it comes back, and the scheduler how soon');
 });
