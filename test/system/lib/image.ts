@@ -93,6 +93,8 @@ function deviceConfig(): unknown {
       checkIntervalSec: 3600,
       // Two trial boots: a power cut during the first one is survivable (probation runs again).
       boot: { backend: 'grub', grubEnvFile: '/boot/grub/grubenv', trialBoots: 2 },
+      // Cuts in both trial boots defer a good release (power loss?); 2 min, not 10, until its next trial.
+      deferral: { backoffSec: 120 },
       probation: { windowSec: 30, intervalSec: 3, checks: [{ name: 'rig-health', command: ['/usr/libexec/rig/health'] }] },
     },
   };
