@@ -1,12 +1,14 @@
 /**
  * `npm run demo`: a throwaway loopback world — a CA and certificates, mosquitto with mutual TLS, an
  * OSTree build repo and update server with a TUF repository, a device sysroot running v1, and the
- * outpost daemon with the simulated bootloader — then an update v1 → v2 as a static delta, and a
- * bad v3 rolled back on its own. Everything lives in temp dirs removed at the end.
+ * outpost daemon with the simulated bootloader — then an update v1 → v2 as a static delta, a bad
+ * v3 rolled back on its own, and a v4 that never boots, deferred after the bootloader's fallback.
+ * Everything lives in temp dirs removed at the end.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { simulateNeverBoots } from '../runtime/update/boot/index.js';
 import { createPki } from './world/pki.js';
 import { startMosquitto, type Mosquitto } from './world/mosquitto.js';
 import { createOtaWorld, type OtaWorld } from './world/ota-world.js';
@@ -94,6 +96,16 @@ async function main(): Promise<void> {
   show(`$ outpost update status\n${await cli(device, ['update', 'status'])}`);
   show(`$ outpost update check\n${await cli(device, ['update', 'check'])}`);
   show(`$ ostree admin status\n${await device.adminStatus()}`);
+
+  heading('Operator: release v4, whose kernel never reaches userspace (the simulated bootloader cannot boot it)');
+  show(await ota.release(4, { deltaFrom: [2] }));
+  await simulateNeverBoots(join(device.world.stateDir, 'simulated-boot.json'), ota.ostree.commit(4));
+
+  heading('Device: the bootloader spends the trial boots and falls back to v2; with no hang seen (power loss?), v4 is deferred, not failed');
+  await updateThroughReboots(device);
+  show(`$ outpost update status\n${await cli(device, ['update', 'status'])}`);
+  show(`$ outpost update check\n${await cli(device, ['update', 'check'])}`);
+  show('(on a booted gateway a hardware watchdog reset, or outpost-trial-guard.service rebooting a trial nobody blessed, fails the release at once: npm run demo:vm)');
 
   heading('Stopping the daemon (SIGTERM): the broker marks the device offline');
   const offline = execa('mosquitto_sub', [...sub, '-t', 'outpost/v1/gw-test-1/online', '-v', '-C', '2', '-W', '15'], { reject: false });
