@@ -3,7 +3,8 @@
  * the state machine. It is the daemon's one entry into the update domain.
  *
  * Invariants:
- * - One machine run at a time (an exclusive chain); checks and applies queue behind it.
+ * - One machine run at a time (an exclusive chain). A check or an apply asked for while it runs
+ *   is answered at once (what is being installed; UPDATE_BUSY), never queued behind it.
  * - Resuming an interrupted update happens at start and at every scheduled tick, before any new
  *   check, and needs no network. A resume that fails (a transient error keeps the state) is
  *   retried on the schedule's backoff (schedule.ts), never left for a daemon restart.
@@ -206,8 +207,14 @@ export class UpdateService implements Service {
     };
   }
 
-  /** Refreshes the signed metadata and says what would be installed. */
-  check(): Promise<Selection> {
+  /**
+   * Refreshes the signed metadata and says what would be installed. While an update runs (hours
+   * on a slow link) the answer is that one, at once, instead of queueing behind it until the CLI
+   * gives up.
+   */
+  async check(): Promise<Selection> {
+    const installing = await this.installing();
+    if (installing !== null) return { release: null, reason: installing };
     return this.exclusive(async () => {
       const { config, log } = this.options;
       const deadline = new AbortController();
@@ -222,13 +229,24 @@ export class UpdateService implements Service {
 
   /** Checks and, when a release is available, starts installing it (returns once persisted). */
   async apply(): Promise<Selection> {
+    const installing = await this.installing();
+    if (installing !== null) throw new OutpostError('UPDATE_BUSY', `an update is already in progress: ${installing}`);
     const selection = await this.check();
     if (selection.release) await this.begin(selection.release);
     return selection;
   }
 
+  /** What the running update does, while one runs (a scheduled tick's, say); else null. */
+  private async installing(): Promise<string | null> {
+    if (this.runningSince === undefined) return null;
+    const record = await this.requireMachine().record();
+    return record.release ? `release ${record.release.version} is being installed (${record.state})` : `an update is running (${record.state})`;
+  }
+
   /** Installs from an offline bundle file (a tar written by `outpostctl release bundle`). */
   async install(file: string): Promise<Selection> {
+    const installing = await this.installing();
+    if (installing !== null) throw new OutpostError('UPDATE_BUSY', `an update is already in progress: ${installing}`);
     const dir = join(this.options.stateDir, 'bundle');
     const selection = await this.exclusive(async () => {
       const record = await this.requireMachine().record();

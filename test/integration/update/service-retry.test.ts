@@ -125,3 +125,19 @@ t.test('a deferred release is checked again when its backoff ends, not a whole c
   await d.waitFor('the second trial reboot', (s) => s.state === 'rebooting' && d.reboots.length === 2, 30_000);
   t.match(d.logs.filter((r) => r.msg === 'update check').at(-1), { result: 'installing release 2' }, 'offered again: its second trial');
 });
+
+t.test('asked while a scheduled update downloads, check and apply answer at once instead of queueing behind the install', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  const deltaPath = `/tuf/targets/deltas/${ota.ostree.commit(1)}-${ota.ostree.commit(2)}`;
+  // The delta's server stalls before its headers: the scheduled update sits in downloading.
+  ota.ostree.server.setFault({ pathPrefix: deltaPath, delayMs: 20_000, times: 1 });
+  const d = await device(t, ota, { schedule: { firstCheckMs: 0 } });
+  const service = await d.boot();
+  const held = await until('the delta request held by the server', async () => ota.ostree.server.requests.find((r) => r.path === deltaPath && r.status === 0), 30_000);
+  const [check, apply] = await Promise.allSettled([service.check(), service.apply()]);
+  t.equal(held.status, 0, 'both answered while the delta was still held');
+  t.match(check, { status: 'fulfilled', value: { release: null, reason: 'release 2 is being installed (downloading)' } }, 'check: what is being installed');
+  t.match(apply, { status: 'rejected', reason: { code: 'UPDATE_BUSY', message: /already in progress: release 2 is being installed/ } }, 'apply: busy, as the CLI says it');
+  await d.waitFor('the trial reboot', (s) => s.state === 'rebooting' && d.reboots.length === 1, 60_000);
+});
