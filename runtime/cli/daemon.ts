@@ -12,7 +12,7 @@ import { createLink, type Link } from '../link/index.js';
 import { createLogger, type Logger } from '../logs/index.js';
 import { createNotifier, watchdogIntervalMs } from '../platform/index.js';
 import type { StateDocument } from '../protocol/index.js';
-import { Store } from '../store/index.js';
+import { Store, type OpenEvent } from '../store/index.js';
 import { readBootedCommit } from '../update/booted-commit.js';
 import type { UpdateService, UpdateStatus } from '../update/index.js';
 import { createExec } from '../platform/index.js';
@@ -28,14 +28,23 @@ class StoreService implements Service {
   constructor(
     private readonly location: string,
     private readonly log: Logger,
+    /** The update service completes the held steps once no release is on trial. */
+    private readonly holdBreaking: boolean,
   ) {}
 
   async start(): Promise<void> {
+    const messages: Record<OpenEvent['kind'], string> = {
+      repaired: 'state store was corrupt and has been repaired',
+      migrated: 'state store migrated',
+      held: 'state store migration held until no release is on trial (the release before must read the store)',
+      newer: 'state store was written by a newer release in a format this one reads; used as it is',
+    };
     this.store = await Store.open({
       location: this.location,
       version: storeVersion,
       repair: true,
-      onEvent: (event) => this.log.warn(event.kind === 'repaired' ? 'state store was corrupt and has been repaired' : 'state store migrated', { ...event }),
+      holdBreaking: this.holdBreaking,
+      onEvent: (event) => this.log.warn(messages[event.kind], { ...event }),
     });
   }
 
@@ -80,7 +89,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   const notifier = createNotifier({ env, log: log.child('notify') });
   let bootedCommit = await readBootedCommit();
   const link = config.broker ? createLink({ broker: config.broker, deviceId: config.deviceId, log: log.child('link'), version: outpostVersion }) : undefined;
-  const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'));
+  const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'), config.update !== undefined);
   let requestExit: (reason: string) => void = () => undefined;
   let lastUpdate: UpdateStatus | undefined;
   let lastPublish = 0;

@@ -7,13 +7,19 @@
  *   so callers may act on it (write-ahead, DESIGN principle 2).
  * - Values are JSON and validated against their collection's schema on read; a value that does
  *   not match is reported as corruption, never handed to logic half-parsed.
- * - `meta/schemaVersion` is the store's format version; migrations bring older stores forward in
- *   one batch, a newer store is refused rather than misread.
+ * - `meta/schemaVersion` is the store's format version, `meta/readableFrom` the oldest format
+ *   whose code can still read and write it. Each migration step writes its data and both versions
+ *   in one batch. A newer store that still reads as this code's format is opened as it is (the
+ *   newer release only added data); one that does not is refused rather than misread.
+ * - /var/lib/outpost is shared by every deployment, and a release on trial may be rolled back to
+ *   the one before it (Mender keeps `state-uncommitted` for the same reason): with `holdBreaking`,
+ *   only steps that keep older releases able to read the store run at open; the others wait for
+ *   `completeMigrations()`, which the update service calls once no trial is in progress.
  */
 import { cpSync, rmSync, readdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { OutpostError, toOutpostError } from '../errors.js';
 
 type Db = ClassicLevel<string, unknown>;
@@ -40,12 +46,19 @@ export interface WriteBatch {
 export interface Migration {
   from: number;
   describe: string;
+  /**
+   * Whether releases that write `from` can still read and write the store after this step (it
+   * only adds data or fields). Steps that cannot are held while a release is on trial.
+   */
+  keepsOlderReadable: boolean;
   run(ctx: { raw(name: string): Promise<[string, unknown][]>; batch: WriteBatch; collection: <T>(name: string, schema: z.ZodType<T>) => Collection<T> }): Promise<void>;
 }
 
 /** What happened while opening, for the caller to log. */
 export type OpenEvent =
   | { kind: 'migrated'; from: number; to: number }
+  | { kind: 'held'; from: number; describe: string }
+  | { kind: 'newer'; version: number; readableFrom: number }
   | { kind: 'repaired'; backup: string };
 
 /** Options for {@link openStore}. */
@@ -54,12 +67,15 @@ export interface OpenStoreOptions {
   /** The format version this code writes; migrations must cover every step below it. */
   version: number;
   migrations?: readonly Migration[];
+  /** Stop before the first step that older releases cannot read (a release may be on trial); see `completeMigrations()`. */
+  holdBreaking?: boolean;
   /** Try LevelDB's repair once on corruption, after keeping a copy of the damaged store. */
   repair?: boolean;
   onEvent?: (event: OpenEvent) => void;
 }
 
-const metaKey = 'schemaVersion';
+const versionKey = 'schemaVersion';
+const readableFromKey = 'readableFrom';
 
 class LevelCollection<T> implements Collection<T> {
   constructor(
@@ -119,9 +135,44 @@ class LevelBatch implements WriteBatch {
 export class Store {
   private constructor(
     private readonly db: Db,
-    /** The format version found on disk after migrations. */
-    readonly version: number,
+    private readonly options: OpenStoreOptions,
+    /** The format version on disk after migrations: this code's, an older one (steps held) or a newer one. */
+    private onDisk: number,
   ) {}
+
+  get version(): number {
+    return this.onDisk;
+  }
+
+  /** Runs the migration steps `holdBreaking` held back; a no-op when none were. */
+  async completeMigrations(): Promise<void> {
+    await this.runSteps(false);
+  }
+
+  /** Runs the steps from the version on disk up to this code's, each with its versions in one batch. */
+  private async runSteps(holdBreaking: boolean): Promise<void> {
+    const { options, db } = this;
+    const meta = jsonSublevel(db, 'meta');
+    while (this.onDisk < options.version) {
+      const version = this.onDisk;
+      const step = options.migrations?.find((m) => m.from === version);
+      if (!step) throw new OutpostError('INTERNAL', `no migration from store format version ${version}`);
+      if (holdBreaking && !step.keepsOlderReadable) {
+        options.onEvent?.({ kind: 'held', from: version, describe: step.describe });
+        return;
+      }
+      const readableFrom = step.keepsOlderReadable ? (versionSchema.safeParse(await meta.get(readableFromKey)).data ?? version) : version + 1;
+      const batch = this.batch();
+      await step.run({
+        raw: async (name) => jsonSublevel(db, name).iterator().all(),
+        batch,
+        collection: (name, schema) => this.collection(name, schema),
+      });
+      await versionBatch(db, batch, version + 1, readableFrom).commit();
+      options.onEvent?.({ kind: 'migrated', from: version, to: version + 1 });
+      this.onDisk = version + 1;
+    }
+  }
 
   get location(): string {
     return this.db.location;
@@ -141,6 +192,27 @@ export class Store {
     await this.db.close();
   }
 
+  private static async migrate(db: Db, options: OpenStoreOptions): Promise<Store> {
+    const meta = jsonSublevel(db, 'meta');
+    const read = async (key: string) => {
+      const value = versionSchema.safeParse(await meta.get(key));
+      return value.success ? value.data : undefined;
+    };
+    const stored = await read(versionKey);
+    if (stored !== undefined && stored > options.version) {
+      const readableFrom = (await read(readableFromKey)) ?? stored;
+      if (readableFrom > options.version) {
+        throw new OutpostError('STORE_TOO_NEW', `state store ${options.location} has format version ${stored}, readable from version ${readableFrom} on; this outpost writes version ${options.version}: it was written by a newer release`);
+      }
+      options.onEvent?.({ kind: 'newer', version: stored, readableFrom });
+      return new Store(db, options, stored);
+    }
+    const store = new Store(db, options, stored ?? options.version);
+    if (stored === undefined) await versionBatch(db, store.batch(), options.version, oldestReader(options)).commit();
+    else await store.runSteps(options.holdBreaking === true);
+    return store;
+  }
+
   /** Opens (creating if needed) the store, migrating it to `version`. */
   static async open(options: OpenStoreOptions): Promise<Store> {
     let db: Db;
@@ -158,7 +230,7 @@ export class Store {
       }
     }
     try {
-      return await migrate(db, options);
+      return await Store.migrate(db, options);
     } catch (err) {
       await db.close().catch(() => undefined);
       throw err;
@@ -206,31 +278,17 @@ async function repair(location: string): Promise<string> {
   return backup;
 }
 
-async function migrate(db: Db, options: OpenStoreOptions): Promise<Store> {
-  const meta = jsonSublevel(db, 'meta');
-  const setVersion = (v: number) => db.batch([{ type: 'put', sublevel: meta, key: metaKey, value: v }], { sync: true });
-  const storedRaw = await meta.get(metaKey);
-  const stored = typeof storedRaw === 'number' ? storedRaw : undefined;
-  const fresh = stored === undefined;
-  let version = stored ?? options.version;
-  if (version > options.version) {
-    throw new OutpostError('STORE_TOO_NEW', `state store ${options.location} has format version ${version}, newer than this outpost understands (${options.version}); it was written by a newer release`);
-  }
-  const store = Reflect.construct(Store, [db, options.version]) as Store;
-  while (version < options.version) {
-    const step = options.migrations?.find((m) => m.from === version);
-    if (!step) throw new OutpostError('INTERNAL', `no migration from store format version ${version}`);
-    const batch = store.batch();
-    await step.run({
-      raw: async (name) => jsonSublevel(db, name).iterator().all(),
-      batch,
-      collection: (name, schema) => store.collection(name, schema),
-    });
-    await batch.commit();
-    await setVersion(version + 1);
-    options.onEvent?.({ kind: 'migrated', from: version, to: version + 1 });
-    version += 1;
-  }
-  if (fresh) await setVersion(version);
-  return store;
+const versionSchema = z.number().int().positive();
+
+/** The oldest format whose code reads this code's format: every step since it kept older releases able to. */
+function oldestReader(options: OpenStoreOptions): number {
+  let version = options.version;
+  while (version > 1 && options.migrations?.find((m) => m.from === version - 1)?.keepsOlderReadable === true) version -= 1;
+  return version;
+}
+
+/** Adds both format versions to `batch`. */
+function versionBatch(db: Db, batch: WriteBatch, version: number, readableFrom: number): WriteBatch {
+  const meta = new LevelCollection('meta', jsonSublevel(db, 'meta'), versionSchema);
+  return batch.put(meta, versionKey, version).put(meta, readableFromKey, readableFrom);
 }

@@ -317,7 +317,10 @@ export class UpdateService implements Service {
    */
   private async resume(): Promise<ResumeOutcome> {
     const machine = this.requireMachine();
-    if ((await machine.record()).state === 'idle') return 'idle';
+    if ((await machine.record()).state === 'idle') {
+      await this.completeStoreMigrations();
+      return 'idle';
+    }
     this.runningSince = this.clock.monotonicMs();
     this.lastProgressAt = this.runningSince;
     try {
@@ -333,6 +336,14 @@ export class UpdateService implements Service {
     } finally {
       this.runningSince = undefined;
     }
+  }
+
+  /**
+   * With no update in flight, no release is on trial that may roll back to the one before, so
+   * the store steps older releases cannot read (held at open, store.ts) may run now.
+   */
+  private async completeStoreMigrations(): Promise<void> {
+    await this.options.store().completeMigrations().catch((err: unknown) => this.options.log.error('cannot complete the state store migrations; will retry', { err }));
   }
 
   /**

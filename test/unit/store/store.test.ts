@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fork } from 'node:child_process';
 import { z } from 'zod';
-import { Store } from '../../../runtime/store/index.js';
+import { Store, type Migration } from '../../../runtime/store/index.js';
 import { isOutpostError } from '../../../runtime/errors.js';
 
 const counter = z.strictObject({ n: z.number().int() });
@@ -98,6 +98,7 @@ t.test('migrations run in order in one batch each; a newer store is refused', as
       {
         from: 1,
         describe: 'wrap numbers in objects',
+        keepsOlderReadable: false,
         run: async ({ raw, batch, collection }) => {
           const target = collection('a', counter);
           for (const [key, value] of await raw('old')) batch.put(target, key, { n: Number(value) });
@@ -111,4 +112,56 @@ t.test('migrations run in order in one batch each; a newer store is refused', as
   await v2.close();
 
   await t.rejects(Store.open({ location, version: 1 }), { code: 'STORE_TOO_NEW' });
+});
+
+t.test('a newer store that still reads as this format (the newer release only added data) opens as it is; the version stays', async (t) => {
+  const location = tempStore(t);
+  await (await Store.open({ location, version: 1 })).close();
+  const newer = await Store.open({
+    location,
+    version: 2,
+    migrations: [{ from: 1, describe: 'add a collection', keepsOlderReadable: true, run: async ({ batch, collection }) => void batch.put(collection('added', z.number()), 'k', 1) }],
+  });
+  await newer.batch().put(newer.collection('a', counter), 'k', { n: 1, addedByNewer: true } as never).commit();
+  await newer.close();
+    const events: unknown[] = [];
+  const older = await Store.open({ location, version: 1, onEvent: (e) => events.push(e) });
+  t.same(events, [{ kind: 'newer', version: 2, readableFrom: 1 }]);
+  t.equal(older.version, 2, 'not written back down');
+  t.match(await older.collection('a', counter.loose()).get('k'), { n: 1 }, 'reads what it knows');
+  await older.batch().put(older.collection('a', counter), 'k', { n: 2 }).commit();
+  await older.close();
+  const again = await Store.open({ location, version: 2 });
+  t.equal(again.version, 2);
+  t.same(await again.collection('added', z.number()).get('k'), 1, 'the newer data is still there');
+  await again.close();
+});
+
+t.test('holdBreaking: a step older releases cannot read waits for completeMigrations(), so the release before can still open the store', async (t) => {
+  const location = tempStore(t);
+  const v1 = await Store.open({ location, version: 1 });
+  await v1.batch().put(v1.collection('old', z.number()), 'k', 5).commit();
+  await v1.close();
+  const migrations = [
+    { from: 1, describe: 'add a collection', keepsOlderReadable: true, run: async ({ batch, collection }: Parameters<Migration['run']>[0]) => void batch.put(collection('added', z.number()), 'k', 1) },
+    { from: 2, describe: 'rewrite old as objects', keepsOlderReadable: false, run: async ({ raw, batch, collection }: Parameters<Migration['run']>[0]) => {
+      for (const [key, value] of await raw('old')) batch.put(collection('old', counter), key, { n: Number(value) });
+    } },
+  ];
+  const events: unknown[] = [];
+  const onTrial = await Store.open({ location, version: 3, migrations, holdBreaking: true, onEvent: (e) => events.push(e) });
+  t.same(events, [{ kind: 'migrated', from: 1, to: 2 }, { kind: 'held', from: 2, describe: 'rewrite old as objects' }]);
+  t.equal(onTrial.version, 2);
+  await onTrial.close();
+
+  const rolledBack = await Store.open({ location, version: 1 });
+  t.equal(await rolledBack.collection('old', z.number()).get('k'), 5, 'the release before reads its data after a rollback');
+  await rolledBack.close();
+
+  const committed = await Store.open({ location, version: 3, migrations, holdBreaking: true });
+  await committed.completeMigrations();
+  t.equal(committed.version, 3);
+  t.same(await committed.collection('old', counter).get('k'), { n: 5 });
+  await committed.close();
+  await t.rejects(Store.open({ location, version: 1 }), { code: 'STORE_TOO_NEW', message: /format version 3, readable from version 3 on/ });
 });
