@@ -40,6 +40,7 @@ export const errorCodes = {
   UPDATE_ROLLBACK_IMPOSSIBLE: { exit: 70, transient: false },
   UPDATE_BUSY: { exit: 75, transient: true },
   UPDATE_BOOTED_UNKNOWN: { exit: 75, transient: true },
+  UPDATE_STOPPING: { exit: 75, transient: true },
   UPDATE_REFUSED: { exit: 65, transient: false },
   INTERNAL: { exit: 70, transient: false },
 } as const satisfies Record<string, { exit: number; transient: boolean }>;

@@ -24,13 +24,28 @@ export interface ProbationTiming {
   /** CLOCK_MONOTONIC by default: an NTP jump must neither end the window early nor stretch it. */
   nowMs?: () => number;
   sleep?: (ms: number) => Promise<void>;
+  /**
+   * Aborted when outpost stops: a check failing because the system is going down says nothing
+   * about the release, so there is no verdict; the run rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 /** Runs all checks each round until all pass together, or fails once the deadline has passed. */
 export async function runProbation(checks: readonly ProbationCheck[], timing: ProbationTiming): Promise<ProbationResult> {
   const nowMs = timing.nowMs ?? monotonicMs;
-  const sleep = timing.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const { signal } = timing;
+  const sleep = timing.sleep ?? ((ms: number) => new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  }));
   for (;;) {
+    signal?.throwIfAborted();
     const results = await Promise.all(
       checks.map(async (check) => {
         try {
@@ -42,6 +57,7 @@ export async function runProbation(checks: readonly ProbationCheck[], timing: Pr
     );
     const failing = results.filter((r) => !r.ok);
     if (failing.length === 0) return { ok: true };
+    signal?.throwIfAborted();
     if (nowMs() >= timing.deadlineMs) {
       return { ok: false, reason: `health checks failed during probation: ${failing.map((f) => `${f.name}${f.detail ? ` (${f.detail})` : ''}`).join(', ')}` };
     }

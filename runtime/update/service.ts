@@ -102,6 +102,8 @@ export class UpdateService implements Service {
   private bootedCommit: string | null = null;
   private boot: BootBackend | undefined;
   private stopped = false;
+  /** Aborted by stop(): a step that judges (probation) gives no verdict while the system goes down. */
+  private readonly stopping = new AbortController();
   /** CLOCK_MONOTONIC ms, like every duration here. */
   private runningSince: number | undefined;
   private lastProgressAt = 0;
@@ -160,7 +162,7 @@ export class UpdateService implements Service {
           ...(config.bandwidthBytesPerSec ? { bandwidthBytesPerSec: config.bandwidthBytesPerSec } : {}),
         }),
         sources: { targetUrl: (name) => new URL(`targets/${name}`, base).href, ...(config.ostreeUrl ? { ostreeUrl: config.ostreeUrl } : {}) },
-        probation: async (deadlineMs) => runProbation(await this.probationChecks(), { deadlineMs, intervalMs: config.probation.intervalSec * 1000, nowMs: this.clock.monotonicMs }),
+        probation: async (deadlineMs) => runProbation(await this.probationChecks(), { deadlineMs, intervalMs: config.probation.intervalSec * 1000, nowMs: this.clock.monotonicMs, signal: this.stopping.signal }),
         probationStartMs: (commit, bootId) => windows.startMs(commit, bootId),
         probationWindowMs: config.probation.windowSec * 1000,
         downloadDir,
@@ -182,6 +184,7 @@ export class UpdateService implements Service {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.abort(new OutpostError('UPDATE_STOPPING', 'outpost is stopping: probation gives no verdict and runs again at the next start', { transient: true }));
     this.cancelTimer?.();
     this.cancelTimer = undefined;
   }
@@ -406,7 +409,7 @@ export class UpdateService implements Service {
 
   private async probationChecks(): Promise<ProbationCheck[]> {
     const { config, exec } = this.options;
-    const checks: ProbationCheck[] = [predicateCheck('outpost', () => !this.stopped, 'outpost is stopping')];
+    const checks: ProbationCheck[] = [];
     if (config.probation.requireBroker) checks.push(predicateCheck('broker', this.options.linkConnected, 'broker not reachable'));
     // Checks see the running deployment's files at OUTPOST_DEPLOYMENT_ROOT: `/` on a booted
     // device; the deployment's directory under the simulated bootloader.

@@ -23,6 +23,15 @@ t.test('runProbation: all checks must pass in one round before the deadline on i
   t.equal(time.nowMs(), 5_500, 'the last round ran at the deadline, not after another interval');
 });
 
+t.test('runProbation: outpost stopping gives no verdict: the run rejects with the stop\'s reason, also when the window has ended meanwhile', async (t) => {
+  const time = fakeTime();
+  const stopping = new AbortController();
+  let rounds = 0;
+  const failsWhileGoingDown = predicateCheck('app', () => (++rounds === 2 && stopping.abort(new Error('outpost is stopping')), false), 'connection refused');
+  await t.rejects(runProbation([failsWhileGoingDown], { deadlineMs: 2_000, intervalMs: 1_000, ...time, signal: stopping.signal }), { message: 'outpost is stopping' });
+  t.equal(rounds, 2, 'no round after the stop');
+});
+
 t.test('ProbationWindows: the first call in a boot records the start; the same trial and boot read it back; another boot or commit starts anew', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-probation-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
