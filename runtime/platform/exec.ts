@@ -20,6 +20,14 @@ export interface ExecOptions {
   timeoutMs?: number;
   env?: Record<string, string>;
   input?: string;
+  /** `discard`: only the exit status matters (`ostree ls -R` of a whole OS prints tens of MiB). */
+  stdout?: 'capture' | 'discard';
+}
+
+/** Options of {@link createExec}. */
+export interface CreateExecOptions {
+  /** Cap on a captured stdout or stderr; a tool printing more fails. */
+  maxBufferBytes?: number;
 }
 
 /** What a successful call printed, final newline stripped. */
@@ -54,7 +62,9 @@ function isExecaError(err: unknown): err is ExecaError {
 }
 
 /** The process-runner backed by execa; `log` receives one debug line per call with its duration. */
-export function createExec(log: Logger): Exec {
+export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
+  // Bounded output: ostree status and friends print kilobytes, never megabytes.
+  const maxBuffer = options.maxBufferBytes ?? 16 * 1024 * 1024;
   return {
     async run(cmd, args, opts = {}) {
       const timeoutMs = opts.timeoutMs ?? defaultExecTimeoutMs;
@@ -69,21 +79,21 @@ export function createExec(log: Logger): Exec {
           ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
           ...(opts.env === undefined ? {} : { env: opts.env }),
           extendEnv: true,
+          ...(opts.stdout === 'discard' ? { stdout: 'ignore' as const } : {}),
           stripFinalNewline: true,
-          // Bounded output: ostree status and friends print kilobytes, never megabytes.
-          maxBuffer: 16 * 1024 * 1024,
+          maxBuffer,
           encoding: 'utf8',
         });
         log.debug('exec', { cmd, args, ms: Math.round(performance.now() - started) });
-        return { stdout: result.stdout, stderr: result.stderr };
+        return { stdout: typeof result.stdout === 'string' ? result.stdout : '', stderr: result.stderr };
       } catch (err) {
-        throw execError(cmd, args, timeoutMs, err);
+        throw execError(cmd, args, timeoutMs, maxBuffer, err);
       }
     },
   };
 }
 
-function execError(cmd: string, args: string[], timeoutMs: number, err: unknown): OutpostError {
+function execError(cmd: string, args: string[], timeoutMs: number, maxBuffer: number, err: unknown): OutpostError {
   const command = [cmd, ...args].join(' ');
   if (!isExecaError(err)) return new OutpostError('EXEC_FAILED', `${command}: ${String(err)}`, { cause: err });
   const stderr = typeof err.stderr === 'string' ? stderrTail(err.stderr) : '';
@@ -94,7 +104,8 @@ function execError(cmd: string, args: string[], timeoutMs: number, err: unknown)
     how = `timed out after ${timeoutMs} ms and was killed`;
     // A slow disk or a busy device can finish next time; a wrong argument cannot.
     transient = true;
-  } else if (err.signal !== undefined) how = `killed by ${err.signal}`;
+  } else if (err.isMaxBuffer) how = `printed more than the ${maxBuffer} bytes of output outpost keeps and was stopped`;
+  else if (err.signal !== undefined) how = `killed by ${err.signal}`;
   else if (err.exitCode !== undefined) how = `exit code ${err.exitCode}`;
   else how = err.originalMessage ?? err.shortMessage;
   return new OutpostError('EXEC_FAILED', `${command}: ${how}${stderr === '' ? '' : `\n${stderr}`}`, { cause: err, transient });

@@ -10,6 +10,6 @@ export {
   type NotifierOptions,
   type NotifyMechanism,
 } from './notify.js';
-export { createExec, defaultExecTimeoutMs, stderrTail, type Exec, type ExecOptions, type ExecResult } from './exec.js';
+export { createExec, defaultExecTimeoutMs, stderrTail, type CreateExecOptions, type Exec, type ExecOptions, type ExecResult } from './exec.js';
 export { writeFileAtomic, syncDir, type AtomicWriteOptions } from './atomic-write.js';
 export { monotonicMs, systemClock, type Clock } from './clock.js';

@@ -168,7 +168,7 @@ export function createOstree(options: OstreeOptions): Ostree {
       if (actual !== commit) throw new OutpostError('OSTREE_FAILED', `commit object ${commit} is corrupt (hashes to ${actual})`);
       await run(`loading commit ${commit} (ostree show)`, ['show', `--repo=${repo}`, commit]);
       // Walks every dirtree/dirmeta of this commit: a missing metadata object fails here.
-      await run(`walking the tree of ${commit} (ostree ls -R)`, ['ls', `--repo=${repo}`, '-R', commit], long);
+      await run(`walking the tree of ${commit} (ostree ls -R)`, ['ls', `--repo=${repo}`, '-R', commit], { ...long, stdout: 'discard' });
       if (verify.fsck !== true) return;
       const started = performance.now();
       // Whole-repo: 2022.7's fsck cannot be scoped to one commit. A device repo holds only a few.

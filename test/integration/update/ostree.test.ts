@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isOutpostError } from '../../../runtime/errors.js';
 import { createLogger } from '../../../runtime/logs/index.js';
+import { createExec } from '../../../runtime/platform/index.js';
 import type { Deployment } from '../../../runtime/update/ostree-status.js';
 import { createOstreeWorld, type OstreeWorld } from '../../../scripts/world/ostree-world.js';
 
@@ -189,6 +190,17 @@ t.test('verifyCommit catches a missing, partial or corrupt commit', async (t) =>
   await corrupt(join(ostree.repo, 'objects', object.slice(0, 2), `${object.slice(2)}.file`));
   await ostree.verifyCommit(v2); // metadata is intact: only fsck reads content
   await expectOstreeFailed(t, ostree.verifyCommit(v2, { fsck: true }), /ostree fsck\) failed: .*Corrupted file object/s);
+});
+
+t.test('verifyCommit walks the tree without buffering its listing (a whole OS lists tens of MiB, past any output cap)', async (t) => {
+  const w = await world(t);
+  const listing = execFileSync('ostree', ['ls', `--repo=${w.buildRepo}`, '-R', w.commit(2)], { encoding: 'utf8' });
+  // An output cap below this commit's listing stands in for a real rootfs against the 16 MiB default.
+  const capBytes = Math.floor(listing.length / 2);
+  const ostree = w.ostree({ exec: createExec(createLogger({ sinks: [] }), { maxBufferBytes: capBytes }) });
+  await ostree.applyStaticDelta((await w.delta(1, 2)).file);
+  await ostree.verifyCommit(w.commit(2));
+  t.pass(`verified with ${capBytes} bytes of output allowed for a ${listing.length}-byte listing`);
 });
 
 t.test('deploy freezes a separate /boot (loop-mounted ext4) and only syncs a plain directory', async (t) => {

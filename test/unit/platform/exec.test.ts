@@ -36,6 +36,12 @@ t.test('a call past its timeout is killed and the error is transient', async (t)
   t.ok((err as { transient: boolean }).transient);
 });
 
+t.test('output past the cap fails and says so; discarded stdout has no cap', async (t) => {
+  const capped = createExec(silentLogger, { maxBufferBytes: 10 });
+  await t.rejects(capped.run('printf', ['%s', 'x'.repeat(100)]), { code: 'EXEC_FAILED', message: /printf %s x+: printed more than the 10 bytes of output outpost keeps/ });
+  t.same(await capped.run('printf', ['%s', 'x'.repeat(100)], { stdout: 'discard' }), { stdout: '', stderr: '' });
+});
+
 t.test('stderrTail keeps the last non-empty lines', async (t) => {
   t.equal(stderrTail('a\n\nb  \nc\n', 2), 'b\nc');
   t.equal(stderrTail(''), '');
