@@ -11,7 +11,7 @@
  * - Nothing from a server or a bundle is acted on before TUF verified it (select.ts reads only
  *   TrustedTargets).
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import type { UpdateConfig } from '../config/index.js';
@@ -75,6 +75,10 @@ export interface UpdateServiceOptions {
   /** When scheduled work runs; defaults in schedule.ts. */
   schedule?: Partial<Schedule>;
 }
+
+/** Where deltas are downloaded, and where a bundle is unpacked: both emptied whenever the machine is idle. */
+const downloadsDir = (stateDir: string) => join(stateDir, 'downloads');
+const bundleDir = (stateDir: string) => join(stateDir, 'bundle');
 
 /** Past a deferral's end, so the check it wakes finds the backoff over on any clock granularity. */
 const offerAgainSlackMs = 1000;
@@ -143,7 +147,7 @@ export class UpdateService implements Service {
     this.ostree = ostree;
     this.bootedCommit = await boot.bootedCommit();
     this.updates = new UpdateStore(this.options.store(), { maxAttempts: config.deferral.trials, backoffMs: config.deferral.backoffSec * 1000 }, this.clock.monotonicMs);
-    const downloadDir = join(this.options.stateDir, 'downloads');
+    const downloadDir = downloadsDir(this.options.stateDir);
     await mkdir(downloadDir, { recursive: true });
     const base = config.server.endsWith('/') ? config.server : `${config.server}/`;
     const windows = new ProbationWindows(this.options.store(), this.clock.monotonicMs);
@@ -250,7 +254,7 @@ export class UpdateService implements Service {
   async install(file: string): Promise<Selection> {
     const installing = await this.installing();
     if (installing !== null) throw new OutpostError('UPDATE_BUSY', `an update is already in progress: ${installing}`);
-    const dir = join(this.options.stateDir, 'bundle');
+    const dir = bundleDir(this.options.stateDir);
     const selection = await this.exclusive(async () => {
       const record = await this.requireMachine().record();
       if (record.state !== 'idle') throw new OutpostError('UPDATE_BUSY', `an update is already in progress (${record.state})`);
@@ -261,9 +265,12 @@ export class UpdateService implements Service {
       if (!manifest.success) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: no valid bundle.json (not an outpost bundle?)`);
       const chosen = await this.select(dirFetcher(join(dir, 'metadata')), manifest.data.target);
       if (!chosen.release) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: ${chosen.reason}`);
-      return { release: { ...chosen.release, bundleDir: dir } };
+      const release = { ...chosen.release, bundleDir: dir };
+      // In the same turn of the chain as the unpacking: an idle tick in between would tidy it away.
+      await this.beginLocked(release);
+      return { release };
     });
-    await this.begin(selection.release);
+    void this.exclusive(() => this.resume());
     return selection;
   }
 
@@ -281,12 +288,15 @@ export class UpdateService implements Service {
 
   /** Persists the start of an update and runs it in the background, unless the caller runs it. */
   private async begin(release: Release, run = true): Promise<void> {
-    await this.exclusive(async () => {
-      const record = await this.requireMachine().record();
-      if (record.state !== 'idle') throw new OutpostError('UPDATE_BUSY', `an update is already in progress (${record.state})`);
-      await this.requireMachine().begin(release, this.bootedCommit);
-    });
+    await this.exclusive(() => this.beginLocked(release));
     if (run) void this.exclusive(() => this.resume());
+  }
+
+  /** Starts `release` from idle; called inside the exclusive chain. */
+  private async beginLocked(release: Release): Promise<void> {
+    const record = await this.requireMachine().record();
+    if (record.state !== 'idle') throw new OutpostError('UPDATE_BUSY', `an update is already in progress (${record.state})`);
+    await this.requireMachine().begin(release, this.bootedCommit);
   }
 
   private async select(fetcher: Fetcher, only?: string): Promise<Selection> {
@@ -321,14 +331,15 @@ export class UpdateService implements Service {
   private async resume(): Promise<ResumeOutcome> {
     const machine = this.requireMachine();
     if ((await machine.record()).state === 'idle') {
-      await this.completeStoreMigrations();
+      await this.tidyWhenIdle();
       return 'idle';
     }
     this.runningSince = this.clock.monotonicMs();
     this.lastProgressAt = this.runningSince;
     try {
-      await machine.run();
+      const settled = await machine.run();
       this.failures = 0;
+      if (settled.state === 'idle') await this.tidyWhenIdle();
       return 'ran';
     } catch (err) {
       this.failures += 1;
@@ -343,10 +354,18 @@ export class UpdateService implements Service {
 
   /**
    * With no update in flight, no release is on trial that may roll back to the one before, so
-   * the store steps older releases cannot read (held at open, store.ts) may run now.
+   * the store steps older releases cannot read (held at open, store.ts) may run now; and what an
+   * earlier attempt left (a failed attempt's delta, a refused or installed bundle unpacked) only
+   * takes space a small disk needs.
    */
-  private async completeStoreMigrations(): Promise<void> {
-    await this.options.store().completeMigrations().catch((err: unknown) => this.options.log.error('cannot complete the state store migrations; will retry', { err }));
+  private async tidyWhenIdle(): Promise<void> {
+    const { log, stateDir } = this.options;
+    await this.options.store().completeMigrations().catch((err: unknown) => log.error('cannot complete the state store migrations; will retry', { err }));
+    for (const dir of [downloadsDir(stateDir), bundleDir(stateDir)]) {
+      const left = await readdir(dir).catch(() => []);
+      for (const name of left) await rm(join(dir, name), { recursive: true, force: true }).catch((err: unknown) => log.warn('cannot remove what an earlier update attempt left', { file: join(dir, name), err }));
+      if (left.length > 0) log.info('removed what an earlier update attempt left', { dir, entries: left.length });
+    }
   }
 
   /**

@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
@@ -74,6 +74,7 @@ t.test('a corrupt but correctly signed delta: no pull source → clean failure; 
   const failed = await applyOnce(isolated);
   t.match(failed.status?.last, { result: 'failed', version: 2, reason: /static delta|OSTREE_FAILED|ostree/i });
   await untouched(t, ota, isolated);
+  t.same(readdirSync(join(isolated.world.stateDir, 'downloads')), [], 'the failed attempt\'s delta does not stay on the disk');
 
   const withPull = device(t, ota);
   const before = ota.ostree.server.requests.length;
@@ -148,6 +149,7 @@ t.test('offline bundle: installs v2 with no network; a bundle for another device
     return s?.state === 'idle' && s.last ? s : undefined;
   });
   t.match(status.last, { result: 'committed', version: 2 });
+  t.notOk(existsSync(join(d.world.stateDir, 'bundle', 'bundle.json')), 'the unpacked bundle is removed once the update is over');
   second.kill('SIGTERM');
   await second;
 });
