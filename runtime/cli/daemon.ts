@@ -87,6 +87,10 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   mkdirSync(config.paths.runDir, { recursive: true, mode: 0o755 });
 
   const notifier = createNotifier({ env, log: log.child('notify') });
+  // Fault injection for the watchdog test (docs/architecture.md): SIGUSR2 wedges the event loop
+  // the way a synchronous call that never returns would; the WATCHDOG=1 pings must stop with it.
+  const blockLoopMs = Number(env.OUTPOST_FAULT_BLOCK_LOOP_MS ?? 0);
+  if (blockLoopMs > 0) process.on('SIGUSR2', () => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, blockLoopMs));
   let bootedCommit = await readBootedCommit();
   const link = config.broker ? createLink({ broker: config.broker, deviceId: config.deviceId, log: log.child('link'), version: outpostVersion }) : undefined;
   const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'), config.update !== undefined);
