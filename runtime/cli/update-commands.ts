@@ -20,7 +20,7 @@ export function formatUpdateStatus(s: UpdateStatus): string {
     lines.push(`progress:          ${s.progress.phase} ${formatBytes(s.progress.bytes)} of ${formatBytes(s.progress.total)}${pct} at ${formatBytes(s.progress.rateBps)}/s`);
   }
   if (s.reason) lines.push(`reason:            ${s.reason}`);
-  if (s.last) lines.push(`last update:       release ${s.last.version} ${s.last.result} at ${s.last.at}${s.last.reason ? ` (${s.last.reason})` : ''}`);
+  if (s.last) lines.push(`last update:       release ${s.last.version} ${s.last.result} at ${s.last.at}${s.last.reason ? ` (${s.last.code ? `${s.last.code}: ` : ''}${s.last.reason})` : ''}`);
   if (s.lastCheck) lines.push(`last check:        ${s.lastCheck.at}: ${s.lastCheck.result}`);
   return lines.join('\n');
 }

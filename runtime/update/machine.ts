@@ -204,7 +204,7 @@ export class UpdateMachine {
       const reason = err instanceof Error ? err.message : String(err);
       if (onError !== 'failed' || !record.release) return { event: onError, patch: { reason } };
       const { version, commit } = record.release;
-      const last = { result: 'failed' as const, version, commit, reason, at: this.now().toISOString() };
+      const last = { result: 'failed' as const, version, commit, reason, ...(isOutpostError(err) ? { code: err.code } : {}), at: this.now().toISOString() };
       return { event: onError, patch: { reason, last, release: null, progress: null } };
     }
   }

@@ -45,6 +45,8 @@ export const outcomeSchema = z.looseObject({
   version: z.number().int(),
   commit,
   reason: z.string().nullable(),
+  /** A failed attempt's stable error code (docs/architecture.md), for dashboards and alerts. */
+  code: z.string().optional(),
   at: z.string(),
 });
 /** How the last update ended. */

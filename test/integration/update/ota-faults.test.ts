@@ -51,7 +51,11 @@ t.test('a tampered delta on the server is rejected by its signed sha256; v1 keep
   writeFileSync(deltaFile, bytes);
   const d = device(t, ota);
   const { status } = await applyOnce(d);
-  t.match(status?.last, { result: 'failed', version: 2, reason: /sha256 [0-9a-f]{64}, expected \d+ bytes with sha256/ });
+  t.match(status?.last, { result: 'failed', version: 2, code: 'DOWNLOAD_VERIFY', reason: /sha256 [0-9a-f]{64}, expected \d+ bytes with sha256/ });
+  const { daemon } = await d.boot();
+  t.match((await d.cli(['update', 'status'])).stdout, /last update: +release 2 failed at \S+ \(DOWNLOAD_VERIFY: /, 'the status names the error code');
+  daemon.kill('SIGTERM');
+  await daemon;
   await untouched(t, ota, d);
 });
 
@@ -103,7 +107,7 @@ t.test('not enough disk for download + apply: refused before any byte is fetched
   const d = device(t, ota, { applyHeadroomBytes: Number.MAX_SAFE_INTEGER });
   const before = ota.ostree.server.requests.length;
   const { status } = await applyOnce(d);
-  t.match(status?.last, { result: 'failed', reason: /free|space/i });
+  t.match(status?.last, { result: 'failed', code: 'DISK_SPACE', reason: /free|space/i });
   t.notOk(ota.ostree.server.requests.slice(before).some((r) => r.path.includes('/deltas/')), 'no delta bytes fetched');
   await untouched(t, ota, d);
 });
