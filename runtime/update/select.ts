@@ -6,7 +6,7 @@
 import { OutpostError } from '../errors.js';
 import type { DeferredWait } from './deferral.js';
 import type { Release as UpdateRelease } from './record.js';
-import { deltaCustomSchema, releasesFor, type ReleaseArch, type TrustedTargets } from './tuf/index.js';
+import { deltaCustomSchema, releaseTargetsFor, type ReleaseArch, type TrustedTargets } from './tuf/index.js';
 
 /** What the device knows about itself when choosing. */
 export interface DeviceFacts {
@@ -25,7 +25,7 @@ export interface DeviceFacts {
  * The choice, or why there is nothing to install; `offerAgainInMs`: a deferred release may be
  * offered that soon, so the next check need not wait a whole interval.
  */
-export type Selection = { release: UpdateRelease } | { release: null; reason: string; offerAgainInMs?: number };
+export type Selection = { release: UpdateRelease; skipped?: string[] } | { release: null; reason: string; offerAgainInMs?: number };
 
 /** The CPU architecture name releases use for the running process. */
 export function runningArch(): ReleaseArch {
@@ -42,13 +42,17 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
     const [, hardware, arch] = facts.only.split('/');
     if (hardware !== facts.hardware || arch !== facts.arch) return { release: null, reason: `it is for ${hardware}/${arch}, this device is ${facts.hardware}/${facts.arch}` };
   }
-  const candidates = releasesFor(targets.list(), facts.hardware, facts.arch).filter((r) => facts.only === undefined || r.target.name === facts.only);
-  if (candidates.length === 0) return { release: null, reason: `no release for hardware ${facts.hardware} / ${facts.arch} in the signed metadata` };
+  const { releases, malformed } = releaseTargetsFor(targets.list(), facts.hardware, facts.arch);
+  // Signed yet unusable (a signer's mistake): never installed, always named in the answer.
+  const skipped = malformed.map((problem) => `skipped a malformed signed release: ${problem}`);
+  const candidates = releases.filter((r) => facts.only === undefined || r.target.name === facts.only);
+  if (candidates.length === 0) return { release: null, reason: [...skipped, `no release for hardware ${facts.hardware} / ${facts.arch} in the signed metadata`].join('; ') };
   const failed: number[] = [];
   const waiting: string[] = [];
   let offerAgainInMs: number | undefined;
   const none = (reason: string): Selection => {
     const notes = [
+      ...skipped,
       ...(failed.length > 0 ? [`release ${failed.join(', ')} failed its trial on this device and is not retried`] : []),
       ...waiting,
     ];
@@ -78,7 +82,7 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
       deltaTarget && deltaCustom?.success && deltaCustom.data.to === c.commit && deltaCustom.data.from === facts.bootedCommit && sha256
         ? { target: deltaTarget.name, from: deltaCustom.data.from, length: deltaTarget.length, sha256 }
         : null;
-    return { release: { target: candidate.target.name, version: c.version, commit: c.commit, ref: c.ref, arch: c.arch, hardware: c.hardware, delta } };
+    return { ...(skipped.length > 0 ? { skipped } : {}), release: { target: candidate.target.name, version: c.version, commit: c.commit, ref: c.ref, arch: c.arch, hardware: c.hardware, delta } };
   }
   return none('no other release is newer');
 }

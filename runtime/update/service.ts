@@ -314,7 +314,8 @@ export class UpdateService implements Service {
         deferredWait: async (commit) => updates.deferredWait(commit, await this.requireBoot().bootId()),
         ...(only === undefined ? {} : { only }),
       });
-      this.lastCheck = { at: this.now().toISOString(), result: selection.release ? `release ${selection.release.version} available` : selection.reason };
+      this.lastCheck = { at: this.now().toISOString(), result: selection.release ? [`release ${selection.release.version} available`, ...(selection.skipped ?? [])].join('; ') : selection.reason };
+      if (selection.release && selection.skipped) log.warn('signed release targets skipped as malformed', { skipped: selection.skipped });
       return selection;
     } catch (err) {
       this.lastCheck = { at: this.now().toISOString(), result: `check failed: ${err instanceof Error ? err.message : String(err)}` };

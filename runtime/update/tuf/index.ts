@@ -43,6 +43,7 @@ export {
   deltaTargetName,
   parseRelease,
   releasesFor,
+  releaseTargetsFor,
   type ReleaseCustom,
   type DeltaCustom,
   type ReleaseArch,

@@ -69,12 +69,22 @@ export function parseRelease(target: TargetInfo): { ok: true; release: Release }
 
 /** Well-formed releases for one hardware class and architecture, highest version first. */
 export function releasesFor(targets: readonly TargetInfo[], hardware: string, arch: ReleaseArch): Release[] {
+  return releaseTargetsFor(targets, hardware, arch).releases;
+}
+
+/**
+ * The release targets for one hardware class and architecture: the well-formed ones, highest
+ * version first, and why each other one is not (signed, yet unusable: the operator must hear of it).
+ */
+export function releaseTargetsFor(targets: readonly TargetInfo[], hardware: string, arch: ReleaseArch): { releases: Release[]; malformed: string[] } {
   const prefix = `releases/${hardware}/${arch}/`;
-  const out: Release[] = [];
+  const releases: Release[] = [];
+  const malformed: string[] = [];
   for (const target of targets) {
     if (!target.name.startsWith(prefix)) continue;
     const parsed = parseRelease(target);
-    if (parsed.ok) out.push(parsed.release);
+    if (parsed.ok) releases.push(parsed.release);
+    else malformed.push(parsed.reason);
   }
-  return out.sort((a, b) => b.custom.version - a.custom.version);
+  return { releases: releases.sort((a, b) => b.custom.version - a.custom.version), malformed };
 }

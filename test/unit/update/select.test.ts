@@ -68,3 +68,14 @@ t.test('a release whose trial was cut short waits out its backoff; an older newe
   t.equal(none.release, null);
   t.match(none, { reason: /release 3 is offered again in 10 min/, offerAgainInMs: 540_000 }, 'the status says when it comes back, and the scheduler how soon');
 });
+
+t.test('a signed release target that is malformed (a signer\'s mistake) is never installed, and the answer names it', async (t) => {
+  const bad = release('gw', 'x86_64', 3);
+  const badName = 'releases/gw/x86_64/3';
+  (bad[badName] as { custom: Record<string, unknown> }).custom = { version: 3, hardware: 'gw' };
+  const withGood = await selectRelease(targets({ ...release('gw', 'x86_64', 2), ...bad }), facts());
+  t.equal(withGood.release?.version, 2, 'the well-formed release 2 is chosen');
+  t.match(withGood, { skipped: [/skipped a malformed signed release: releases\/gw\/x86_64\/3: custom fields: /] });
+  const alone = await selectRelease(targets(bad), facts());
+  t.match(alone, { release: null, reason: /^skipped a malformed signed release: releases\/gw\/x86_64\/3: custom fields: .*; no release for hardware gw/ });
+});
