@@ -118,6 +118,12 @@ const defaultStatfs: StatFs = async (path) => {
   return { bavail: s.bavail, bsize: s.bsize };
 };
 
+/** Bytes an unprivileged writer may still use on the file system holding `path`. */
+export async function freeBytes(path: string, statfsFn: StatFs = defaultStatfs): Promise<number> {
+  const s = await statfsFn(path);
+  return s.bavail * s.bsize;
+}
+
 /** Creates a downloader; one bandwidth bucket is shared by all its downloads. */
 export function createDownloader(options: DownloaderOptions): Downloader {
   const log = options.log;
@@ -189,8 +195,7 @@ export function createDownloader(options: DownloaderOptions): Downloader {
       }
       const resumedFrom = have;
       const needed = expected - have + (req.applyHeadroomBytes ?? 0);
-      const fsInfo = await statfsFn(req.dir);
-      const available = fsInfo.bavail * fsInfo.bsize;
+      const available = await freeBytes(req.dir, statfsFn);
       if (available < needed) {
         throw new OutpostError('DISK_SPACE', `not enough space in ${req.dir} for ${req.name}: need ${needed} bytes (download ${expected - have} + apply headroom ${req.applyHeadroomBytes ?? 0}), ${available} available`);
       }

@@ -21,7 +21,7 @@ import type { Logger } from '../logs/index.js';
 import { systemClock, type Clock, type Exec } from '../platform/index.js';
 import type { Store } from '../store/index.js';
 import { createBoot, type BootBackend } from './boot/index.js';
-import { createDownloader } from './download.js';
+import { createDownloader, freeBytes } from './download.js';
 import { dirFetcher, httpFetcher } from './fetchers.js';
 import { UpdateMachine, UpdateStore } from './machine.js';
 import { createOstree, type Ostree } from './ostree.js';
@@ -171,6 +171,7 @@ export class UpdateService implements Service {
         probationWindowMs: config.probation.windowSec * 1000,
         downloadDir,
         applyHeadroomBytes: config.applyHeadroomBytes,
+        freeBytes: (path) => freeBytes(path),
         fsckBeforeDeploy: config.fsckBeforeDeploy,
         trialGuardMarker: join(this.options.stateDir, 'trial-guard.fired'),
         log: log.child('steps'),

@@ -35,6 +35,8 @@ export interface StepPorts {
   probationWindowMs: number;
   downloadDir: string;
   applyHeadroomBytes: number;
+  /** Free bytes on the file system holding a path (statfs). */
+  freeBytes: (path: string) => Promise<number>;
   /** Whole-repo `ostree fsck` after apply (see the config field). */
   fsckBeforeDeploy: boolean;
   /**
@@ -97,6 +99,15 @@ export function createSteps(ports: StepPorts): Steps {
     const release = requireRelease(record);
     // An offline bundle carries either a delta or an archive repo holding the commit.
     const pullUrl = release.bundleDir ? `file://${join(release.bundleDir, 'repo')}` : ports.sources.ostreeUrl;
+    // A full pull's size is not in the metadata: at least the apply headroom must be free, as
+    // for a delta, so the fallback cannot fill the disk the running system needs.
+    const pull = async (url: string): Promise<void> => {
+      const free = await ports.freeBytes(ostree.repo);
+      if (free < ports.applyHeadroomBytes) {
+        throw new OutpostError('DISK_SPACE', `not enough space in ${ostree.repo} for a full pull of release ${release.version}: ${free} bytes free, update.applyHeadroomBytes asks for ${ports.applyHeadroomBytes}`);
+      }
+      await ostree.pull(url, release.commit);
+    };
     if (!(await ostree.hasCommit(release.commit))) {
       const file = deltaPath(ports, release);
       if (file && release.delta) {
@@ -105,10 +116,10 @@ export function createSteps(ports: StepPorts): Steps {
         } catch (err) {
           if (!pullUrl || release.bundleDir) throw err;
           log.warn('static delta failed to apply; falling back to a full pull', { err });
-          await ostree.pull(pullUrl, release.commit);
+          await pull(pullUrl);
         }
       } else if (pullUrl) {
-        await ostree.pull(pullUrl, release.commit);
+        await pull(pullUrl);
       } else {
         throw new OutpostError('UPDATE_NO_SOURCE', `release ${release.version}: no delta from the booted commit and no OSTree repository to pull from`);
       }

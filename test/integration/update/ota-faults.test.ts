@@ -112,6 +112,17 @@ t.test('not enough disk for download + apply: refused before any byte is fetched
   await untouched(t, ota, d);
 });
 
+t.test('not enough disk for a full pull (no delta from the booted commit): refused before any object is fetched', async (t) => {
+  const ota = await world(t);
+  await ota.release(2);
+  const d = device(t, ota, { applyHeadroomBytes: Number.MAX_SAFE_INTEGER });
+  const before = ota.ostree.server.requests.length;
+  const { status } = await applyOnce(d);
+  t.match(status?.last, { result: 'failed', code: 'DISK_SPACE', reason: /for a full pull of release 2: \d+ bytes free, update\.applyHeadroomBytes asks for/ });
+  t.notOk(ota.ostree.server.requests.slice(before).some((r) => r.path.includes('/objects/')), 'no object pulled');
+  await untouched(t, ota, d);
+});
+
 t.test('expired metadata is refused with a clear reason (freeze attack)', async (t) => {
   const ota = await world(t);
   await ota.release(2, { deltaFrom: [1] });

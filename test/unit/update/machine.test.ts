@@ -68,6 +68,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
         probationWindowMs: 1000,
         downloadDir: join(dir, 'downloads'),
         applyHeadroomBytes: 0,
+        freeBytes: async () => Number.MAX_SAFE_INTEGER,
         fsckBeforeDeploy: false,
         trialGuardMarker: join(dir, 'trial-guard.fired'),
         log: silentLogger,
