@@ -121,8 +121,8 @@ export interface UpdateMachineOptions {
   onChange?: (record: UpdateRecord) => void;
 }
 
-/** What a permanent step error means per state; absent = keep the state and retry later. */
-const errorEvents: Partial<Record<Exclude<UpdateState, 'idle'>, UpdateEvent>> = {
+/** What a permanent step error means per state; absent = keep the state and retry later. Exported for the table test. */
+export const errorEvents: Partial<Record<Exclude<UpdateState, 'idle'>, UpdateEvent>> = {
   downloading: 'failed',
   downloaded: 'failed',
   applying: 'failed',

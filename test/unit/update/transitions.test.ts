@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import t from 'tap';
-import { updateStates } from '../../../runtime/update/record.js';
+import { errorEvents } from '../../../runtime/update/machine.js';
+import { updateStates, type UpdateState } from '../../../runtime/update/record.js';
 import { allows, nextState, transitions, updateEvents } from '../../../runtime/update/transitions.js';
 
 /**
@@ -28,6 +29,7 @@ t.test('each state accepts exactly the events docs/architecture.md documents; ev
   t.ok(allows('idle', 'begin'), 'idle: begin');
   t.throws(() => nextState('idle', 'healthy'), { code: 'INTERNAL' }, 'an event a state does not accept is refused');
   t.throws(() => nextState('committed', 'loop'), { code: 'INTERNAL' });
+  for (const [state, event] of Object.entries(errorEvents)) t.ok(allows(state as UpdateState, event), `a permanent error in ${state} (${event}) is a row`);
   const keys = transitions.map(([from, event]) => `${from}:${event}`);
   t.equal(new Set(keys).size, keys.length, 'no duplicate rows');
 });
