@@ -12,7 +12,7 @@
 # `run.sh --demo` (npm run demo:vm) runs demo-vm.ts in the same namespace instead of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-lane_a=(test/system/05-powercut.test.ts test/system/08-bundle.test.ts test/system/07-tpm.test.ts test/system/01-systemd.test.ts)
+lane_a=(test/system/05-powercut.test.ts test/system/08-bundle.test.ts test/system/07-rig-tpm.test.ts test/system/01-systemd.test.ts)
 if [ "${1:-}" = --lanes ]; then
   # Inside the namespace. A second tap process in the same checkout would stop the first, so
   # lane A runs its files with node directly (tap's own output, no summary) into a log.

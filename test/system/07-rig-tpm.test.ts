@@ -1,7 +1,8 @@
 /**
- * Scenario 7, TPM: /dev/tpmrm0 (swtpm, tpm-tis) works in the guest, and an NV index written once
- * survives a guest reboot and a full qemu + swtpm restart on the same state directory: the
- * ground the trust work (anti-rollback counters, identity) stands on.
+ * Rig check 7, TPM (not a product scenario: no outpost code runs here yet): /dev/tpmrm0 (swtpm,
+ * tpm-tis) works in the guest, and an NV index written once survives a guest reboot and a full
+ * qemu + swtpm restart on the same state directory: the ground the trust work (anti-rollback
+ * counters, identity) will stand on, checked before that work tests outpost on it.
  */
 import t from 'tap';
 import { nextBoot, recordResult, scenario } from './lib/scenario.js';
@@ -9,7 +10,7 @@ import { nextBoot, recordResult, scenario } from './lib/scenario.js';
 const nv = '0x1500016';
 const read = `TPM2TOOLS_TCTI=device:/dev/tpmrm0 tpm2_nvread ${nv} -C o -s 8`;
 
-t.test('TPM NV index survives reboot and qemu+swtpm restart', async (t) => {
+t.test('rig check: the swtpm TPM\'s NV index survives reboot and qemu+swtpm restart', async (t) => {
   const { vm } = await scenario(t, '07-tpm');
   await vm.start();
   t.match(await vm.sh('ls /dev/tpmrm0'), /tpmrm0/, '/dev/tpmrm0 exists');
