@@ -4,7 +4,7 @@
  */
 import { readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { OutpostError } from '../errors.js';
+import { isOutpostError, OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { Boot, BootVersion } from './boot/index.js';
 import type { Downloader, DownloadProgress } from './download.js';
@@ -172,6 +172,13 @@ export function createSteps(ports: StepPorts): Steps {
         await ostree.flushBoot();
       } else {
         await boot.markGood().catch((e: unknown) => log.error('could not disarm the trial counter', { err: e }));
+        // A permanent failure ends the attempt without the finish step: drop what it staged (the
+        // pin, a half-written deployment directory, objects only it used). A transient one is
+        // retried and needs all of it.
+        if (!(isOutpostError(err) && err.transient)) {
+          await ostree.refUpdate(stagedRef, null).catch((e: unknown) => log.warn('could not drop the staged ref', { err: e }));
+          await ostree.cleanup().catch((e: unknown) => log.warn('ostree admin cleanup failed after the failed deploy', { err: e }));
+        }
         throw err;
       }
     }

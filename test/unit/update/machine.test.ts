@@ -21,12 +21,12 @@ const release: Release = { target: 'releases/gw/x86_64/2', version: 2, commit: v
 const trialOfV2 = { commit: v2, bootVersion: 1 } as const;
 
 /** One device: real store, real simulated bootloader (state file), fake ostree and downloader. */
-async function device(t: Test, options: { healthy?: () => boolean; crashAt?: number; deployFailsAfterSwap?: boolean } = {}) {
+async function device(t: Test, options: { healthy?: () => boolean; crashAt?: number; deployFailsAfterSwap?: boolean; deployFails?: 'permanent' | 'transient' } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-machine-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const stateFile = join(dir, 'boot.json');
   let reboots = 0;
-  let ostree: Ostree & { state: { deployed: string[]; calls: string[] } };
+  let ostree: Ostree & { state: { deployed: string[]; calls: string[]; refs: Map<string, string> } };
   const boot = simulatedBoot({ stateFile, trialBoots: 2, menu: async () => ostree.state.deployed, onReboot: () => void reboots++ });
   ostree = fakeOstree(v1, () => boot.bootedCommit());
   await boot.boot();
@@ -45,6 +45,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
   };
   const wrapped: Ostree = { ...ostree, applyStaticDelta: (f, o) => effect(() => ostree.applyStaticDelta(f, o)), deploy: (c, o) =>
       effect(async () => {
+        if (options.deployFails) throw new OutpostError('OSTREE_FAILED', 'deploying failed: No space left on device', { transient: options.deployFails === 'transient' });
         const deployed = await ostree.deploy(c, o);
         // ostree 2022.7 can fail after the swap: prune EPERM, the /boot flush, its default check.
         if (options.deployFailsAfterSwap) throw new OutpostError('OSTREE_FAILED', 'deploying failed: pruning: Operation not permitted');
@@ -186,6 +187,32 @@ t.test('a deploy that fails after the swap keeps the trial armed and carries on'
   await s2.close();
   t.equal(await d.boot.bootedCommit(), v1);
   t.same(d.ostree.state.deployed, [v1]);
+});
+
+t.test('a deploy that fails for good (/boot full): disarmed, and what the attempt staged goes (the pin, then ostree\'s cleanup)', async (t) => {
+  const d = await device(t, { deployFails: 'permanent' });
+  const { store, machine } = await d.open();
+  await machine.begin(release, v1);
+  await store.close();
+  t.same(await drive(d), ['idle']);
+  const { store: s2, machine: m2 } = await d.open();
+  t.match((await m2.record()).last, { result: 'failed', version: 2, code: 'OSTREE_FAILED', reason: /No space left/ });
+  await s2.close();
+  t.same(await d.boot.trialState(), { armed: false, remaining: null, bootsUsed: null }, 'no trial left armed');
+  t.notOk(d.ostree.state.refs.has('outpost/staged'), 'the staged pin is dropped');
+  t.ok(d.ostree.state.calls.indexOf('cleanup') > d.ostree.state.calls.findIndex((c) => c.startsWith('deploy')), 'ostree admin cleanup ran after the failed deploy');
+  t.same(d.ostree.state.deployed, [v1]);
+});
+
+t.test('a deploy that fails transiently keeps what it staged for the retry', async (t) => {
+  const d = await device(t, { deployFails: 'transient' });
+  const { store, machine } = await d.open();
+  await machine.begin(release, v1);
+  await t.rejects(machine.run(), { code: 'OSTREE_FAILED', transient: true });
+  t.equal((await machine.record()).state, 'applying', 'the state stays for the retry');
+  await store.close();
+  t.equal(d.ostree.state.refs.get('outpost/staged'), v2, 'the staged commit stays pinned');
+  t.notOk(d.ostree.state.calls.includes('cleanup'));
 });
 
 t.test('power cut inside the deploy, before the swap, then two more early: the counter spends nothing and the release still commits', async (t) => {
