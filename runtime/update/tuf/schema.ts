@@ -183,7 +183,8 @@ function issuesText(error: z.ZodError): string {
 export function parseMetadata<R extends TopRole>(role: R, bytes: Uint8Array, maxBytes: number, source: string): ParsedMetadata<R> {
   const bad = (detail: string, cause?: unknown) => new OutpostError('UPDATE_METADATA_INVALID', `${source}: ${detail}`, cause === undefined ? {} : { cause });
   // Size first: a hostile mirror must not make the device parse megabytes (STYLE 6).
-  if (bytes.length > maxBytes) throw bad(`${bytes.length} bytes is more than the ${maxBytes} allowed for ${role} metadata`);
+  // The fetchers stop reading just past the limit: the byte count says where reading stopped, not how large the file is.
+  if (bytes.length > maxBytes) throw bad(`larger than the ${maxBytes} bytes allowed for ${role} metadata (reading stopped after ${bytes.length})`);
   let json: unknown;
   try {
     json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
