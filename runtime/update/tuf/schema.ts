@@ -193,6 +193,10 @@ export function parseMetadata<R extends TopRole>(role: R, bytes: Uint8Array, max
   }
   const envelope = envelopeSchema.safeParse(json);
   if (!envelope.success) throw bad(`not a signed metadata envelope: ${issuesText(envelope.error)}`);
+  // The spec's metadata model refuses these (python-tuf: "duplicate keyids"); tuf-conformance's test_duplicate_sig_keyids.
+  const keyids = envelope.data.signatures.map((s) => s.keyid);
+  const repeated = keyids.find((id, i) => keyids.indexOf(id) !== i);
+  if (repeated !== undefined) throw bad(`signatures list key id ${repeated} more than once`);
   const type = envelope.data.signed._type;
   if (type !== role) throw bad(`expected ${role} metadata, got _type ${JSON.stringify(type)}`);
   const signed = schemas[role].safeParse(envelope.data.signed);

@@ -114,14 +114,27 @@ t.test('metadata signed below threshold is rejected', async (t) => {
   const root = readSigned(w.repoDir, 'root.json') as { version: number };
   forge(w.repoDir, '2.root.json', { ...root, version: 2 }, [w.keys.root]);
   await expectRejected(t, w, 'UPDATE_THRESHOLD', /2\.root\.json: signed by 1 of the 2 root keys trusted root v1 requires/, good);
-  // A key signing twice still counts once.
+  // A key signing twice does not make two: the list itself is refused.
   const bytes = readFileSync(join(w.repoDir, '2.root.json'), 'utf8');
   const env = JSON.parse(bytes) as { signatures: unknown[]; signed: unknown };
   writeFileSync(join(w.repoDir, '2.root.json'), JSON.stringify({ ...env, signatures: [...env.signatures, ...env.signatures] }));
-  await expectRejected(t, w, 'UPDATE_THRESHOLD', /signed by 1 of the 2/, good);
+  await expectRejected(t, w, 'UPDATE_METADATA_INVALID', /2\.root\.json: signatures list key id [0-9a-f]+ more than once/, good);
   // The writer refuses to make such a root in the first place.
   await rejects(t, w.repo.replaceRoleKeys({ role: 'targets', add: [w.keys.root2], rootKeys: [w.keys.root] }), 'UPDATE_THRESHOLD', /signed by 1 of the 2 root keys root v1 requires/);
   t.notOk(existsSync(join(w.repoDir, '3.root.json')) || readSigned(w.repoDir, 'root.json').version !== 1, 'nothing written');
+});
+
+t.test('a signature list naming one key id twice is refused even when the threshold is met (tuf-conformance test_duplicate_sig_keyids)', async (t) => {
+  const w = await world(t);
+  const good = await w.client.refresh();
+  const snapshot = readSigned(w.repoDir, 'snapshot.json') as { version: number };
+  forge(w.repoDir, 'snapshot.json', { ...snapshot, version: snapshot.version + 1 }, [w.keys.snapshot]);
+  const env = JSON.parse(readFileSync(join(w.repoDir, 'snapshot.json'), 'utf8')) as { signatures: unknown[] };
+  const doubled = JSON.stringify({ ...env, signatures: [...env.signatures, ...env.signatures] });
+  writeFileSync(join(w.repoDir, 'snapshot.json'), doubled);
+  const timestamp = readSigned(w.repoDir, 'timestamp.json') as { version: number };
+  forge(w.repoDir, 'timestamp.json', { ...timestamp, version: timestamp.version + 1, meta: { 'snapshot.json': { version: snapshot.version + 1, length: Buffer.byteLength(doubled) } } }, [w.keys.timestamp]);
+  await expectRejected(t, w, 'UPDATE_METADATA_INVALID', /snapshot\.json: signatures list key id [0-9a-f]+ more than once/, good, ['snapshot', 'targets']);
 });
 
 t.test('expiry: a freeze is caught, and a clock set back is judged by the not-earlier-than time', async (t) => {
