@@ -142,6 +142,8 @@ export class TufClient {
       const batch = this.opts.store.batch().put(this.collection, 'root', { json: text(bytes) });
       const rotated = (['timestamp', 'snapshot'] as const).filter((r) => !sameKeys(trusted.signed, next.signed, r));
       if (rotated.length > 0) batch.del(this.collection, 'timestamp').del(this.collection, 'snapshot');
+      // The trusted targets' version floor came through snapshots the rotated key signed: recover it too.
+      if (rotated.includes('snapshot')) batch.del(this.collection, 'targets');
       await batch.commit();
       this.log.info('trusted root updated', { from: trusted.signed.version, to: next.signed.version, rotatedRoles: rotated });
       trusted = next;

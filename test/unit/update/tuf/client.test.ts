@@ -283,6 +283,27 @@ t.test('fast-forward recovery: rotating the timestamp key drops trusted timestam
   t.same([recovered.versions.root, recovered.versions.timestamp], [2, 2]);
 });
 
+t.test('fast-forward recovery: rotating the snapshot key also drops the trusted targets, whose version floor came through it (tuf-conformance test_new_targets_fast_forward_recovery)', async (t) => {
+  const w = await world(t);
+  await w.client.refresh();
+  // The snapshot and targets keys leak; the attacker fast-forwards the device to targets v1000.
+  const targets = readSigned(w.repoDir, 'targets.json');
+  const snapshot = readSigned(w.repoDir, 'snapshot.json') as { version: number };
+  const timestamp = readSigned(w.repoDir, 'timestamp.json') as { version: number };
+  forge(w.repoDir, 'targets.json', { ...targets, version: 1000 }, [w.keys.targets]);
+  forge(w.repoDir, 'snapshot.json', { ...snapshot, version: snapshot.version + 1, meta: { 'targets.json': { version: 1000 } } }, [w.keys.snapshot]);
+  forge(w.repoDir, 'timestamp.json', { ...timestamp, version: timestamp.version + 1, meta: { 'snapshot.json': { version: snapshot.version + 1 } } }, [w.keys.timestamp]);
+  t.equal((await w.client.refresh()).versions.targets, 1000);
+  // The operator rotates the snapshot key and publishes normally: targets far below v1000.
+  const { generateKey, publicOf } = await import('../../../../runtime/trust/index.js');
+  const fresh = generateKey();
+  await w.repo.replaceRoleKeys({ role: 'snapshot', revoke: [w.keys.snapshot.keyid], add: [publicOf(fresh)], rootKeys: [w.keys.root] });
+  await w.repo.publish({ targetsKey: w.keys.targets, snapshotKey: fresh, timestampKey: w.keys.timestamp });
+  const recovered = await w.client.refresh();
+  t.equal(recovered.versions.root, 2);
+  t.ok(recovered.versions.targets < 1000, `recovered to the repository's targets v${recovered.versions.targets}`);
+});
+
 t.test('bad bytes: oversize, not JSON, wrong type, missing files, fetch errors', async (t) => {
   const w = await world(t);
   w.fetcher.overrides.set('timestamp.json', new Uint8Array(20_000).fill(0x20));
