@@ -26,7 +26,8 @@ export const releaseSchema = z.looseObject({
   hardware: z.string(),
   /** A static delta from the booted commit, or null for the full-pull fallback. */
   delta: z
-    .looseObject({ target: z.string(), from: commit, length: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })
+    // `path`: where the repository serves it below targets/, when not its name (consistent snapshots).
+    .looseObject({ target: z.string(), from: commit, length: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/), path: z.string().optional() })
     .nullable(),
   /** Set when installing from an offline bundle: files come from here, not the network. */
   bundleDir: z.string().optional(),

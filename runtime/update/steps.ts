@@ -84,7 +84,7 @@ export function createSteps(ports: StepPorts): Steps {
     }
     const path = deltaPath(ports, release) ?? '';
     await ports.downloader.download({
-      url: ports.sources.targetUrl(release.delta.target),
+      url: ports.sources.targetUrl(release.delta.path ?? release.delta.target),
       dir: ports.downloadDir,
       name: path.slice(ports.downloadDir.length + 1),
       expectedLength: release.delta.length,

@@ -102,7 +102,7 @@ export class TufClient {
     if (floor === undefined || reference.getTime() > floor.getTime()) await this.opts.store.batch().put(this.collection, floorKey, { time: reference.toISOString() }).commit();
     const versions = { root: root.signed.version, timestamp: timestamp.signed.version, snapshot: snapshot.signed.version, targets: targets.signed.version };
     this.log.debug('update metadata verified', { versions, referenceTime: reference.toISOString() });
-    return new TrustedTargets(targets.signed, versions, reference);
+    return new TrustedTargets(targets.signed, versions, reference, root.signed.consistent_snapshot);
   }
 
   // ---- §5.2 / §5.3: root ---------------------------------------------------------------------
@@ -186,9 +186,10 @@ export class TufClient {
       this.requireFresh(local, 'snapshot.json', reference);
       return local;
     }
-    const bytes = await this.fetchRequired('snapshot.json', meta.length ?? this.limits.snapshot);
-    checkMetaFile(bytes, meta, 'snapshot.json', referrer); // §5.5.2
-    const next = parseMetadata('snapshot', bytes, this.limits.snapshot, 'snapshot.json');
+    const name = metadataFileName(root, 'snapshot', meta.version);
+    const bytes = await this.fetchRequired(name, meta.length ?? this.limits.snapshot);
+    checkMetaFile(bytes, meta, name, referrer); // §5.5.2
+    const next = parseMetadata('snapshot', bytes, this.limits.snapshot, name);
     requireThreshold(root.signed, 'snapshot', next, 'snapshot.json'); // §5.5.3
     if (local && next.signed.version < local.signed.version) throw rollback('snapshot.json', next.signed.version, local.signed.version);
     // §5.5.4: exactly the version the timestamp vouches for (mix-and-match).
@@ -214,9 +215,10 @@ export class TufClient {
       this.requireFresh(local, 'targets.json', reference);
       return local;
     }
-    const bytes = await this.fetchRequired('targets.json', meta.length ?? this.limits.targets);
-    checkMetaFile(bytes, meta, 'targets.json', referrer); // §5.6.2
-    const next = parseMetadata('targets', bytes, this.limits.targets, 'targets.json');
+    const name = metadataFileName(root, 'targets', meta.version);
+    const bytes = await this.fetchRequired(name, meta.length ?? this.limits.targets);
+    checkMetaFile(bytes, meta, name, referrer); // §5.6.2
+    const next = parseMetadata('targets', bytes, this.limits.targets, name);
     requireThreshold(root.signed, 'targets', next, 'targets.json'); // §5.6.3
     if (local && next.signed.version < local.signed.version) throw rollback('targets.json', next.signed.version, local.signed.version);
     if (next.signed.version !== meta.version) throw mismatch('targets.json', next.signed.version, meta.version, referrer); // §5.6.4
@@ -278,6 +280,11 @@ export class TufClient {
 
 function text(bytes: Uint8Array): string {
   return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+}
+
+/** §5.5.1, §5.6.1: with consistent snapshots a repository serves `N.snapshot.json` and `N.targets.json`. */
+function metadataFileName(root: Md<'root'>, role: 'snapshot' | 'targets', version: number): string {
+  return root.signed.consistent_snapshot ? `${version}.${role}.json` : `${role}.json`;
 }
 
 function sameKeys(a: RootSigned, b: RootSigned, role: TopRole): boolean {

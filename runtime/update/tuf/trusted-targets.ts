@@ -22,6 +22,8 @@ export class TrustedTargets {
     readonly versions: Readonly<{ root: number; timestamp: number; snapshot: number; targets: number }>,
     /** The one reference time expiry was judged against in this refresh (spec §5.1). */
     readonly referenceTime: Date,
+    /** The trusted root's `consistent_snapshot`: target files are served under their hash (§5.7.3). */
+    readonly consistentSnapshot = false,
   ) {
     this.expires = new Date(targets.expires);
     this.byName = new Map(
@@ -39,5 +41,13 @@ export class TrustedTargets {
   /** One target by name. */
   get(name: string): TargetInfo | undefined {
     return this.byName.get(name);
+  }
+
+  /** Where the repository serves a target's file, below `targets/`: `dir/<sha256>.name` with consistent snapshots. */
+  filePath(target: TargetInfo): string {
+    const sha256 = target.hashes.sha256;
+    if (!this.consistentSnapshot || sha256 === undefined) return target.name;
+    const slash = target.name.lastIndexOf('/');
+    return `${target.name.slice(0, slash + 1)}${sha256}.${target.name.slice(slash + 1)}`;
   }
 }

@@ -79,3 +79,11 @@ t.test('a signed release target that is malformed (a signer\'s mistake) is never
   const alone = await selectRelease(targets(bad), facts());
   t.match(alone, { release: null, reason: /^skipped a malformed signed release: releases\/gw\/x86_64\/3: custom fields: .*; no release for hardware gw/ });
 });
+
+t.test('with consistent snapshots the delta is fetched from the path under its hash', async (t) => {
+  const signed = { _type: 'targets', spec_version: '1.0.31', version: 1, expires: '2099-01-01T00:00:00Z', targets: { ...release('gw', 'x86_64', 2, [1]), ...delta(1, 2) } } as unknown as TargetsSigned;
+  const consistent = new TrustedTargets(signed, { root: 1, timestamp: 1, snapshot: 1, targets: 1 }, new Date(), true);
+  const s = await selectRelease(consistent, facts());
+  t.match(s.release?.delta, { target: `deltas/${c(1)}-${c(2)}`, path: `deltas/${'d'.repeat(64)}.${c(1)}-${c(2)}` });
+  t.notOk((await selectRelease(targets({ ...release('gw', 'x86_64', 2, [1]), ...delta(1, 2) }), facts())).release?.delta?.path, 'no path without them');
+});

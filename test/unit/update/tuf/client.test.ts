@@ -1,5 +1,5 @@
 import t, { type Test } from 'tap';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { isOutpostError, type ErrorCode } from '../../../../runtime/errors.js';
@@ -302,6 +302,26 @@ t.test('fast-forward recovery: rotating the snapshot key also drops the trusted 
   const recovered = await w.client.refresh();
   t.equal(recovered.versions.root, 2);
   t.ok(recovered.versions.targets < 1000, `recovered to the repository's targets v${recovered.versions.targets}`);
+});
+
+t.test('consistent snapshots: a root that turns them on is followed (N.snapshot.json, N.targets.json; target files under their hash)', async (t) => {
+  const w = await world(t);
+  const r1 = releaseTarget(1, commitA, commitB);
+  w.repo.addTarget(r1.name, r1.file);
+  w.repo.addTarget(`deltas/${commitB}-${commitA}`, { length: 3, hashes: { sha256: 'e'.repeat(64) }, custom: { kind: 'ostree-static-delta', from: commitB, to: commitA } });
+  await w.publish();
+  const root = readSigned(w.repoDir, 'root.json') as { version: number };
+  forge(w.repoDir, `${root.version + 1}.root.json`, { ...root, version: root.version + 1, consistent_snapshot: true }, [w.keys.root]);
+  const snapshot = readSigned(w.repoDir, 'snapshot.json') as { version: number; meta: Record<string, { version: number }> };
+  const targetsVersion = snapshot.meta['targets.json']?.version ?? 0;
+  renameSync(join(w.repoDir, 'snapshot.json'), join(w.repoDir, `${snapshot.version}.snapshot.json`));
+  renameSync(join(w.repoDir, 'targets.json'), join(w.repoDir, `${targetsVersion}.targets.json`));
+  w.fetcher.requests.length = 0;
+  const trusted = await w.client.refresh();
+  t.same(w.fetcher.requests.filter((p) => !p.endsWith('root.json')), ['timestamp.json', `${snapshot.version}.snapshot.json`, `${targetsVersion}.targets.json`]);
+  const delta = trusted.get(`deltas/${commitB}-${commitA}`);
+  t.ok(delta);
+  if (delta) t.equal(trusted.filePath(delta), `deltas/${'e'.repeat(64)}.${commitB}-${commitA}`, 'a target file is fetched under its hash');
 });
 
 t.test('bad bytes: oversize, not JSON, wrong type, missing files, fetch errors', async (t) => {
