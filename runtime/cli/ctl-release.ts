@@ -112,17 +112,20 @@ export const releaseCommands: Command[] = [
       const parsed = parseRelease({ name: targetName, length: target.length, hashes: target.hashes, custom: target.custom ?? {} });
       if (!parsed.ok) throw new OutpostError('USAGE', parsed.reason);
       const expires = optionalString(values, 'expires');
-      if (expires) {
-        const [timestampKey, snapshotKey] = await Promise.all([readPrivateKeyFile(requiredString(values, 'timestamp-key')), readPrivateKeyFile(requiredString(values, 'snapshot-key'))]);
-        const ms = parseDurationMs(expires);
-        await repo.refresh({ timestampKey, snapshotKey, expiresMs: { snapshot: ms, timestamp: ms } });
-      }
+      const keys = expires ? await Promise.all([readPrivateKeyFile(requiredString(values, 'timestamp-key')), readPrivateKeyFile(requiredString(values, 'snapshot-key'))]) : undefined;
       const stage = await mkdtemp(join(tmpdir(), 'outpost-bundle-'));
       try {
         await mkdir(join(stage, 'metadata'));
         await writeFile(join(stage, 'bundle.json'), `${JSON.stringify({ schema: 'outpost.bundle/1', target: targetName })}\n`);
         for (const name of (await readdir(dir)).filter((n) => /^(\d+\.root|root|timestamp|snapshot|targets)\.json$/.test(n))) {
           await copyFile(join(dir, name), join(stage, 'metadata', name));
+        }
+        if (expires && keys) {
+          // The bundle's copy only: a long-lived timestamp in the served repository would take
+          // freeze-attack protection from the whole fleet.
+          const [timestampKey, snapshotKey] = keys;
+          const ms = parseDurationMs(expires);
+          await (await openRepository(join(stage, 'metadata'))).refresh({ timestampKey, snapshotKey, expiresMs: { snapshot: ms, timestamp: ms } });
         }
         for (const delta of parsed.release.custom.deltas) {
           const dest = join(stage, 'targets', ...delta.target.split('/'));

@@ -1,4 +1,5 @@
 import t, { type Test } from 'tap';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -137,6 +138,19 @@ t.test('expired metadata is refused with a clear reason (freeze attack)', async 
   daemon.kill('SIGTERM');
   await daemon;
   await untouched(t, ota, d);
+});
+
+t.test('release bundle --expires re-signs only the bundle\'s metadata, never the served repository', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  const served = () => ['timestamp.json', 'snapshot.json'].map((f) => readFileSync(join(ota.tufDir, f), 'utf8'));
+  const before = served();
+  const bundle = join(ota.ostree.dir, 'shelf.bundle');
+  await ota.ctl(['release', 'bundle', '--repo', ota.tufDir, '--target', 'releases/gw-demo/x86_64/2', '--out', bundle, '--expires', '30d', '--timestamp-key', join(ota.keysDir, 'timestamp.key'), '--snapshot-key', join(ota.keysDir, 'snapshot.key')]);
+  t.same(served(), before, 'the served timestamp and snapshot are untouched');
+  const inBundle = JSON.parse(execFileSync('tar', ['-xOf', bundle, './metadata/timestamp.json'], { encoding: 'utf8' })) as { signed: { expires: string } };
+  const days = (Date.parse(inBundle.signed.expires) - Date.now()) / 86_400_000;
+  t.ok(days > 29 && days <= 30, `the bundle's timestamp lives 30 days (${days.toFixed(1)})`);
 });
 
 t.test('offline bundle: installs v2 with no network; a bundle for another device class is refused', async (t) => {
