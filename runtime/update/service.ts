@@ -13,7 +13,6 @@
  */
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
 import type { UpdateConfig } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import type { Service } from '../lifecycle/index.js';
@@ -21,6 +20,7 @@ import type { Logger } from '../logs/index.js';
 import { systemClock, type Clock, type Exec } from '../platform/index.js';
 import type { Store } from '../store/index.js';
 import { createBoot, type BootBackend } from './boot/index.js';
+import { bundleManifestSchema, listBundle, unpackBundle } from './bundle.js';
 import { createDownloader, freeBytes } from './download.js';
 import { dirFetcher, httpFetcher } from './fetchers.js';
 import { UpdateMachine, UpdateStore } from './machine.js';
@@ -32,11 +32,6 @@ import { runningArch, selectRelease, type Selection } from './select.js';
 import { createSteps } from './steps.js';
 import { TufClient, type Fetcher } from './tuf/index.js';
 
-/**
- * `bundle.json` names the one release a bundle carries. It is not signed and need not be: it only
- * narrows the choice among targets that TUF verified.
- */
-export const bundleManifestSchema = z.strictObject({ schema: z.literal('outpost.bundle/1'), target: z.string() });
 
 /**
  * No saved state and no download progress for this long while an update runs means it is wedged.
@@ -259,13 +254,24 @@ export class UpdateService implements Service {
     const selection = await this.exclusive(async () => {
       const record = await this.requireMachine().record();
       if (record.state !== 'idle') throw new OutpostError('UPDATE_BUSY', `an update is already in progress (${record.state})`);
+      const { exec, config } = this.options;
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
-      await this.options.exec.run('tar', ['-xf', file, '-C', dir, '--no-same-owner', '--no-same-permissions'], { timeoutMs: 10 * 60_000 });
+      // Listed and budgeted before a byte lands: a bundle is as untrusted as the network.
+      const entries = await listBundle(exec, file);
+      const bytes = entries.reduce((sum, e) => sum + e.size, 0);
+      const free = await freeBytes(dir);
+      if (bytes + config.applyHeadroomBytes > free) {
+        throw new OutpostError('DISK_SPACE', `bundle ${file}: unpacking needs ${bytes} bytes plus the apply headroom (${config.applyHeadroomBytes}), ${free} are free in ${dir}`);
+      }
+      // The manifest and the metadata first; the release's own files only once TUF verified it.
+      await unpackBundle(exec, file, dir, entries, (path) => path === 'bundle.json' || path.startsWith('metadata/'));
       const manifest = bundleManifestSchema.safeParse(JSON.parse(await readFile(join(dir, 'bundle.json'), 'utf8').catch(() => 'null')));
       if (!manifest.success) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: no valid bundle.json (not an outpost bundle?)`);
       const chosen = await this.select(dirFetcher(join(dir, 'metadata')), manifest.data.target);
       if (!chosen.release) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: ${chosen.reason}`);
+      const delta = chosen.release.delta;
+      await unpackBundle(exec, file, dir, entries, (path) => (delta ? path === `targets/${delta.target}` : path.startsWith('repo/')));
       const release = { ...chosen.release, bundleDir: dir };
       // In the same turn of the chain as the unpacking: an idle tick in between would tidy it away.
       await this.beginLocked(release);

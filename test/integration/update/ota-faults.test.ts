@@ -153,6 +153,36 @@ t.test('release bundle --expires re-signs only the bundle\'s metadata, never the
   t.ok(days > 29 && days <= 30, `the bundle's timestamp lives 30 days (${days.toFixed(1)})`);
 });
 
+t.test('an offline bundle larger than the free space (with the apply headroom) is refused before anything is unpacked', async (t) => {
+  const ota = await world(t);
+  await ota.release(2, { deltaFrom: [1] });
+  const bundle = join(ota.ostree.dir, 'v2.bundle');
+  await ota.ctl(['release', 'bundle', '--repo', ota.tufDir, '--target', 'releases/gw-demo/x86_64/2', '--out', bundle]);
+  const d = device(t, ota, { server: 'http://127.0.0.1:9/tuf/', ostreeUrl: undefined, applyHeadroomBytes: Number.MAX_SAFE_INTEGER });
+  const { daemon } = await d.boot();
+  const refused = await d.cli(['update', 'install', bundle]);
+  t.equal(refused.exitCode, 75, refused.stderr);
+  t.match(refused.stderr, /v2\.bundle: unpacking needs \d+ bytes plus the apply headroom/);
+  t.same(readdirSync(join(d.world.stateDir, 'bundle')), [], 'nothing unpacked');
+  daemon.kill('SIGTERM');
+  await daemon;
+});
+
+t.test('an offline bundle with the full commit (no delta from the booted one): only its repository is unpacked, and v2 installs', async (t) => {
+  const ota = await world(t);
+  await ota.release(2);
+  const bundle = join(ota.ostree.dir, 'full.bundle');
+  await ota.ctl(['release', 'bundle', '--repo', ota.tufDir, '--target', 'releases/gw-demo/x86_64/2', '--out', bundle, '--ostree-repo', ota.ostree.buildRepo]);
+  const d = device(t, ota, { server: 'http://127.0.0.1:9/tuf/', ostreeUrl: undefined });
+  const { daemon } = await d.boot();
+  const install = await d.cli(['update', 'install', bundle]);
+  t.equal(install.exitCode, 0, install.stderr);
+  t.equal((await daemon).exitCode, 0, 'rebooted into v2');
+  t.ok(existsSync(join(d.world.stateDir, 'bundle', 'repo', 'config')), 'the bundle\'s repository was unpacked');
+  t.notOk(existsSync(join(d.world.stateDir, 'bundle', 'targets')), 'nothing else');
+  t.match(await d.adminStatus(), new RegExp(`${ota.ostree.commit(2)}\\.0`));
+});
+
 t.test('offline bundle: installs v2 with no network; a bundle for another device class is refused', async (t) => {
   const ota = await world(t);
   await ota.release(2, { deltaFrom: [1] });
