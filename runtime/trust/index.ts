@@ -1,4 +1,4 @@
-/** Trust: canonical JSON, ed25519 keys and signatures (tweetnacl), key files, durable file writes. */
+/** Trust: canonical JSON, ed25519 keys and signatures (tweetnacl), verification of ECDSA P-256 and RSA-PSS keys too, key files. */
 export { canonicalize, canonicalBytes, CanonicalJsonError } from './canonical-json.js';
 export {
   generateKey,
@@ -18,3 +18,4 @@ export {
   type Signature,
 } from './ed25519.js';
 export { readPrivateKeyFile, readPublicKeyFile, writePrivateKeyFile, writePublicKeyFile } from './key-files.js';
+export { publicIdentity, verifyKeySignature, type TufKey } from './key-signature.js';

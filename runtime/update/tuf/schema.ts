@@ -59,7 +59,7 @@ export const envelopeSchema = z.object({
   signed: z.record(z.string(), z.unknown()),
 });
 
-/** A public key as root lists it (spec §4.2 KEY). Non-ed25519 keys parse but never count. */
+/** A public key as root lists it (spec §4.2 KEY). Keys of schemes trust/key-signature.ts does not verify parse but never count. */
 export const keySchema = z.object({
   keytype: z.string(),
   scheme: z.string(),

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { OutpostError } from '../../errors.js';
-import { verify } from '../../trust/index.js';
+import { publicIdentity, verifyKeySignature } from '../../trust/index.js';
 import type { MetaFile, ParsedMetadata, RootSigned, TopRole } from './schema.js';
 
 /** How many distinct authorized keys validly signed `metadata` for `role` under `root`. */
@@ -17,11 +17,10 @@ export function countValidSignatures(root: RootSigned, role: TopRole, metadata: 
   for (const { keyid, sig } of metadata.signatures) {
     if (!authorized.has(keyid)) continue;
     const key = root.keys[keyid];
-    // Only ed25519 is implemented; other key types in root simply never count.
-    if (!key || key.keytype !== 'ed25519' || key.scheme !== 'ed25519') continue;
-    const publicHex = key.keyval.public?.toLowerCase();
-    if (publicHex === undefined || signers.has(publicHex)) continue;
-    if (verify(publicHex, metadata.signedBytes, sig)) signers.add(publicHex);
+    // ed25519, ECDSA P-256 and RSA-PSS verify; keys of other schemes in root simply never count.
+    const identity = key ? publicIdentity(key) : null;
+    if (!key || identity === null || signers.has(identity)) continue;
+    if (verifyKeySignature(key, metadata.signedBytes, sig)) signers.add(identity);
   }
   return signers.size;
 }
