@@ -11,7 +11,7 @@
  * - Nothing from a server or a bundle is acted on before TUF verified it (select.ts reads only
  *   TrustedTargets).
  */
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { UpdateConfig } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
@@ -74,6 +74,9 @@ export interface UpdateServiceOptions {
 /** Where deltas are downloaded, and where a bundle is unpacked: both emptied whenever the machine is idle. */
 const downloadsDir = (stateDir: string) => join(stateDir, 'downloads');
 const bundleDir = (stateDir: string) => join(stateDir, 'bundle');
+
+/** Boot and outpost's start on a slow gateway, before probation's window opens. */
+const trialStartAllowanceSec = 120;
 
 /** Past a deferral's end, so the check it wakes finds the backoff over on any clock granularity. */
 const offerAgainSlackMs = 1000;
@@ -138,6 +141,7 @@ export class UpdateService implements Service {
       onSimulatedReboot: this.options.onSimulatedReboot,
     });
     await boot.atStart();
+    await this.askTrialGuard();
     this.boot = boot;
     this.ostree = ostree;
     this.bootedCommit = await boot.bootedCommit();
@@ -237,6 +241,18 @@ export class UpdateService implements Service {
     const selection = await this.check();
     if (selection.release) await this.begin(selection.release);
     return selection;
+  }
+
+  /**
+   * Tells outpost-trial-guard the deadline this config needs (the probation window plus start-up
+   * time), so a long window is not cut short by the guard's default. Written before any trial
+   * this outpost arms reboots, so the trial's guard reads what the arming outpost asked for.
+   */
+  private async askTrialGuard(): Promise<void> {
+    const file = join(this.options.stateDir, 'trial-guard.min-sec');
+    const seconds = this.options.config.probation.windowSec + trialStartAllowanceSec;
+    await writeFile(`${file}.tmp`, `${seconds}\n`);
+    await rename(`${file}.tmp`, file);
   }
 
   /** What the running update does, while one runs (a scheduled tick's, say); else null. */

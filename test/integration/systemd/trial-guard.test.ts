@@ -175,6 +175,25 @@ t.test('GRUB, armed and blessed by outpost during the wait: no reboot', async (t
   noReboot(t, rig);
 });
 
+t.test('outpost asks for a later deadline (a long probation window): the guard waits for it and sees the blessing', async (t) => {
+  const rig = makeRig(t);
+  const boot = await grub(rig);
+  await boot.arm();
+  await boot.booted(1);
+  const minFile = join(rig.dir, 'state', 'trial-guard.min-sec');
+  mkdirSync(join(rig.dir, 'state'), { recursive: true });
+  writeFileSync(minFile, `${deadlineIn(600)}\n`);
+  // The unit's own deadline has passed already: without outpost's file this reboots at once.
+  const guard = rig.run({ OUTPOST_TRIAL_GUARD_SEC: '0', OUTPOST_TRIAL_GUARD_MIN_FILE: minFile });
+  let stderr = '';
+  guard.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
+  await until('guard waiting', () => (/armed and not blessed/.test(stderr) ? true : undefined), 10_000);
+  await boot.bless();
+  const r = await guard;
+  t.equal(r.exitCode, 0);
+  noReboot(t, rig);
+});
+
 t.test('GRUB, blessed and re-armed for the next update during the wait: no reboot mid-update', async (t) => {
   const rig = makeRig(t);
   const boot = await grub(rig);

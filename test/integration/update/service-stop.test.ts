@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -16,6 +16,7 @@ t.test('outpost stopped (systemctl stop, shutdown) during probation: no verdict;
   const d = await otaService(ota, { update: { probation: { windowSec: 3, intervalSec: 1, checks: [{ name: 'app', command: ['test', '-e', appUp] }] } }, schedule: { firstCheckMs: 3_600_000 } });
   t.teardown(() => d.close());
   const service = await d.boot();
+  t.equal(readFileSync(join(d.stateDir, 'trial-guard.min-sec'), 'utf8'), '123\n', 'the trial guard is asked for the window plus start-up time');
   await service.apply();
   await d.waitFor('the trial reboot', (s) => s.state === 'rebooting' && d.reboots.length === 1, 30_000);
   const onTrial = await d.boot();
