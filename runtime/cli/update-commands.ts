@@ -61,7 +61,8 @@ export function updateCommands(options: Record<string, OptionSpec>, socketOf: So
       options: { ...options, json },
       run: async (ctx) => {
         const result = await apiRequest(socketOf(ctx), 'POST', '/v1/update/apply', undefined, 120_000);
-        print(ctx, result, (result as { release: unknown }).release ? `installing ${describeSelection(result)}` : describeSelection(result));
+        const { release, inProgress } = result as { release: unknown; inProgress?: string };
+        print(ctx, result, release ? `${inProgress ? `already installing (${inProgress}):` : 'installing'} ${describeSelection(result)}` : describeSelection(result));
         return 0;
       },
     },

@@ -23,9 +23,10 @@ export interface DeviceFacts {
 
 /**
  * The choice, or why there is nothing to install; `offerAgainInMs`: a deferred release may be
- * offered that soon, so the next check need not wait a whole interval.
+ * offered that soon, so the next check need not wait a whole interval; `inProgress`: the state of
+ * an update already running for this release (an apply while one runs).
  */
-export type Selection = { release: UpdateRelease; skipped?: string[] } | { release: null; reason: string; offerAgainInMs?: number };
+export type Selection = { release: UpdateRelease; skipped?: string[]; inProgress?: string } | { release: null; reason: string; offerAgainInMs?: number };
 
 /** The CPU architecture name releases use for the running process. */
 export function runningArch(): ReleaseArch {

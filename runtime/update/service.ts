@@ -3,8 +3,9 @@
  * the state machine. It is the daemon's one entry into the update domain.
  *
  * Invariants:
- * - One machine run at a time (an exclusive chain). A check or an apply asked for while it runs
- *   is answered at once (what is being installed; UPDATE_BUSY), never queued behind it.
+ * - One machine run at a time (an exclusive chain). A check, an apply or a bundle install asked
+ *   for while it runs is answered at once (what is being installed; UPDATE_BUSY for a bundle),
+ *   never queued behind it.
  * - Resuming an interrupted update happens at start and at every scheduled tick, before any new
  *   check, and needs no network. A resume that fails (a transient error keeps the state) is
  *   retried on the schedule's backoff (schedule.ts), never left for a daemon restart.
@@ -234,10 +235,16 @@ export class UpdateService implements Service {
     });
   }
 
-  /** Checks and, when a release is available, starts installing it (returns once persisted). */
+  /**
+   * Checks and, when a release is available, starts installing it (returns once persisted). An
+   * update already running (the daemon's own check started it, say) is the answer, not an error:
+   * what the operator asked for is under way.
+   */
   async apply(): Promise<Selection> {
-    const installing = await this.installing();
-    if (installing !== null) throw new OutpostError('UPDATE_BUSY', `an update is already in progress: ${installing}`);
+    if (this.runningSince !== undefined) {
+      const record = await this.requireMachine().record();
+      if (record.release) return { release: record.release, inProgress: record.state };
+    }
     const selection = await this.check();
     if (selection.release) await this.begin(selection.release);
     return selection;
