@@ -34,7 +34,7 @@ export const errorCodes = {
   OSTREE_FAILED: { exit: 69, transient: false },
   DOWNLOAD_FAILED: { exit: 69, transient: true },
   DOWNLOAD_VERIFY: { exit: 65, transient: false },
-  DISK_SPACE: { exit: 75, transient: false },
+  DISK_SPACE: { exit: 73, transient: false },
   STOP_TIMEOUT: { exit: 70, transient: false },
   UPDATE_NO_SOURCE: { exit: 69, transient: false },
   UPDATE_ROLLBACK_IMPOSSIBLE: { exit: 70, transient: false },

@@ -161,7 +161,7 @@ t.test('an offline bundle larger than the free space (with the apply headroom) i
   const d = device(t, ota, { server: 'http://127.0.0.1:9/tuf/', ostreeUrl: undefined, applyHeadroomBytes: Number.MAX_SAFE_INTEGER });
   const { daemon } = await d.boot();
   const refused = await d.cli(['update', 'install', bundle]);
-  t.equal(refused.exitCode, 75, refused.stderr);
+  t.equal(refused.exitCode, 73, `DISK_SPACE exits 73, not 75 (temporary): ${refused.stderr}`);
   t.match(refused.stderr, /v2\.bundle: unpacking needs \d+ bytes plus the apply headroom/);
   t.same(readdirSync(join(d.world.stateDir, 'bundle')), [], 'nothing unpacked');
   daemon.kill('SIGTERM');
