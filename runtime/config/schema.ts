@@ -104,6 +104,7 @@ const updateSchema = z.strictObject({
   metadataDeadlineSec: z.number().int().min(1).max(3600).default(60),
   /** Bound on one whole check (every metadata file, root rotations included), so nothing waits on it for ever. */
   checkDeadlineSec: z.number().int().min(1).max(86_400).default(300),
+  /** Cap on delta downloads. `ostree pull` (the full-pull fallback) has no rate limit in 2022.7. */
   bandwidthBytesPerSec: z.number().int().min(1024).optional(),
   /**
    * A delta request averaging less than this since it started, once past the grace period, is cut

@@ -172,6 +172,7 @@ export class UpdateService implements Service {
         downloadDir,
         applyHeadroomBytes: config.applyHeadroomBytes,
         freeBytes: (path) => freeBytes(path),
+        bandwidthCapped: config.bandwidthBytesPerSec !== undefined,
         fsckBeforeDeploy: config.fsckBeforeDeploy,
         trialGuardMarker: join(this.options.stateDir, 'trial-guard.fired'),
         log: log.child('steps'),

@@ -35,6 +35,8 @@ export interface StepPorts {
   probationWindowMs: number;
   downloadDir: string;
   applyHeadroomBytes: number;
+  /** Whether a bandwidth cap is configured: a full pull cannot honour it and says so. */
+  bandwidthCapped: boolean;
   /** Free bytes on the file system holding a path (statfs). */
   freeBytes: (path: string) => Promise<number>;
   /** Whole-repo `ostree fsck` after apply (see the config field). */
@@ -106,6 +108,7 @@ export function createSteps(ports: StepPorts): Steps {
       if (free < ports.applyHeadroomBytes) {
         throw new OutpostError('DISK_SPACE', `not enough space in ${ostree.repo} for a full pull of release ${release.version}: ${free} bytes free, update.applyHeadroomBytes asks for ${ports.applyHeadroomBytes}`);
       }
+      if (ports.bandwidthCapped && !release.bundleDir) log.warn('the full pull is not bandwidth-capped: ostree pull has no rate limit (update.bandwidthBytesPerSec covers delta downloads only)', { version: release.version });
       await ostree.pull(url, release.commit);
     };
     if (!(await ostree.hasCommit(release.commit))) {

@@ -81,10 +81,12 @@ t.test('a corrupt but correctly signed delta: no pull source → clean failure; 
   await untouched(t, ota, isolated);
   t.same(readdirSync(join(isolated.world.stateDir, 'downloads')), [], 'the failed attempt\'s delta does not stay on the disk');
 
-  const withPull = device(t, ota);
+  // With a bandwidth cap, which `ostree pull` cannot honour: the fallback says so.
+  const withPull = device(t, ota, { bandwidthBytesPerSec: 100_000_000 });
   const before = ota.ostree.server.requests.length;
   const first = await applyOnce(withPull);
   t.equal(first.result.exitCode, 0, 'rebooted into v2 after the fallback pull');
+  t.match(first.result.all, /the full pull is not bandwidth-capped/, 'the uncapped pull is logged');
   t.ok(ota.ostree.server.requests.slice(before).some((r) => r.path.includes('/repo/objects/')), 'objects were pulled');
   t.match(await withPull.adminStatus(), new RegExp(`${ota.ostree.commit(2)}\\.0`));
 });

@@ -70,6 +70,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
         downloadDir: join(dir, 'downloads'),
         applyHeadroomBytes: 0,
         freeBytes: async () => Number.MAX_SAFE_INTEGER,
+        bandwidthCapped: false,
         fsckBeforeDeploy: false,
         trialGuardMarker: join(dir, 'trial-guard.fired'),
         log: silentLogger,
