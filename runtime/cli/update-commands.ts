@@ -62,7 +62,7 @@ export function updateCommands(options: Record<string, OptionSpec>, socketOf: So
       run: async (ctx) => {
         const result = await apiRequest(socketOf(ctx), 'POST', '/v1/update/apply', undefined, 120_000);
         const { release, inProgress } = result as { release: unknown; inProgress?: string };
-        print(ctx, result, release ? `${inProgress ? `already installing (${inProgress}):` : 'installing'} ${describeSelection(result)}` : describeSelection(result));
+        print(ctx, result, release ? `${inProgress ? `an update is already under way (${inProgress}):` : 'installing'} ${describeSelection(result)}` : describeSelection(result));
         return 0;
       },
     },

@@ -4,7 +4,7 @@
  * signature: the default of python-tuf and tuf-on-ci) and `rsassa-pss-sha256` (PEM public key).
  * The last two go through node:crypto.
  */
-import { constants, createPublicKey, verify } from 'node:crypto';
+import { constants, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { verify as verifyEd25519 } from './ed25519.js';
 
 /** A public key as TUF metadata lists it (spec §4.2 KEY). */
@@ -22,8 +22,23 @@ export function publicIdentity(key: TufKey): string | null {
   const value = key.keyval.public;
   if (value === undefined) return null;
   if (key.keytype === 'ed25519' && key.scheme === 'ed25519') return value.toLowerCase();
-  if (isEcdsaP256(key) || isRsaPss(key)) return value.replace(/\s+/g, '');
-  return null;
+  if (!isEcdsaP256(key) && !isRsaPss(key)) return null;
+  // The key itself, not its text: one key in two PEM forms (SPKI, PKCS#1) is still one key.
+  const publicKey = parsePublicKey(key, value);
+  if (!publicKey) return null;
+  const jwk = publicKey.export({ format: 'jwk' });
+  return JSON.stringify([jwk.kty, jwk.crv, jwk.x, jwk.y, jwk.n, jwk.e]);
+}
+
+/** The node key object of an ECDSA P-256 or RSA key; null when the PEM is not one. */
+function parsePublicKey(key: TufKey, pem: string): KeyObject | null {
+  try {
+    const publicKey = createPublicKey(pem);
+    if (isEcdsaP256(key)) return publicKey.asymmetricKeyType === 'ec' && publicKey.asymmetricKeyDetails?.namedCurve === 'prime256v1' ? publicKey : null;
+    return publicKey.asymmetricKeyType === 'rsa' ? publicKey : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Whether `sigHex` is `key`'s valid signature of `message`; false for anything unsupported or malformed. */
@@ -33,14 +48,12 @@ export function verifyKeySignature(key: TufKey, message: Uint8Array, sigHex: str
   if (key.keytype === 'ed25519' && key.scheme === 'ed25519') return verifyEd25519(value, message, sigHex);
   if (!/^(?:[0-9a-f]{2})+$/i.test(sigHex)) return false;
   if (!isEcdsaP256(key) && !isRsaPss(key)) return false;
+  const publicKey = parsePublicKey(key, value);
+  if (!publicKey) return false;
   try {
-    const publicKey = createPublicKey(value);
     const signature = Buffer.from(sigHex, 'hex');
-    if (isEcdsaP256(key)) return publicKey.asymmetricKeyType === 'ec' && verify('sha256', message, { key: publicKey, dsaEncoding: 'der' }, signature);
-    return (
-      publicKey.asymmetricKeyType === 'rsa' &&
-      verify('sha256', message, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO }, signature)
-    );
+    if (isEcdsaP256(key)) return verify('sha256', message, { key: publicKey, dsaEncoding: 'der' }, signature);
+    return verify('sha256', message, { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: constants.RSA_PSS_SALTLEN_AUTO }, signature);
   } catch {
     return false;
   }

@@ -26,7 +26,8 @@ const listLine = /^([-d])[-rwxsStT]{9}\S*\s+\S+\s+(\d+)\s+\S+\s+\S+\s+(.+)$/;
 
 /** Lists `file`; refuses links, devices, absolute and `..` names: nothing of it can land outside the unpack directory. */
 export async function listBundle(exec: Exec, file: string): Promise<BundleEntry[]> {
-  const { stdout } = await exec.run('tar', ['-tvf', file, '--force-local', '--quoting-style=escape'], { timeoutMs: tarTimeoutMs });
+  // Numeric owners: a name with spaces or a newline in a PAX header could forge listing lines.
+  const { stdout } = await exec.run('tar', ['-tvf', file, '--force-local', '--numeric-owner', '--quoting-style=escape'], { timeoutMs: tarTimeoutMs });
   const entries: BundleEntry[] = [];
   for (const line of stdout.split('\n').filter((l) => l.trim() !== '')) {
     const m = listLine.exec(line);
@@ -40,9 +41,25 @@ export async function listBundle(exec: Exec, file: string): Promise<BundleEntry[
   return entries;
 }
 
-/** Unpacks the files among `entries` that `wanted` picks into `dir` (names on stdin: no argument-length limit). */
+const extract = (file: string, dir: string) => ['-xf', file, '--force-local', '-C', dir, '--no-same-owner', '--no-same-permissions'];
+
+/**
+ * Unpacks the files among `entries` that `wanted` picks into `dir`, exactly those: no recursion, so
+ * a name cannot pull in members below it (names on stdin: no argument-length limit).
+ */
 export async function unpackBundle(exec: Exec, file: string, dir: string, entries: readonly BundleEntry[], wanted: (path: string) => boolean): Promise<void> {
   const members = entries.filter((e) => !e.directory && wanted(e.path)).map((e) => e.member);
   if (members.length === 0) return;
-  await exec.run('tar', ['-xf', file, '--force-local', '-C', dir, '--no-same-owner', '--no-same-permissions', '--verbatim-files-from', '-T', '-'], { timeoutMs: tarTimeoutMs, input: `${members.join('\n')}\n` });
+  await exec.run('tar', [...extract(file, dir), '--no-recursion', '--verbatim-files-from', '-T', '-'], { timeoutMs: tarTimeoutMs, input: `${members.join('\n')}\n` });
+}
+
+/**
+ * Unpacks one directory of the bundle with everything below it (an OSTree repository holds a
+ * hundred thousand objects: naming each would cost tar a scan of the archive per name). Every
+ * member below it was listed, so it is budgeted and holds no links.
+ */
+export async function unpackBundleDirectory(exec: Exec, file: string, dir: string, entries: readonly BundleEntry[], path: string): Promise<void> {
+  const entry = entries.find((e) => e.directory && e.path === path);
+  if (!entry) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: has no ${path}/ directory`);
+  await exec.run('tar', [...extract(file, dir), entry.member], { timeoutMs: tarTimeoutMs });
 }

@@ -12,16 +12,16 @@
  * - Nothing from a server or a bundle is acted on before TUF verified it (select.ts reads only
  *   TrustedTargets).
  */
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { UpdateConfig } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import type { Service } from '../lifecycle/index.js';
 import type { Logger } from '../logs/index.js';
-import { systemClock, type Clock, type Exec } from '../platform/index.js';
+import { systemClock, writeFileAtomic, type Clock, type Exec } from '../platform/index.js';
 import type { Store } from '../store/index.js';
 import { createBoot, type BootBackend } from './boot/index.js';
-import { bundleManifestSchema, listBundle, unpackBundle } from './bundle.js';
+import { bundleManifestSchema, listBundle, unpackBundle, unpackBundleDirectory } from './bundle.js';
 import { createDownloader, freeBytes } from './download.js';
 import { dirFetcher, httpFetcher } from './fetchers.js';
 import { UpdateMachine, UpdateStore } from './machine.js';
@@ -222,8 +222,8 @@ export class UpdateService implements Service {
    * gives up.
    */
   async check(): Promise<Selection> {
-    const installing = await this.installing();
-    if (installing !== null) return { release: null, reason: installing };
+    const underWay = await this.underWay();
+    if (underWay !== null) return { release: null, reason: underWay.text };
     return this.exclusive(async () => {
       const { config, log } = this.options;
       const deadline = new AbortController();
@@ -242,10 +242,8 @@ export class UpdateService implements Service {
    * what the operator asked for is under way.
    */
   async apply(): Promise<Selection> {
-    if (this.runningSince !== undefined) {
-      const record = await this.requireMachine().record();
-      if (record.release) return { release: record.release, inProgress: record.state };
-    }
+    const underWay = await this.underWay();
+    if (underWay !== null) return { release: underWay.release, inProgress: underWay.state };
     const selection = await this.check();
     if (selection.release) await this.begin(selection.release);
     return selection;
@@ -259,21 +257,24 @@ export class UpdateService implements Service {
   private async askTrialGuard(): Promise<void> {
     const file = join(this.options.stateDir, 'trial-guard.min-sec');
     const seconds = this.options.config.probation.windowSec + trialStartAllowanceSec;
-    await writeFile(`${file}.tmp`, `${seconds}\n`);
-    await rename(`${file}.tmp`, file);
+    // A hint: a full or read-only disk must not keep outpost from starting (and blessing a trial).
+    await writeFileAtomic(file, `${seconds}\n`, { mode: 0o644 }).catch((err: unknown) => this.options.log.warn('cannot tell the trial guard the probation window', { file, err }));
   }
 
-  /** What the running update does, while one runs (a scheduled tick's, say); else null. */
-  private async installing(): Promise<string | null> {
-    if (this.runningSince === undefined) return null;
+  /**
+   * The update under way, from the saved state (running, or waiting for its retry or its reboot),
+   * or null when the machine is idle.
+   */
+  private async underWay(): Promise<{ release: Release; state: string; text: string } | null> {
     const record = await this.requireMachine().record();
-    return record.release ? `release ${record.release.version} is being installed (${record.state})` : `an update is running (${record.state})`;
+    if (record.state === 'idle' || !record.release) return null;
+    return { release: record.release, state: record.state, text: `an update to release ${record.release.version} is under way (${record.state})` };
   }
 
   /** Installs from an offline bundle file (a tar written by `outpostctl release bundle`). */
   async install(file: string): Promise<Selection> {
-    const installing = await this.installing();
-    if (installing !== null) throw new OutpostError('UPDATE_BUSY', `an update is already in progress: ${installing}`);
+    const underWay = await this.underWay();
+    if (underWay !== null) throw new OutpostError('UPDATE_BUSY', `${underWay.text}; install the bundle once it is over`);
     const dir = bundleDir(this.options.stateDir);
     const selection = await this.exclusive(async () => {
       const record = await this.requireMachine().record();
@@ -295,7 +296,8 @@ export class UpdateService implements Service {
       const chosen = await this.select(dirFetcher(join(dir, 'metadata')), manifest.data.target);
       if (!chosen.release) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: ${chosen.reason}`);
       const delta = chosen.release.delta;
-      await unpackBundle(exec, file, dir, entries, (path) => (delta ? path === `targets/${delta.target}` : path.startsWith('repo/')));
+      if (delta) await unpackBundle(exec, file, dir, entries, (path) => path === `targets/${delta.target}`);
+      else await unpackBundleDirectory(exec, file, dir, entries, 'repo');
       const release = { ...chosen.release, bundleDir: dir };
       // In the same turn of the chain as the unpacking: an idle tick in between would tidy it away.
       await this.beginLocked(release);

@@ -73,6 +73,8 @@ function makeRig(t: Test): Rig {
         OUTPOST_GRUBENV: rig.grubenv,
         OUTPOST_FW_ENV_CONFIG: rig.fwEnvConfig,
         OUTPOST_TRIAL_GUARD_MARKER: rig.marker,
+        // Hermetic: never the host's /var/lib/outpost.
+        OUTPOST_TRIAL_GUARD_MIN_FILE: join(dir, 'state', 'trial-guard.min-sec'),
         OUTPOST_TRIAL_GUARD_POLL_SEC: '1',
         ...env,
       }),
@@ -188,6 +190,26 @@ t.test('outpost asks for a later deadline (a long probation window): the guard w
   let stderr = '';
   guard.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
   await until('guard waiting', () => (/armed and not blessed/.test(stderr) ? true : undefined), 10_000);
+  await boot.bless();
+  const r = await guard;
+  t.equal(r.exitCode, 0);
+  noReboot(t, rig);
+});
+
+t.test('the trial\'s own outpost asks for a later deadline after the guard started: the guard reads it again and waits', async (t) => {
+  const rig = makeRig(t);
+  const boot = await grub(rig);
+  await boot.arm();
+  await boot.booted(1);
+  const minFile = join(rig.dir, 'state', 'trial-guard.min-sec');
+  const guard = rig.run({ OUTPOST_TRIAL_GUARD_SEC: String(deadlineIn(3)), OUTPOST_TRIAL_GUARD_MIN_FILE: minFile });
+  let stderr = '';
+  guard.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
+  await until('guard waiting', () => (/armed and not blessed/.test(stderr) ? true : undefined), 10_000);
+  mkdirSync(join(rig.dir, 'state'), { recursive: true });
+  writeFileSync(minFile, `${deadlineIn(600)}\n`);
+  // Past the unit's own deadline: read once at start, the guard would have rebooted by now.
+  await new Promise((r) => setTimeout(r, 5000));
   await boot.bless();
   const r = await guard;
   t.equal(r.exitCode, 0);

@@ -16,12 +16,13 @@ function temp(t: Test): string {
 }
 
 /** Writes a tar with Python's tarfile, which (unlike GNU tar's defaults) writes whatever a hostile bundle holds. */
-function craft(file: string, members: { name: string; type?: 'file' | 'symlink'; data?: string; target?: string }[]): void {
+function craft(file: string, members: { name: string; type?: 'file' | 'symlink'; data?: string; target?: string; uname?: string }[]): void {
   const script = `
 import io, json, sys, tarfile
-with tarfile.open(sys.argv[1], 'w') as tar:
+with tarfile.open(sys.argv[1], 'w', format=tarfile.PAX_FORMAT) as tar:
     for m in json.loads(sys.argv[2]):
         info = tarfile.TarInfo(m['name'])
+        if 'uname' in m: info.uname = m['uname']
         if m.get('type') == 'symlink':
             info.type = tarfile.SYMTYPE; info.linkname = m['target']; tar.addfile(info)
         else:
@@ -61,3 +62,14 @@ t.test('only the members asked for are unpacked; a file name with a colon is a l
   t.same(readdirSync(out).sort(), ['bundle.json', 'metadata']);
   t.notOk(existsSync(join(out, 'repo')), 'the repository waits until the release is verified');
 });
+
+t.test('an owner name cannot forge listing lines: sizes and names come from the members themselves', async (t) => {
+  const dir = temp(t);
+  const file = join(dir, 'forged.tar');
+  // A PAX owner name with a newline and a fake line for a small decoy above a large member.
+  const fake = 'x\n-rw-r--r-- 0/0 0 2020-01-01 00:00 repo/objects/aa';
+  craft(file, [{ name: './repo/objects/aa/huge', data: 'y'.repeat(5000), uname: fake }]);
+  const entries = await listBundle(exec, file);
+  t.same(entries.map((e) => [e.path, e.size]), [['repo/objects/aa/huge', 5000]], 'only the real member, with its real size');
+});
+

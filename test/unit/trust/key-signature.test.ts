@@ -1,4 +1,4 @@
-import { constants, generateKeyPairSync, sign } from 'node:crypto';
+import { constants, createPublicKey, generateKeyPairSync, sign } from 'node:crypto';
 import t from 'tap';
 import { generateKey, publicIdentity, sign as signEd25519, verifyKeySignature, type TufKey } from '../../../runtime/trust/index.js';
 import { countValidSignatures } from '../../../runtime/update/tuf/index.js';
@@ -48,5 +48,12 @@ t.test('a threshold counts ECDSA and RSA-PSS signers, each public key once', asy
     { keyid: 'odd', sig: 'ab' },
   ];
   t.equal(countValidSignatures(root, 'timestamp', { signatures, signedBytes: message }), 2, 'one ECDSA key under two ids counts once, plus the RSA key');
+  // The same RSA key in another PEM form (PKCS#1) under a third id: still one key.
+  const pkcs1 = createPublicKey(rsa.key.keyval.public ?? '').export({ type: 'pkcs1', format: 'pem' }).toString();
+  const again = { ...root, keys: { ...root.keys, rsa2: { ...rsa.key, keyval: { public: pkcs1 } } }, roles: { ...root.roles, timestamp: { keyids: ['rsa1', 'rsa2'], threshold: 2 } } } as unknown as RootSigned;
+  t.equal(countValidSignatures(again, 'timestamp', { signatures: [{ keyid: 'rsa1', sig: rsa.sign(message) }, { keyid: 'rsa2', sig: rsa.sign(message) }], signedBytes: message }), 1, 'one RSA key in two PEM forms counts once');
+  const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const wrongCurve: TufKey = { keytype: 'ecdsa', scheme: 'ecdsa-sha2-nistp256', keyval: { public: p384.publicKey.export({ type: 'spki', format: 'pem' }).toString() } };
+  t.notOk(verifyKeySignature(wrongCurve, message, sign('sha256', message, { key: p384.privateKey, dsaEncoding: 'der' }).toString('hex')), 'a P-384 key under the P-256 scheme never verifies');
   t.equal(publicIdentity({ keytype: 'sm2', scheme: 'sm2', keyval: { public: 'x' } }), null);
 });
