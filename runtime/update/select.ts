@@ -81,7 +81,7 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
     const sha256 = deltaTarget?.hashes.sha256;
     const delta =
       deltaTarget && deltaCustom?.success && deltaCustom.data.to === c.commit && deltaCustom.data.from === facts.bootedCommit && sha256
-        ? { target: deltaTarget.name, from: deltaCustom.data.from, length: deltaTarget.length, sha256, ...(targets.filePath(deltaTarget) === deltaTarget.name ? {} : { path: targets.filePath(deltaTarget) }) }
+        ? { target: deltaTarget.name, from: deltaCustom.data.from, length: deltaTarget.length, sha256, ...(targets.consistentSnapshot ? { path: targets.filePath(deltaTarget) } : {}) }
         : null;
     return { ...(skipped.length > 0 ? { skipped } : {}), release: { target: candidate.target.name, version: c.version, commit: c.commit, ref: c.ref, arch: c.arch, hardware: c.hardware, delta } };
   }

@@ -38,6 +38,8 @@ interface Rig {
   grubenv: string;
   fwEnvConfig: string;
   marker: string;
+  /** Where outpost asks the guard for a later deadline (the rig passes it always: never the host's). */
+  minFile: string;
   /** The systemctl invocations so far. */
   calls(): Call[];
   run(env?: Record<string, string>): ReturnType<typeof runGuard>;
@@ -45,6 +47,13 @@ interface Rig {
 
 function runGuard(bin: string, env: Record<string, string>) {
   return execa(script, [], { env: { PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...env }, extendEnv: false, reject: false });
+}
+
+/** Resolves once a running guard says it waits on an armed, unblessed trial. */
+async function waiting(guard: ReturnType<typeof runGuard>): Promise<void> {
+  let stderr = '';
+  guard.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
+  await until('guard waiting', () => (/armed and not blessed/.test(stderr) ? true : undefined), 10_000);
 }
 
 function makeRig(t: Test): Rig {
@@ -64,6 +73,7 @@ function makeRig(t: Test): Rig {
     grubenv: join(dir, 'boot', 'grubenv'),
     fwEnvConfig: join(dir, 'fw_env.config'),
     marker: join(dir, 'state', 'trial-guard.fired'),
+    minFile: join(dir, 'state', 'trial-guard.min-sec'),
     calls: () =>
       existsSync(callLog)
         ? readFileSync(callLog, 'utf8').trim().split('\n').map((line) => ({ uptime: Number(line.split('|')[0]), args: line.slice(line.indexOf('|') + 1) }))
@@ -73,8 +83,7 @@ function makeRig(t: Test): Rig {
         OUTPOST_GRUBENV: rig.grubenv,
         OUTPOST_FW_ENV_CONFIG: rig.fwEnvConfig,
         OUTPOST_TRIAL_GUARD_MARKER: rig.marker,
-        // Hermetic: never the host's /var/lib/outpost.
-        OUTPOST_TRIAL_GUARD_MIN_FILE: join(dir, 'state', 'trial-guard.min-sec'),
+        OUTPOST_TRIAL_GUARD_MIN_FILE: rig.minFile,
         OUTPOST_TRIAL_GUARD_POLL_SEC: '1',
         ...env,
       }),
@@ -166,9 +175,7 @@ t.test('GRUB, armed and blessed by outpost during the wait: no reboot', async (t
   await boot.booted(1);
   const deadline = deadlineIn(4);
   const guard = rig.run({ OUTPOST_TRIAL_GUARD_SEC: String(deadline) });
-  let stderr = '';
-  guard.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
-  await until('guard waiting', () => (/armed and not blessed/.test(stderr) ? true : undefined), 10_000);
+  await waiting(guard);
   await boot.bless();
   const r = await guard;
   t.equal(r.exitCode, 0);
@@ -182,14 +189,11 @@ t.test('outpost asks for a later deadline (a long probation window): the guard w
   const boot = await grub(rig);
   await boot.arm();
   await boot.booted(1);
-  const minFile = join(rig.dir, 'state', 'trial-guard.min-sec');
   mkdirSync(join(rig.dir, 'state'), { recursive: true });
-  writeFileSync(minFile, `${deadlineIn(600)}\n`);
+  writeFileSync(rig.minFile, `${deadlineIn(600)}\n`);
   // The unit's own deadline has passed already: without outpost's file this reboots at once.
-  const guard = rig.run({ OUTPOST_TRIAL_GUARD_SEC: '0', OUTPOST_TRIAL_GUARD_MIN_FILE: minFile });
-  let stderr = '';
-  guard.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
-  await until('guard waiting', () => (/armed and not blessed/.test(stderr) ? true : undefined), 10_000);
+  const guard = rig.run({ OUTPOST_TRIAL_GUARD_SEC: '0' });
+  await waiting(guard);
   await boot.bless();
   const r = await guard;
   t.equal(r.exitCode, 0);
@@ -201,13 +205,10 @@ t.test('the trial\'s own outpost asks for a later deadline after the guard start
   const boot = await grub(rig);
   await boot.arm();
   await boot.booted(1);
-  const minFile = join(rig.dir, 'state', 'trial-guard.min-sec');
-  const guard = rig.run({ OUTPOST_TRIAL_GUARD_SEC: String(deadlineIn(3)), OUTPOST_TRIAL_GUARD_MIN_FILE: minFile });
-  let stderr = '';
-  guard.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
-  await until('guard waiting', () => (/armed and not blessed/.test(stderr) ? true : undefined), 10_000);
+  const guard = rig.run({ OUTPOST_TRIAL_GUARD_SEC: String(deadlineIn(3)) });
+  await waiting(guard);
   mkdirSync(join(rig.dir, 'state'), { recursive: true });
-  writeFileSync(minFile, `${deadlineIn(600)}\n`);
+  writeFileSync(rig.minFile, `${deadlineIn(600)}\n`);
   // Past the unit's own deadline: read once at start, the guard would have rebooted by now.
   await new Promise((r) => setTimeout(r, 5000));
   await boot.bless();
@@ -222,9 +223,7 @@ t.test('GRUB, blessed and re-armed for the next update during the wait: no reboo
   await boot.arm();
   await boot.booted(1);
   const guard = rig.run({ OUTPOST_TRIAL_GUARD_SEC: String(deadlineIn(3)), OUTPOST_TRIAL_GUARD_POLL_SEC: '60' });
-  let stderr = '';
-  guard.stderr?.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
-  await until('guard waiting', () => (/armed and not blessed/.test(stderr) ? true : undefined), 10_000);
+  await waiting(guard);
   // Both before the guard looks again (poll 60 s > deadline): it only sees the new counter.
   await boot.bless();
   await boot.arm();
