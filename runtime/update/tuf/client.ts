@@ -111,7 +111,7 @@ export class TufClient {
     const stored = await this.collection.get('root');
     if (stored && 'json' in stored) {
       try {
-        return parseMetadata('root', new TextEncoder().encode(stored.json), this.limits.root, 'trusted root.json in the store');
+        return parseMetadata('root', new TextEncoder().encode(stored.json), this.limits.root, 'trusted root.json in the store', 'stored');
       } catch (err) {
         // Falling back to the image's root would be a rollback of trust: refuse instead.
         throw new OutpostError('STORE_CORRUPT', `the trusted TUF root in the state store is unreadable: ${(err as Error).message}`, { cause: err });
@@ -242,7 +242,7 @@ export class TufClient {
     const stored = await this.collection.get(role);
     if (!stored || !('json' in stored)) return undefined;
     try {
-      const md = parseMetadata(role, new TextEncoder().encode(stored.json), this.limits[role], `trusted ${role}.json in the store`);
+      const md = parseMetadata(role, new TextEncoder().encode(stored.json), this.limits[role], `trusted ${role}.json in the store`, 'stored');
       requireThreshold(root.signed, role, md, `trusted ${role}.json in the store`);
       return md;
     } catch (err) {

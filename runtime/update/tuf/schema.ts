@@ -177,10 +177,12 @@ function issuesText(error: z.ZodError): string {
 }
 
 /**
- * Parses untrusted metadata bytes for `role`. `source` names the file in errors ("timestamp.json",
- * "3.root.json"). Every failure is UPDATE_METADATA_INVALID.
+ * Parses metadata bytes for `role`. `source` names the file in errors ("timestamp.json",
+ * "3.root.json"). Every failure is UPDATE_METADATA_INVALID. `origin: 'stored'` is for metadata this
+ * device already trusted: rules added since it was stored (repeated signature key ids) must not turn
+ * it into a corrupt store.
  */
-export function parseMetadata<R extends TopRole>(role: R, bytes: Uint8Array, maxBytes: number, source: string): ParsedMetadata<R> {
+export function parseMetadata<R extends TopRole>(role: R, bytes: Uint8Array, maxBytes: number, source: string, origin: 'fetched' | 'stored' = 'fetched'): ParsedMetadata<R> {
   const bad = (detail: string, cause?: unknown) => new OutpostError('UPDATE_METADATA_INVALID', `${source}: ${detail}`, cause === undefined ? {} : { cause });
   // Size first: a hostile mirror must not make the device parse megabytes (STYLE 6).
   // The fetchers stop reading just past the limit: the byte count says where reading stopped, not how large the file is.
@@ -194,9 +196,10 @@ export function parseMetadata<R extends TopRole>(role: R, bytes: Uint8Array, max
   const envelope = envelopeSchema.safeParse(json);
   if (!envelope.success) throw bad(`not a signed metadata envelope: ${issuesText(envelope.error)}`);
   // The spec's metadata model refuses these (python-tuf: "duplicate keyids"); tuf-conformance's test_duplicate_sig_keyids.
+  // Thresholds always counted each key once, so a stored file with such a list was verified honestly.
   const keyids = envelope.data.signatures.map((s) => s.keyid);
   const repeated = keyids.find((id, i) => keyids.indexOf(id) !== i);
-  if (repeated !== undefined) throw bad(`signatures list key id ${repeated} more than once`);
+  if (repeated !== undefined && origin === 'fetched') throw bad(`signatures list key id ${repeated} more than once`);
   const type = envelope.data.signed._type;
   if (type !== role) throw bad(`expected ${role} metadata, got _type ${JSON.stringify(type)}`);
   const signed = schemas[role].safeParse(envelope.data.signed);

@@ -137,6 +137,22 @@ t.test('a signature list naming one key id twice is refused even when the thresh
   await expectRejected(t, w, 'UPDATE_METADATA_INVALID', /snapshot\.json: signatures list key id [0-9a-f]+ more than once/, good, ['snapshot', 'targets']);
 });
 
+t.test('a root trusted before repeated key ids were refused still opens (it never counted a key twice)', async (t) => {
+  const w = await world(t);
+  const env = JSON.parse(readFileSync(join(w.repoDir, '1.root.json'), 'utf8')) as { signatures: unknown[] };
+  // Written by an outpost that accepted the list: the threshold counted each key once even then.
+  const doubled = JSON.stringify({ ...env, signatures: [...env.signatures, ...env.signatures] });
+  await w.store.batch().put(w.store.collection('tuf', z.unknown()), 'root', { json: doubled }).commit();
+  const targets = await w.client.refresh();
+  t.equal(targets.versions.root, 1, 'the stored root is used, not refused as a corrupt store');
+  // A fetched root with the same list is still refused.
+  const root = readSigned(w.repoDir, 'root.json') as { version: number };
+  forge(w.repoDir, '2.root.json', { ...root, version: 2 }, [w.keys.root]);
+  const next = JSON.parse(readFileSync(join(w.repoDir, '2.root.json'), 'utf8')) as { signatures: unknown[] };
+  writeFileSync(join(w.repoDir, '2.root.json'), JSON.stringify({ ...next, signatures: [...next.signatures, ...next.signatures] }));
+  await rejects(t, w.client.refresh(), 'UPDATE_METADATA_INVALID', /2\.root\.json: signatures list key id [0-9a-f]+ more than once/);
+});
+
 t.test('expiry: a freeze is caught, and a clock set back is judged by the not-earlier-than time', async (t) => {
   const w = await world(t);
   w.clock.set(12 * HOUR);
