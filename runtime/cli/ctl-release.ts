@@ -97,7 +97,7 @@ export const releaseCommands: Command[] = [
       target: { type: 'string', valueName: 'NAME', description: 'release target, e.g. releases/gw/x86_64/2' },
       out: { type: 'string', valueName: 'FILE', description: 'bundle file to write (a tar archive)' },
       'ostree-repo': { type: 'string', valueName: 'DIR', description: 'also include the full commit from this OSTree repo (for devices with no matching delta)' },
-      expires: { type: 'string', valueName: 'DURATION', description: 're-sign snapshot and timestamp to live this long (a bundle waits on a shelf), e.g. 30d' },
+      expires: { type: 'string', valueName: 'DURATION', description: "re-sign the bundle's snapshot and timestamp to live this long (a bundle waits on a shelf), e.g. 30d; the served ones are re-signed past them with their usual lifetimes" },
       'snapshot-key': file('private snapshot key (with --expires)'),
       'timestamp-key': file('private timestamp key (with --expires)'),
     },
@@ -120,12 +120,17 @@ export const releaseCommands: Command[] = [
         for (const name of (await readdir(dir)).filter((n) => /^(\d+\.root|root|timestamp|snapshot|targets)\.json$/.test(n))) {
           await copyFile(join(dir, name), join(stage, 'metadata', name));
         }
+        let resigned = '';
         if (expires && keys) {
-          // The bundle's copy only: a long-lived timestamp in the served repository would take
-          // freeze-attack protection from the whole fleet.
+          // The long lifetime goes to the bundle's copy only: in the served repository it would take
+          // freeze-attack protection from the whole fleet. The served one is re-signed past the
+          // copy's versions with its usual lifetimes, or a device that installed from the bundle
+          // would refuse it as a rollback until both roles were next re-signed (a week for snapshot).
           const [timestampKey, snapshotKey] = keys;
           const ms = parseDurationMs(expires);
-          await (await openRepository(join(stage, 'metadata'))).refresh({ timestampKey, snapshotKey, expiresMs: { snapshot: ms, timestamp: ms } });
+          const copy = await (await openRepository(join(stage, 'metadata'))).refresh({ timestampKey, snapshotKey, expiresMs: { snapshot: ms, timestamp: ms } });
+          const live = await repo.refresh({ timestampKey, snapshotKey, above: copy });
+          resigned = `; ${dir} re-signed past the bundle's versions (snapshot v${live.snapshot}, timestamp v${live.timestamp})`;
         }
         for (const delta of parsed.release.custom.deltas) {
           const dest = join(stage, 'targets', ...delta.target.split('/'));
@@ -140,7 +145,7 @@ export const releaseCommands: Command[] = [
         }
         await mkdir(dirname(outFile), { recursive: true });
         await run.run('tar', ['-cf', outFile, '-C', stage, '.']);
-        out(`wrote ${outFile}: ${targetName} with ${parsed.release.custom.deltas.length} delta(s)${ostreeRepo ? ' and the full commit' : ''}`);
+        out(`wrote ${outFile}: ${targetName} with ${parsed.release.custom.deltas.length} delta(s)${ostreeRepo ? ' and the full commit' : ''}${resigned}`);
       } finally {
         await rm(stage, { recursive: true, force: true });
       }

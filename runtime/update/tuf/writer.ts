@@ -177,21 +177,24 @@ export class Repository {
   /**
    * Re-signs only the online roles: the timestamp (and the snapshot when `snapshotKey` is given),
    * one version up with a fresh expiry, for the same targets. Run it before they expire (timestamp
-   * daily by default) so devices do not see a freeze.
+   * daily by default) so devices do not see a freeze. `above` names versions signed elsewhere (an
+   * offline bundle's copy): the new ones go past them, so a device that trusted that copy does not
+   * take this repository for a rollback.
    */
-  async refresh(options: { timestampKey: SigningKeys; snapshotKey?: SigningKeys; expiresMs?: Partial<Record<'snapshot' | 'timestamp', number>> }): Promise<PublishResult> {
+  async refresh(options: { timestampKey: SigningKeys; snapshotKey?: SigningKeys; expiresMs?: Partial<Record<'snapshot' | 'timestamp', number>>; above?: Pick<PublishResult, 'snapshot' | 'timestamp'> }): Promise<PublishResult> {
     const now = this.now().getTime();
     const expiry = { ...defaultExpiryMs, ...options.expiresMs };
     const timestampKeys = this.authorized('timestamp', options.timestampKey);
+    const next = (role: 'snapshot' | 'timestamp') => Math.max(this.current[role].version, options.above?.[role] ?? 0) + 1;
     let snapshot = this.current.snapshot;
     let snapshotBytes: Uint8Array | undefined;
     if (options.snapshotKey !== undefined) {
-      snapshot = { ...snapshot, spec_version: SPEC_VERSION, version: snapshot.version + 1, expires: isoSeconds(now + expiry.snapshot) };
+      snapshot = { ...snapshot, spec_version: SPEC_VERSION, version: next('snapshot'), expires: isoSeconds(now + expiry.snapshot) };
       snapshotBytes = this.sealed('snapshot', snapshot, this.authorized('snapshot', options.snapshotKey));
     } else {
       snapshotBytes = await readFile(join(this.dir, 'snapshot.json'));
     }
-    const timestamp = { _type: 'timestamp' as const, spec_version: SPEC_VERSION, version: this.current.timestamp.version + 1, expires: isoSeconds(now + expiry.timestamp), meta: { 'snapshot.json': metaFor(snapshot.version, snapshotBytes) } };
+    const timestamp = { _type: 'timestamp' as const, spec_version: SPEC_VERSION, version: next('timestamp'), expires: isoSeconds(now + expiry.timestamp), meta: { 'snapshot.json': metaFor(snapshot.version, snapshotBytes) } };
     const timestampBytes = this.sealed('timestamp', timestamp, timestampKeys);
     if (options.snapshotKey !== undefined) await this.write('snapshot.json', snapshotBytes);
     await this.write('timestamp.json', timestampBytes);

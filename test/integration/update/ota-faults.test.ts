@@ -1,12 +1,15 @@
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
 import { until } from '../../../scripts/world/until.js';
-import { openRepository } from '../../../runtime/update/tuf/index.js';
+import { openRepository, TufClient } from '../../../runtime/update/tuf/index.js';
+import { Store } from '../../../runtime/store/index.js';
+import { silentLogger } from '../../../runtime/logs/index.js';
+import { DirFetcher } from '../../unit/update/tuf/fixture.js';
 import { readPrivateKeyFile } from '../../../runtime/trust/index.js';
 
 async function world(t: Test): Promise<OtaWorld> {
@@ -142,17 +145,30 @@ t.test('expired metadata is refused with a clear reason (freeze attack)', async 
   await untouched(t, ota, d);
 });
 
-t.test('release bundle --expires re-signs only the bundle\'s metadata, never the served repository', async (t) => {
+t.test('release bundle --expires: only the bundle\'s copy lives long, and a device that trusted it goes on with the served repository', async (t) => {
   const ota = await world(t);
   await ota.release(2, { deltaFrom: [1] });
-  const served = () => ['timestamp.json', 'snapshot.json'].map((f) => readFileSync(join(ota.tufDir, f), 'utf8'));
-  const before = served();
   const bundle = join(ota.ostree.dir, 'shelf.bundle');
   await ota.ctl(['release', 'bundle', '--repo', ota.tufDir, '--target', 'releases/gw-demo/x86_64/2', '--out', bundle, '--expires', '30d', '--timestamp-key', join(ota.keysDir, 'timestamp.key'), '--snapshot-key', join(ota.keysDir, 'snapshot.key')]);
-  t.same(served(), before, 'the served timestamp and snapshot are untouched');
-  const inBundle = JSON.parse(execFileSync('tar', ['-xOf', bundle, './metadata/timestamp.json'], { encoding: 'utf8' })) as { signed: { expires: string } };
-  const days = (Date.parse(inBundle.signed.expires) - Date.now()) / 86_400_000;
-  t.ok(days > 29 && days <= 30, `the bundle's timestamp lives 30 days (${days.toFixed(1)})`);
+  const days = (expires: string) => (Date.parse(expires) - Date.now()) / 86_400_000;
+  const signed = (json: string) => (JSON.parse(json) as { signed: { version: number; expires: string } }).signed;
+  const inBundle = signed(execFileSync('tar', ['-xOf', bundle, './metadata/timestamp.json'], { encoding: 'utf8' }));
+  t.ok(days(inBundle.expires) > 29 && days(inBundle.expires) <= 30, `the bundle's timestamp lives 30 days (${days(inBundle.expires).toFixed(1)})`);
+  const served = signed(readFileSync(join(ota.tufDir, 'timestamp.json'), 'utf8'));
+  t.ok(days(served.expires) <= 1, `the served timestamp keeps its one-day lifetime (${days(served.expires).toFixed(2)} days)`);
+
+  // A device that installed from the bundle trusts its versions; the served repository must not look like a rollback to it.
+  const metadata = join(ota.ostree.dir, 'shelf-metadata');
+  mkdirSync(metadata);
+  execFileSync('tar', ['-xf', bundle, '-C', metadata, '--strip-components=2', './metadata']);
+  const store = await Store.open({ location: join(ota.ostree.dir, 'device-store'), version: 1 });
+  t.teardown(() => store.close());
+  const fetcher = new DirFetcher(metadata);
+  const client = new TufClient({ store, fetcher, initialRoot: new Uint8Array(readFileSync(join(ota.tufDir, '1.root.json'))), now: () => new Date(), log: silentLogger });
+  t.equal((await client.refresh()).versions.timestamp, inBundle.version, 'trusted the bundle');
+  fetcher.dir = ota.tufDir;
+  const online = await client.refresh();
+  t.ok(online.versions.timestamp > inBundle.version, `online: timestamp v${online.versions.timestamp} after the bundle's v${inBundle.version}`);
 });
 
 t.test('an offline bundle larger than the free space (with the apply headroom) is refused before anything is unpacked', async (t) => {
