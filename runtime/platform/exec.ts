@@ -20,8 +20,11 @@ export interface ExecOptions {
   timeoutMs?: number;
   env?: Record<string, string>;
   input?: string;
-  /** `discard`: only the exit status matters (`ostree ls -R` of a whole OS prints tens of MiB). */
-  stdout?: 'capture' | 'discard';
+  /**
+   * `discard`: only the exit status matters (`ostree ls -R` of a whole OS prints tens of MiB). A
+   * function gets each line as it comes, and nothing is kept: output of any length in bounded memory.
+   */
+  stdout?: 'capture' | 'discard' | ((line: string) => void);
 }
 
 /** Options of {@link createExec}. */
@@ -57,6 +60,13 @@ export function stderrTail(stderr: string, lines = stderrTailLines): string {
     .join('\n');
 }
 
+/** An execa transform that hands each stdout line to `sink` and yields nothing, so nothing is buffered. */
+function lineSink(sink: (line: string) => void) {
+  return function* (line: unknown): Generator<never, void, unknown> {
+    sink(String(line));
+  };
+}
+
 function isExecaError(err: unknown): err is ExecaError {
   return err instanceof Error && 'isTerminated' in err && 'timedOut' in err;
 }
@@ -79,7 +89,7 @@ export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
           ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
           ...(opts.env === undefined ? {} : { env: opts.env }),
           extendEnv: true,
-          ...(opts.stdout === 'discard' ? { stdout: 'ignore' as const } : {}),
+          ...(opts.stdout === 'discard' ? { stdout: 'ignore' as const } : typeof opts.stdout === 'function' ? { stdout: lineSink(opts.stdout) } : {}),
           stripFinalNewline: true,
           maxBuffer,
           encoding: 'utf8',

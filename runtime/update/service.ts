@@ -21,7 +21,7 @@ import type { Logger } from '../logs/index.js';
 import { systemClock, writeFileAtomic, type Clock, type Exec } from '../platform/index.js';
 import type { Store } from '../store/index.js';
 import { createBoot, type BootBackend } from './boot/index.js';
-import { bundleManifestSchema, listBundle, unpackBundle, unpackBundleDirectory } from './bundle.js';
+import { bundleManifestSchema, listBundle, unpackBundle, unpackBundleRepo } from './bundle.js';
 import { createDownloader, freeBytes } from './download.js';
 import { dirFetcher, httpFetcher } from './fetchers.js';
 import { UpdateMachine, UpdateStore } from './machine.js';
@@ -283,21 +283,21 @@ export class UpdateService implements Service {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
       // Listed and budgeted before a byte lands: a bundle is as untrusted as the network.
-      const entries = await listBundle(exec, file);
-      const bytes = entries.reduce((sum, e) => sum + e.size, 0);
+      const listing = await listBundle(exec, file);
+      const bytes = listing.bytes;
       const free = await freeBytes(dir);
       if (bytes + config.applyHeadroomBytes > free) {
         throw new OutpostError('DISK_SPACE', `bundle ${file}: unpacking needs ${bytes} bytes plus the apply headroom (${config.applyHeadroomBytes}), ${free} are free in ${dir}`);
       }
       // The manifest and the metadata first; the release's own files only once TUF verified it.
-      await unpackBundle(exec, file, dir, entries, (path) => path === 'bundle.json' || path.startsWith('metadata/'));
+      await unpackBundle(exec, file, dir, listing, (path) => path === 'bundle.json' || path.startsWith('metadata/'));
       const manifest = bundleManifestSchema.safeParse(JSON.parse(await readFile(join(dir, 'bundle.json'), 'utf8').catch(() => 'null')));
       if (!manifest.success) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: no valid bundle.json (not an outpost bundle?)`);
       const chosen = await this.select(dirFetcher(join(dir, 'metadata')), manifest.data.target);
       if (!chosen.release) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: ${chosen.reason}`);
       const delta = chosen.release.delta;
-      if (delta) await unpackBundle(exec, file, dir, entries, (path) => path === `targets/${delta.target}`);
-      else await unpackBundleDirectory(exec, file, dir, entries, 'repo');
+      if (delta) await unpackBundle(exec, file, dir, listing, (path) => path === `targets/${delta.target}`);
+      else await unpackBundleRepo(exec, file, dir, listing);
       const release = { ...chosen.release, bundleDir: dir };
       // In the same turn of the chain as the unpacking: an idle tick in between would tidy it away.
       await this.beginLocked(release);

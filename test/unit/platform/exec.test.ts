@@ -36,10 +36,14 @@ t.test('a call past its timeout is killed and the error is transient', async (t)
   t.ok((err as { transient: boolean }).transient);
 });
 
-t.test('output past the cap fails and says so; discarded stdout has no cap', async (t) => {
+t.test('output past the cap fails and says so; discarded or line-by-line stdout has no cap', async (t) => {
   const capped = createExec(silentLogger, { maxBufferBytes: 10 });
   await t.rejects(capped.run('printf', ['%s', 'x'.repeat(100)]), { code: 'EXEC_FAILED', message: /printf %s x+: printed more than the 10 bytes of output outpost keeps/ });
   t.same(await capped.run('printf', ['%s', 'x'.repeat(100)], { stdout: 'discard' }), { stdout: '', stderr: '' });
+  const lines: string[] = [];
+  t.same(await capped.run('seq', ['1000'], { stdout: (line) => lines.push(line) }), { stdout: '', stderr: '' }, 'lines handed over are not kept');
+  t.equal(lines.length, 1000);
+  t.same([lines[0], lines[999]], ['1', '1000']);
 });
 
 t.test('stderrTail keeps the last non-empty lines', async (t) => {
