@@ -28,22 +28,22 @@ class StoreService implements Service {
   constructor(
     private readonly location: string,
     private readonly log: Logger,
-    /** The update service completes the held steps once no release is on trial. */
-    private readonly holdBreaking: boolean,
+    /** Whether a release may be on trial, so store steps the release before cannot read must wait. */
+    private readonly holdBreaking: ((store: Store) => Promise<boolean>) | undefined,
   ) {}
 
   async start(): Promise<void> {
     const messages: Record<OpenEvent['kind'], string> = {
       repaired: 'state store was corrupt and has been repaired',
       migrated: 'state store migrated',
-      held: 'state store migration held until no release is on trial (the release before must read the store)',
+      held: 'state store migration held while an update is under way (the release before must read the store); it runs at the first start after',
       newer: 'state store was written by a newer release in a format this one reads; used as it is',
     };
     this.store = await Store.open({
       location: this.location,
       version: storeVersion,
       repair: true,
-      holdBreaking: this.holdBreaking,
+      ...(this.holdBreaking ? { holdBreaking: this.holdBreaking } : {}),
       onEvent: (event) => this.log.warn(messages[event.kind], { ...event }),
     });
   }
@@ -93,7 +93,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   if (blockLoopMs > 0) process.on('SIGUSR2', () => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, blockLoopMs));
   let bootedCommit = await readBootedCommit();
   const link = config.broker ? createLink({ broker: config.broker, deviceId: config.deviceId, log: log.child('link'), version: outpostVersion }) : undefined;
-  const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'), config.update !== undefined);
+  const onTrial = config.update ? async (store: Store) => (await import('../update/machine.js')).updateUnderWay(store) : undefined;
+  const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'), onTrial);
   let requestExit: (reason: string) => void = () => undefined;
   let lastUpdate: UpdateStatus | undefined;
   let lastPublish = 0;

@@ -12,9 +12,10 @@
  *   in one batch. A newer store that still reads as this code's format is opened as it is (the
  *   newer release only added data); one that does not is refused rather than misread.
  * - /var/lib/outpost is shared by every deployment, and a release on trial may be rolled back to
- *   the one before it (Mender keeps `state-uncommitted` for the same reason): with `holdBreaking`,
- *   only steps that keep older releases able to read the store run at open; the others wait for
- *   `completeMigrations()`, which the update service calls once no trial is in progress.
+ *   the one before it (Mender keeps `state-uncommitted` for the same reason): when `holdBreaking`
+ *   says so, only steps that keep older releases able to read the store run; the others wait for
+ *   an open where it does not. Steps run only while opening, before anyone else can write, so no
+ *   writer races a step between what it read and what it commits.
  */
 import { cpSync, rmSync, readdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -67,8 +68,12 @@ export interface OpenStoreOptions {
   /** The format version this code writes; migrations must cover every step below it. */
   version: number;
   migrations?: readonly Migration[];
-  /** Stop before the first step that older releases cannot read (a release may be on trial); see `completeMigrations()`. */
-  holdBreaking?: boolean;
+  /**
+   * Asked at open, once the store is readable, before the first step older releases cannot read:
+   * true holds that step and those after it until a later open (a release is on trial and may be
+   * rolled back to the one before).
+   */
+  holdBreaking?: (store: Store) => Promise<boolean>;
   /** Try LevelDB's repair once on corruption, after keeping a copy of the damaged store. */
   repair?: boolean;
   onEvent?: (event: OpenEvent) => void;
@@ -144,20 +149,15 @@ export class Store {
     return this.onDisk;
   }
 
-  /** Runs the migration steps `holdBreaking` held back; a no-op when none were. */
-  async completeMigrations(): Promise<void> {
-    await this.runSteps(false);
-  }
-
   /** Runs the steps from the version on disk up to this code's, each with its versions in one batch. */
-  private async runSteps(holdBreaking: boolean): Promise<void> {
+  private async runSteps(): Promise<void> {
     const { options, db } = this;
     const meta = jsonSublevel(db, 'meta');
     while (this.onDisk < options.version) {
       const version = this.onDisk;
       const step = options.migrations?.find((m) => m.from === version);
       if (!step) throw new OutpostError('INTERNAL', `no migration from store format version ${version}`);
-      if (holdBreaking && !step.keepsOlderReadable) {
+      if (!step.keepsOlderReadable && (await options.holdBreaking?.(this))) {
         options.onEvent?.({ kind: 'held', from: version, describe: step.describe });
         return;
       }
@@ -209,7 +209,7 @@ export class Store {
     }
     const store = new Store(db, options, stored ?? options.version);
     if (stored === undefined) await versionBatch(db, store.batch(), options.version, oldestReader(options)).commit();
-    else await store.runSteps(options.holdBreaking === true);
+    else await store.runSteps();
     return store;
   }
 

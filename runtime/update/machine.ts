@@ -41,6 +41,7 @@ export type Steps = { readonly [S in Exclude<UpdateState, 'idle'>]: (record: Upd
 
 /** Loose: a newer outpost may add fields (record.ts). */
 const failedCommitSchema = z.looseObject({ reason: z.string(), at: z.string() });
+const recordCollection = 'update';
 const recordKey = 'record';
 
 /** The machine's persistent view: the record, failed commits, and the installed version floor. */
@@ -55,7 +56,7 @@ export class UpdateStore {
     readonly retry: RetryPolicy = defaultRetryPolicy,
     private readonly clockMs: () => number = monotonicMs,
   ) {
-    this.records = store.collection('update', updateRecordSchema);
+    this.records = store.collection(recordCollection, updateRecordSchema);
     this.failed = store.collection('update-failed', failedCommitSchema);
     this.deferred = store.collection('update-deferred', deferralSchema);
     this.installed = store.collection('update-installed', z.number().int().nonnegative());
@@ -108,6 +109,16 @@ export class UpdateStore {
     if (extra.installedVersion !== undefined) batch.put(this.installed, 'version', extra.installedVersion);
     await batch.commit();
   }
+}
+
+/**
+ * Whether the update record shows an update under way, in which case a release may be on trial
+ * and be rolled back to the one before. An unreadable record counts as under way: holding a store
+ * step costs nothing, running it too early can strand the release before.
+ */
+export async function updateUnderWay(store: Store): Promise<boolean> {
+  const record = await store.collection(recordCollection, updateRecordSchema).get(recordKey).catch(() => null);
+  return record === null || (record !== undefined && record.state !== 'idle');
 }
 
 /** Options of {@link UpdateMachine}. */

@@ -387,14 +387,11 @@ export class UpdateService implements Service {
   }
 
   /**
-   * With no update in flight, no release is on trial that may roll back to the one before, so
-   * the store steps older releases cannot read (held at open, store.ts) may run now; and what an
-   * earlier attempt left (a failed attempt's delta, a refused or installed bundle unpacked) only
-   * takes space a small disk needs.
+   * With no update in flight, what an earlier attempt left (a failed attempt's delta, a refused or
+   * installed bundle unpacked) only takes space a small disk needs.
    */
   private async tidyWhenIdle(): Promise<void> {
     const { log, stateDir } = this.options;
-    await this.options.store().completeMigrations().catch((err: unknown) => log.error('cannot complete the state store migrations; will retry', { err }));
     for (const dir of [downloadsDir(stateDir), bundleDir(stateDir)]) {
       const left = await readdir(dir).catch(() => []);
       for (const name of left) await rm(join(dir, name), { recursive: true, force: true }).catch((err: unknown) => log.warn('cannot remove what an earlier update attempt left', { file: join(dir, name), err }));

@@ -137,10 +137,11 @@ t.test('a newer store that still reads as this format (the newer release only ad
   await again.close();
 });
 
-t.test('holdBreaking: a step older releases cannot read waits for completeMigrations(), so the release before can still open the store', async (t) => {
+t.test('holdBreaking: a step older releases cannot read waits for an open where no release is on trial, so the release before can still open the store', async (t) => {
   const location = tempStore(t);
   const v1 = await Store.open({ location, version: 1 });
-  await v1.batch().put(v1.collection('old', z.number()), 'k', 5).commit();
+  // v1 deployed the newer release, which now starts on trial.
+  await v1.batch().put(v1.collection('old', z.number()), 'k', 5).put(v1.collection('trial', z.boolean()), 'on', true).commit();
   await v1.close();
   const migrations = [
     { from: 1, describe: 'add a collection', keepsOlderReadable: true, run: async ({ batch, collection }: Parameters<Migration['run']>[0]) => void batch.put(collection('added', z.number()), 'k', 1) },
@@ -149,7 +150,9 @@ t.test('holdBreaking: a step older releases cannot read waits for completeMigrat
     } },
   ];
   const events: unknown[] = [];
-  const onTrial = await Store.open({ location, version: 3, migrations, holdBreaking: true, onEvent: (e) => events.push(e) });
+  // The caller decides from the store itself (the daemon reads the update record), before anything else runs.
+  const trial = (store: Store) => store.collection('trial', z.boolean()).get('on').then((on) => on === true);
+  const onTrial = await Store.open({ location, version: 3, migrations, holdBreaking: trial, onEvent: (e) => events.push(e) });
   t.same(events, [{ kind: 'migrated', from: 1, to: 2 }, { kind: 'held', from: 2, describe: 'rewrite old as objects' }]);
   t.equal(onTrial.version, 2);
   await onTrial.close();
@@ -158,10 +161,15 @@ t.test('holdBreaking: a step older releases cannot read waits for completeMigrat
   t.equal(await rolledBack.collection('old', z.number()).get('k'), 5, 'the release before reads its data after a rollback');
   await rolledBack.close();
 
-  const committed = await Store.open({ location, version: 3, migrations, holdBreaking: true });
-  await committed.completeMigrations();
-  t.equal(committed.version, 3);
-  t.same(await committed.collection('old', counter).get('k'), { n: 5 });
+  const stillOnTrial = await Store.open({ location, version: 3, migrations, holdBreaking: trial });
+  t.equal(stillOnTrial.version, 2, 'held while the trial lasts');
+  // Written in the old format while held: a step run at an open migrates it too (no writer races it there).
+  await stillOnTrial.batch().put(stillOnTrial.collection('old', z.number()), 'k2', 7).put(stillOnTrial.collection('trial', z.boolean()), 'on', false).commit();
+  await stillOnTrial.close();
+
+  const committed = await Store.open({ location, version: 3, migrations, holdBreaking: trial });
+  t.equal(committed.version, 3, 'completed at the first open with no trial');
+  t.same(await committed.collection('old', counter).entries(), [['k', { n: 5 }], ['k2', { n: 7 }]]);
   await committed.close();
   await t.rejects(Store.open({ location, version: 1 }), { code: 'STORE_TOO_NEW', message: /format version 3, readable from version 3 on/ });
 });

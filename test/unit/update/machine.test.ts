@@ -7,7 +7,7 @@ import { OutpostError } from '../../../runtime/errors.js';
 import { silentLogger } from '../../../runtime/logs/index.js';
 import { Store } from '../../../runtime/store/index.js';
 import { simulatedBoot, simulateNeverBoots, simulateReset } from '../../../runtime/update/boot/index.js';
-import { UpdateMachine, UpdateStore, type StepResult } from '../../../runtime/update/machine.js';
+import { UpdateMachine, UpdateStore, updateUnderWay, type StepResult } from '../../../runtime/update/machine.js';
 import { defaultRetryPolicy } from '../../../runtime/update/deferral.js';
 import { createSteps } from '../../../runtime/update/steps.js';
 import { initialRecord, type Release, type UpdateRecord } from '../../../runtime/update/record.js';
@@ -527,4 +527,20 @@ t.test('a booted commit that cannot be read is no fallback: the trial is judged 
   const { store: s2, machine: m2 } = await d.open();
   t.match((await m2.record()).last, { result: 'committed', version: 2 });
   await s2.close();
+});
+
+t.test('updateUnderWay (the store holds breaking steps on it): no record or idle is not, any other state or an unreadable record is', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-under-way-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const store = await Store.open({ location: join(dir, 'db'), version: 1 });
+  t.teardown(() => store.close());
+  t.equal(await updateUnderWay(store), false, 'no record');
+  const raw = store.collection('update', z.unknown());
+  const record = initialRecord(new Date());
+  await store.batch().put(raw, 'record', record).commit();
+  t.equal(await updateUnderWay(store), false, 'idle');
+  await store.batch().put(raw, 'record', { ...record, state: 'probation' }).commit();
+  t.equal(await updateUnderWay(store), true, 'probation');
+  await store.batch().put(raw, 'record', { schema: 'garbage' }).commit();
+  t.equal(await updateUnderWay(store), true, 'unreadable');
 });
