@@ -6,7 +6,9 @@
  * - no shell: arguments are passed as an array, never interpolated into a command line;
  * - every call has a timeout (default 10 min), after which the child gets SIGTERM, then SIGKILL;
  * - a failure is an `EXEC_FAILED` OutpostError naming the command, its exit code (or signal or
- *   timeout) and the last lines of its stderr, which is what a person needs to act on it.
+ *   timeout) and the last lines of its stderr, which is what a person needs to act on it;
+ * - children do not inherit `NOTIFY_SOCKET` or `WATCHDOG_*`: only the daemon speaks for its unit
+ *   (a health check that runs a tool using sd_notify must not ping the watchdog or end startup).
  *
  * execa is imported on the first call, not with this module: its module graph costs ~2 MiB of
  * heap for the rest of the process's life, and a daemon without updates configured never runs a tool.
@@ -60,6 +62,12 @@ export function stderrTail(stderr: string, lines = stderrTailLines): string {
     .join('\n');
 }
 
+/** The daemon's environment without what belongs to its systemd unit alone (sd_notify(3), sd_watchdog_enabled(3)). */
+function childEnvironment(): NodeJS.ProcessEnv {
+  const { NOTIFY_SOCKET: _socket, WATCHDOG_USEC: _usec, WATCHDOG_PID: _pid, ...rest } = process.env;
+  return rest;
+}
+
 /** An execa transform that hands each stdout line to `sink` and yields nothing, so nothing is buffered. */
 function lineSink(sink: (line: string) => void) {
   return function* (line: unknown): Generator<never, void, unknown> {
@@ -87,8 +95,8 @@ export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
           forceKillAfterDelay: 5_000,
           // Tools that wait on stdin (none should) must not hang the daemon: give them EOF.
           ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
-          ...(opts.env === undefined ? {} : { env: opts.env }),
-          extendEnv: true,
+          env: { ...childEnvironment(), ...opts.env },
+          extendEnv: false,
           ...(opts.stdout === 'discard' ? { stdout: 'ignore' as const } : typeof opts.stdout === 'function' ? { stdout: lineSink(opts.stdout) } : {}),
           stripFinalNewline: true,
           maxBuffer,

@@ -77,7 +77,7 @@ export function createNotifier(options: NotifierOptions): Notifier {
     };
   }
 
-  options.log.warn('native addon unavailable, notifying systemd through systemd-notify (the unit needs NotifyAccess=all)', {
+  options.log.warn('native addon unavailable, notifying systemd through systemd-notify (the unit needs a drop-in with NotifyAccess=all)', {
     reason: native.reason,
   });
   const pid = options.pid ?? process.pid;

@@ -13,6 +13,19 @@ t.test('runs without a shell and returns the output', async (t) => {
   t.equal((await exec.run('cat', [])).stdout, '', 'no input: stdin is closed, nothing hangs');
 });
 
+t.test('children never see NOTIFY_SOCKET or the watchdog variables: only the daemon speaks for the unit', async (t) => {
+  const saved = { NOTIFY_SOCKET: process.env.NOTIFY_SOCKET, WATCHDOG_USEC: process.env.WATCHDOG_USEC, WATCHDOG_PID: process.env.WATCHDOG_PID };
+  Object.assign(process.env, { NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '30000000', WATCHDOG_PID: String(process.pid) });
+  t.teardown(() => {
+    for (const [key, value] of Object.entries(saved)) {
+      if (value === undefined) delete process.env[key];
+      else process.env[key] = value;
+    }
+  });
+  const seen = await exec.run('sh', ['-c', 'echo "${NOTIFY_SOCKET-none} ${WATCHDOG_USEC-none} ${WATCHDOG_PID-none} $OUTPOST_X"'], { env: { OUTPOST_X: 'kept' } });
+  t.equal(seen.stdout, 'none none none kept');
+});
+
 t.test('failures name the command, exit code and the end of stderr', async (t) => {
   const err = await exec.run('sh', ['-c', 'for i in 1 2 3 4 5 6 7 8 9 10; do echo line$i >&2; done; exit 3']).catch((e: unknown) => e);
   t.ok(isOutpostError(err, 'EXEC_FAILED'));
