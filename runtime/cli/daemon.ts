@@ -15,6 +15,7 @@ import type { StateDocument } from '../protocol/index.js';
 import { Store, type OpenEvent } from '../store/index.js';
 import { readBootedCommit } from '../update/booted-commit.js';
 import type { UpdateService, UpdateStatus } from '../update/index.js';
+import { updateStatusText } from '../update/status-text.js';
 import { createExec } from '../platform/index.js';
 import { outpostVersion } from '../version.js';
 
@@ -98,6 +99,15 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   let requestExit: (reason: string) => void = () => undefined;
   let lastUpdate: UpdateStatus | undefined;
   let lastPublish = 0;
+  // STATUS= follows the update once READY=1 went out (before that it names the starting service).
+  let statusReady = false;
+  let statusText = '';
+  const showStatus = (status: UpdateStatus): void => {
+    const text = updateStatusText(status);
+    if (!statusReady || text === statusText) return;
+    statusText = text;
+    void supervisor.status(text);
+  };
   const publishState = (force = false): void => {
     // Progress changes often; the retained state is refreshed at most once a second for it.
     if (!force && Date.now() - lastPublish < 1000) return;
@@ -125,6 +135,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
           lastUpdate = status;
           if (status.bootedCommit) bootedCommit = status.bootedCommit;
           publishState(changed);
+          showStatus(status);
         },
       })
     : undefined;
@@ -183,6 +194,12 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   }
   bootedCommit = update?.booted ?? bootedCommit;
   publishState(true);
+  statusReady = true;
+  if (update) showStatus(await update.status());
+  // Probation counts down without events; `systemctl status` should still show the time left.
+  const countdown = setInterval(() => {
+    if (lastUpdate?.state === 'probation') void update?.status().then(showStatus, () => undefined);
+  }, 5_000).unref();
 
   return new Promise<number>((resolve) => {
     let signalled = false;
@@ -194,6 +211,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
       }
       signalled = true;
       log.info('stopping', { signal });
+      clearInterval(countdown);
       supervisor.stop().then(
         () => {
           log.info('stopped');

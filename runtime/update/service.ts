@@ -51,6 +51,8 @@ export interface UpdateStatus {
   installedVersion: number;
   bootedCommit: string | null;
   lastCheck: { at: string; result: string } | null;
+  /** In probation: seconds until its window closes (CLOCK_MONOTONIC), else null. */
+  probationLeftSec: number | null;
 }
 
 /** Options of {@link UpdateService}. */
@@ -101,6 +103,8 @@ export class UpdateService implements Service {
   /** Scheduled work (a resume, a check) that failed in a row; 0 after one that worked. */
   private failures = 0;
   private progressNow: Progress | null = null;
+  /** CLOCK_MONOTONIC ms at which the running probation's window closes. */
+  private probationDeadlineMs: number | undefined;
   private lastCheck: UpdateStatus['lastCheck'] = null;
   private bootedCommit: string | null = null;
   private boot: BootBackend | undefined;
@@ -166,7 +170,11 @@ export class UpdateService implements Service {
           ...(config.bandwidthBytesPerSec ? { bandwidthBytesPerSec: config.bandwidthBytesPerSec } : {}),
         }),
         sources: { targetUrl: (name) => new URL(`targets/${name}`, base).href, ...(config.ostreeUrl ? { ostreeUrl: config.ostreeUrl } : {}) },
-        probation: async (deadlineMs) => runProbation(await this.probationChecks(), { deadlineMs, intervalMs: config.probation.intervalSec * 1000, nowMs: this.clock.monotonicMs, signal: this.stopping.signal }),
+        probation: async (deadlineMs) => {
+          this.probationDeadlineMs = deadlineMs;
+          void this.publish();
+          return runProbation(await this.probationChecks(), { deadlineMs, intervalMs: config.probation.intervalSec * 1000, nowMs: this.clock.monotonicMs, signal: this.stopping.signal });
+        },
         probationStartMs: (commit, bootId) => windows.startMs(commit, bootId),
         probationWindowMs: config.probation.windowSec * 1000,
         downloadDir,
@@ -213,6 +221,7 @@ export class UpdateService implements Service {
       installedVersion: await this.requireUpdates().installedVersion(),
       bootedCommit: this.bootedCommit,
       lastCheck: this.lastCheck,
+      probationLeftSec: record.state === 'probation' && this.probationDeadlineMs !== undefined ? Math.max(0, Math.ceil((this.probationDeadlineMs - this.clock.monotonicMs()) / 1000)) : null,
     };
   }
 

@@ -6,6 +6,7 @@ import { otaDevice } from '../../../scripts/world/ota-device.js';
 import { createPki } from '../../../scripts/world/pki.js';
 import { startMosquitto } from '../../../scripts/world/mosquitto.js';
 import { connectObserver } from '../../../scripts/world/observer.js';
+import { startNotifyReceiver } from '../../fixtures/notify-receiver.js';
 
 const failingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\necho "app did not start" >&2\nexit 1\n' };
 const passingCheck = { 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' };
@@ -30,8 +31,12 @@ t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit
     broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 2000 },
     update: ota.updateConfig({ probation: { windowSec: 10, intervalSec: 1, ...healthCheck } }),
   });
+  // systemctl status shows the update as it goes (STATUS=), across the reboot.
+  const notify = await startNotifyReceiver(join(device.world.dir, 'notify.sock'));
+  t.teardown(() => notify.close());
+  const underSystemd = { NOTIFY_SOCKET: notify.address };
   // v1 has no health-check script: the device runs v1 until the update.
-  const { daemon } = await device.boot();
+  const { daemon } = await device.boot(underSystemd);
   const before = ota.ostree.server.requests.length;
   const apply = await device.cli(['update', 'apply']);
   t.equal(apply.exitCode, 0, apply.stderr);
@@ -40,8 +45,12 @@ t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit
   t.equal(first.exitCode, 0, 'the simulated reboot stops the daemon cleanly');
   t.match(await device.adminStatus(), new RegExp(`${ota.ostree.commit(2)}\\.0`), 'v2 deployed');
 
-  const status = await device.converge();
+  const status = await device.converge(6, underSystemd);
   t.match(status.last, { result: 'committed', version: 2, commit: ota.ostree.commit(2) });
+  const shown = notify.pending().flatMap((d) => d.data.split('\n')).filter((l) => l.startsWith('STATUS=')).map((l) => l.slice(7));
+  for (const re of [/^applying release 2$/, /^rebooting into release 2$/, /^probation of release 2: \d+ s left$/, /^release 2 running$/]) {
+    t.ok(shown.some((text) => re.test(text)), `STATUS= showed ${re}`, { shown });
+  }
   t.equal(status.installedVersion, 2);
   t.equal(status.bootedCommit, ota.ostree.commit(2));
   const admin = await device.adminStatus();

@@ -1,0 +1,22 @@
+import t from 'tap';
+import type { UpdateStatus } from '../../../runtime/update/index.js';
+import { updateStatusText } from '../../../runtime/update/status-text.js';
+
+const base: UpdateStatus = { state: 'idle', release: null, progress: null, reason: null, last: null, installedVersion: 4, bootedCommit: null, lastCheck: null, probationLeftSec: null };
+const release = { version: 5, commit: 'c'.repeat(64), delta: true };
+
+t.test('STATUS= text for systemctl status: the release, how far, how long left', async (t) => {
+  t.equal(updateStatusText(base), 'release 4 running');
+  t.equal(updateStatusText({ ...base, installedVersion: 0 }), 'running', 'nothing installed by outpost yet');
+  t.equal(updateStatusText({ ...base, state: 'downloading', release, progress: { phase: 'downloading', bytes: 421, total: 1000, rateBps: 9 } }), 'downloading release 5: 42 %');
+  t.equal(updateStatusText({ ...base, state: 'downloading', release }), 'downloading release 5', 'a full pull has no byte count');
+  t.equal(updateStatusText({ ...base, state: 'probation', release, probationLeftSec: 120 }), 'probation of release 5: 120 s left');
+  t.equal(updateStatusText({ ...base, last: { result: 'rolledBack', version: 5, commit: release.commit, reason: 'x', at: '' } }), 'release 4 running; release 5 rolled back');
+});
+
+t.test('a long or multi-line reason stays one short line', async (t) => {
+  const text = updateStatusText({ ...base, state: 'rollingBack', release, reason: `health checks failed:\n${'app did not start '.repeat(30)}` });
+  t.notMatch(text, /\n/);
+  t.ok(text.length <= 160, `${text.length} characters`);
+  t.match(text, /^rolling back release 5: health checks failed: app did not start/);
+});
