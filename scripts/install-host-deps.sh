@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the host tools outpost's demo, tests and benchmarks use, from Debian's own archive.
 # Idempotent: packages already present are skipped, so a second run is a quick no-op.
-# Usage: scripts/install-host-deps.sh [--check] [--with-bench] [--with-system]
+# Usage: scripts/install-host-deps.sh [--check] [--with-bench] [--with-system] [--with-conformance]
 #   --check        list what is missing and exit 1 if anything is (installs nothing)
 #   --with-bench   also install the comparison baselines used by `npm run bench` (mender-client, xdelta3, zchunk)
 #                  and what builds its Debian rootfs and ext4 images (mmdebstrap, e2fsprogs)
 #   --with-system  also install what `npm run test:system` needs to build and boot a gateway image in qemu
 #                  (grub-pc-bin only ships the i386-pc modules and boot.img; never install grub-pc on the host)
+#   --with-conformance  also install what scripts/tuf-conformance.sh (in `npm run test:long`) needs: faketime
 set -euo pipefail
 
 packages=(
@@ -26,7 +27,8 @@ for arg in "$@"; do
     --with-bench) packages+=(mender-client xdelta3 zchunk mmdebstrap debian-archive-keyring e2fsprogs) ;;
     --with-system) packages+=(qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring grub-pc-bin
                               fdisk e2fsprogs util-linux mount socat iproute2) ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --with-conformance) packages+=(faketime) ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-host-deps: unknown option '$arg' (try --help)" >&2; exit 64 ;;
   esac
 done

@@ -43,11 +43,14 @@ export class TrustedTargets {
     return this.byName.get(name);
   }
 
-  /** Where the repository serves a target's file, below `targets/`: `dir/<sha256>.name` with consistent snapshots. */
+  /**
+   * Where the repository serves a target's file, below `targets/`: with consistent snapshots
+   * `dir/<hash>.name`, under one of the hashes the target lists (spec §5.7.3): sha256 when listed.
+   */
   filePath(target: TargetInfo): string {
-    const sha256 = target.hashes.sha256;
-    if (!this.consistentSnapshot || sha256 === undefined) return target.name;
+    const hash = target.hashes.sha256 ?? Object.values(target.hashes)[0];
+    if (!this.consistentSnapshot || hash === undefined) return target.name;
     const slash = target.name.lastIndexOf('/');
-    return `${target.name.slice(0, slash + 1)}${sha256}.${target.name.slice(slash + 1)}`;
+    return `${target.name.slice(0, slash + 1)}${hash}.${target.name.slice(slash + 1)}`;
   }
 }

@@ -325,6 +325,8 @@ t.test('consistent snapshots: a root that turns them on is followed (N.snapshot.
   const r1 = releaseTarget(1, commitA, commitB);
   w.repo.addTarget(r1.name, r1.file);
   w.repo.addTarget(`deltas/${commitB}-${commitA}`, { length: 3, hashes: { sha256: 'e'.repeat(64) }, custom: { kind: 'ostree-static-delta', from: commitB, to: commitA } });
+  w.repo.addTarget('files/only-sha512.txt', { length: 3, hashes: { sha512: 'f'.repeat(128) } });
+  w.repo.addTarget('files/both.txt', { length: 3, hashes: { sha512: 'f'.repeat(128), sha256: 'e'.repeat(64) } });
   await w.publish();
   const root = readSigned(w.repoDir, 'root.json') as { version: number };
   forge(w.repoDir, `${root.version + 1}.root.json`, { ...root, version: root.version + 1, consistent_snapshot: true }, [w.keys.root]);
@@ -338,6 +340,11 @@ t.test('consistent snapshots: a root that turns them on is followed (N.snapshot.
   const delta = trusted.get(`deltas/${commitB}-${commitA}`);
   t.ok(delta);
   if (delta) t.equal(trusted.filePath(delta), `deltas/${'e'.repeat(64)}.${commitB}-${commitA}`, 'a target file is fetched under its hash');
+  // §5.7.3: under one of the hashes the target lists, whichever it is (tuf-conformance test_download_with_hash_algorithms[hashes1]); sha256 when listed.
+  const only512 = trusted.get('files/only-sha512.txt');
+  const both = trusted.get('files/both.txt');
+  t.equal(only512 && trusted.filePath(only512), `files/${'f'.repeat(128)}.only-sha512.txt`, 'a target without sha256 is fetched under the hash it lists');
+  t.equal(both && trusted.filePath(both), `files/${'e'.repeat(64)}.both.txt`, 'sha256 is preferred when listed');
 });
 
 t.test('bad bytes: oversize, not JSON, wrong type, missing files, fetch errors', async (t) => {
