@@ -58,19 +58,27 @@ function commandHelp(program: Program, command: Command): string {
   return [`Usage: ${synopsis}`, '', command.summary, '', 'Options:', ...rows, ...(command.details ? ['', command.details] : [])].join('\n');
 }
 
-/** The program's overview, listing every command. */
-export function programHelp(program: Program): string {
-  const width = Math.max(...program.commands.map((c) => c.name.length)) + 2;
+/** The program's overview, listing every command, or those of one group (`outpost update`). */
+export function programHelp(program: Program, group?: string): string {
+  const commands = group === undefined ? program.commands : program.commands.filter((c) => c.name.startsWith(`${group} `));
+  const width = Math.max(...commands.map((c) => c.name.length)) + 2;
+  const name = group === undefined ? program.name : `${program.name} ${group}`;
   return [
-    `Usage: ${program.name} <command> [options]`,
+    `Usage: ${name} <command> [options]`,
     '',
-    program.summary,
+    group === undefined ? program.summary : `${program.name} ${group} commands:`,
     '',
     'Commands:',
-    ...program.commands.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    ...commands.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
     '',
     `Run '${program.name} <command> --help' for a command's options.`,
   ].join('\n');
+}
+
+/** The group the leading words of argv name (`update` of `update frobnicate`), if any command is in it. */
+function groupOf(program: Program, argv: string[]): string | undefined {
+  const group = argv[0];
+  return group !== undefined && program.commands.some((c) => c.name.startsWith(`${group} `)) ? group : undefined;
 }
 
 /** Finds the command whose name is the longest match of the leading words of argv. */
@@ -91,9 +99,15 @@ export async function runProgram(program: Program, argv: string[], io: Pick<Comm
     (argv.length === 0 ? io.err : io.out)(programHelp(program));
     return argv.length === 0 ? 64 : 0;
   }
+  if (argv[0] === '--version') return runProgram(program, ['version', ...argv.slice(1)], io);
   const found = findCommand(program, argv);
+  const group = groupOf(program, argv);
+  if (!found && group !== undefined && argv.length === 1) {
+    io.out(programHelp(program, group));
+    return 0;
+  }
   if (!found) {
-    io.err(`${program.name}: unknown command '${argv.join(' ')}'\n\n${programHelp(program)}`);
+    io.err(`${program.name}: unknown command '${argv.join(' ')}'\n\n${programHelp(program, group)}`);
     return 64;
   }
   const { command, rest } = found;
@@ -121,6 +135,8 @@ export async function runProgram(program: Program, argv: string[], io: Pick<Comm
   } catch (err) {
     if (isOutpostError(err)) {
       io.err(err.message);
+      // A program asked for JSON gets its failure as JSON too, not an empty stdout.
+      if (parsed.values.json === true) io.out(JSON.stringify({ error: { code: err.code, message: err.message, exitCode: err.exitCode } }));
       return err.exitCode;
     }
     io.err(`${program.name} ${command.name}: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
@@ -128,20 +144,25 @@ export async function runProgram(program: Program, argv: string[], io: Pick<Comm
   }
 }
 
-/**
- * Runs a program as the process: argv, environment and stdio of this process; adds the common
- * `version` command; exits with the command's status.
- */
-export async function runMain(program: Program, version: string): Promise<never> {
+/** `program` with the common `version` command (also reached as `--version`). */
+export function withVersion(program: Program, version: string): Program {
   const versionCommand: Command = {
     name: 'version',
-    summary: `print the ${program.name} version`,
+    summary: `print the ${program.name} version (also --version)`,
     run: async ({ out }) => {
       out(version);
       return 0;
     },
   };
-  const code = await runProgram({ ...program, commands: [...program.commands, versionCommand] }, process.argv.slice(2), {
+  return { ...program, commands: [...program.commands, versionCommand] };
+}
+
+/**
+ * Runs a program as the process: argv, environment and stdio of this process; adds the common
+ * `version` command; exits with the command's status.
+ */
+export async function runMain(program: Program, version: string): Promise<never> {
+  const code = await runProgram(withVersion(program, version), process.argv.slice(2), {
     env: process.env,
     out: (text) => process.stdout.write(`${text}\n`),
     err: (text) => process.stderr.write(`${text}\n`),
