@@ -16,6 +16,10 @@ export const statusSchema = z.object({
     connects: z.number().int(),
   }),
   memory: z.object({ rssBytes: z.number(), heapUsedBytes: z.number() }),
+  /** The OSTree deployments in boot order, when updates are configured (as `ostree admin status`). */
+  deployments: z
+    .array(z.object({ osname: z.string(), commit: z.string(), serial: z.number().int(), booted: z.boolean(), pending: z.boolean(), rollback: z.boolean(), pinned: z.boolean(), version: z.string().nullable() }))
+    .optional(),
 });
 
 /** The status document. */
@@ -31,5 +35,12 @@ export function formatStatus(s: Status): string {
     `booted commit: ${s.bootedCommit ?? 'unknown (not an OSTree boot)'}`,
     `link:          ${link}`,
     `memory:        rss ${mib(s.memory.rssBytes)}, heap ${mib(s.memory.heapUsedBytes)}`,
+    ...(s.deployments ? ['deployments:', ...s.deployments.map(formatDeployment)] : []),
   ].join('\n');
+}
+
+/** One line per deployment the way `ostree admin status` marks them: `*` booted, then its role. */
+function formatDeployment(d: NonNullable<Status['deployments']>[number]): string {
+  const roles = [d.pending && 'pending', d.rollback && 'rollback', d.pinned && 'pinned'].filter(Boolean);
+  return `${d.booted ? '*' : ' '} ${d.osname} ${d.commit}.${d.serial}${d.version ? ` (version ${d.version})` : ''}${roles.length > 0 ? ` (${roles.join(', ')})` : ''}`;
 }

@@ -7,10 +7,10 @@ import { join } from 'node:path';
 import { ApiServer, type Status } from '../api/index.js';
 import type { Config } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
-import { Supervisor, type Service } from '../lifecycle/index.js';
+import { markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
 import { createLink, type Link } from '../link/index.js';
 import { createLogger, type Logger } from '../logs/index.js';
-import { createNotifier, watchdogIntervalMs } from '../platform/index.js';
+import { createNotifier, kernelBootId, watchdogIntervalMs } from '../platform/index.js';
 import type { StateDocument } from '../protocol/index.js';
 import { Store, type OpenEvent } from '../store/index.js';
 import { readBootedCommit } from '../update/booted-commit.js';
@@ -144,8 +144,9 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     return update;
   };
 
-  const status = (): Status => {
+  const status = async (): Promise<Status> => {
     const memory = process.memoryUsage();
+    const deployments = await update?.deployments().catch((err: unknown) => void log.debug('cannot list deployments for the status', { err }));
     return {
       deviceId: config.deviceId,
       version: outpostVersion,
@@ -155,6 +156,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
       bootedCommit: update?.booted ?? bootedCommit,
       link: link ? { ...link.status } : { state: 'disabled', since: startedAt.toISOString(), connects: 0 },
       memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
+      ...(deployments ? { deployments: deployments.map(({ osname, commit, serial, booted, pending, rollback, pinned, version }) => ({ osname, commit, serial, booted, pending, rollback, pinned, version })) } : {}),
     };
   };
 
@@ -185,11 +187,17 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   });
 
   log.info('starting', { version: outpostVersion, deviceId: config.deviceId, pid: process.pid, notify: notifier.mechanism, bootedCommit });
+  const runMarker = join(config.paths.stateDir, 'running');
+  const bootId = await kernelBootId().catch(() => 'unknown');
+  const unclean = await markRunning(runMarker, { pid: process.pid, bootId, startedAt }).catch((err: unknown) => void log.warn('cannot write the run marker', { file: runMarker, err }));
+  if (unclean) log.warn(uncleanStopMessage(unclean), { previous: unclean });
+  const stopped = () => markStopped(runMarker).catch((err: unknown) => log.warn('cannot remove the run marker', { file: runMarker, err }));
   try {
     await supervisor.start();
   } catch (err) {
     log.error('startup failed', { err });
     process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+    await stopped();
     return isOutpostError(err) ? err.exitCode : 70;
   }
   bootedCommit = update?.booted ?? bootedCommit;
@@ -213,7 +221,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
       log.info('stopping', { signal });
       clearInterval(countdown);
       supervisor.stop().then(
-        () => {
+        async () => {
+          await stopped();
           log.info('stopped');
           resolve(0);
         },

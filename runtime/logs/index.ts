@@ -1,2 +1,2 @@
 /** Logs: structured records now; the ring buffer, sources and shipper join here later. */
-export { createLogger, streamSink, silentLogger, type Logger, type LogRecord, type LogSink, type Level } from './logger.js';
+export { createLogger, streamSink, isJournalStream, silentLogger, type Logger, type LogRecord, type LogSink, type Level } from './logger.js';

@@ -1,7 +1,10 @@
 /**
  * Structured logging: one JSON object per line on stdout, which journald captures under the
  * unit. Sinks are pluggable so the log ring buffer (logs issue) receives the same records.
+ * When stdout is journald's stream, each line starts with its syslog priority (`<4>` for a
+ * warning), which journald strips and records as PRIORITY=: `journalctl -p warning` works.
  */
+import { fstatSync } from 'node:fs';
 
 /** Severity, lowest first. */
 export type Level = 'debug' | 'info' | 'warn' | 'error';
@@ -29,10 +32,28 @@ export interface Logger {
   child(component: string): Logger;
 }
 
-/** Writes JSON lines to a stream (stdout by default). */
-export function streamSink(stream: NodeJS.WritableStream = process.stdout): LogSink {
+/** syslog(3) priorities, as journald reads them from a `<N>` line prefix (sd-daemon(3)). */
+const syslogPriority: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
+
+/**
+ * Whether file descriptor `fd` is the stream journald connected the unit to: systemd sets
+ * JOURNAL_STREAM to its `device:inode` (systemd.exec(5)); a redirected stdout no longer matches.
+ */
+export function isJournalStream(fd: number, env: NodeJS.ProcessEnv = process.env): boolean {
+  const expected = env.JOURNAL_STREAM;
+  if (!expected) return false;
+  try {
+    const stat = fstatSync(fd, { bigint: true });
+    return expected === `${stat.dev}:${stat.ino}`;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes JSON lines to a stream (stdout by default), priority-prefixed for journald when `journal`. */
+export function streamSink(stream: NodeJS.WritableStream = process.stdout, journal = stream === process.stdout && isJournalStream(1)): LogSink {
   return (record) => {
-    stream.write(`${JSON.stringify(record, errorReplacer)}\n`);
+    stream.write(`${journal ? `<${syslogPriority[record.level]}>` : ''}${JSON.stringify(record, errorReplacer)}\n`);
   };
 }
 

@@ -13,3 +13,4 @@ export {
 export { createExec, defaultExecTimeoutMs, stderrTail, type CreateExecOptions, type Exec, type ExecOptions, type ExecResult } from './exec.js';
 export { writeFileAtomic, syncDir, type AtomicWriteOptions } from './atomic-write.js';
 export { monotonicMs, systemClock, type Clock } from './clock.js';
+export { kernelBootId } from './boot-id.js';

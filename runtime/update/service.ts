@@ -26,6 +26,7 @@ import { createDownloader, freeBytes } from './download.js';
 import { dirFetcher, httpFetcher } from './fetchers.js';
 import { UpdateMachine, UpdateStore } from './machine.js';
 import { createOstree, type Ostree } from './ostree.js';
+import type { Deployment } from './ostree-status.js';
 import { execCheck, predicateCheck, ProbationWindows, runProbation, type ProbationCheck } from './probation.js';
 import type { Progress, Release, UpdateRecord } from './record.js';
 import { defaultSchedule, retryDelayMs, type Schedule } from './schedule.js';
@@ -201,6 +202,11 @@ export class UpdateService implements Service {
     this.stopping.abort(new OutpostError('UPDATE_STOPPING', 'outpost is stopping: probation gives no verdict and runs again at the next start', { transient: true }));
     this.cancelTimer?.();
     this.cancelTimer = undefined;
+  }
+
+  /** The OSTree deployments in boot order, as `ostree admin status` lists them. */
+  deployments(): Promise<Deployment[]> {
+    return this.requireOstree().deployments();
   }
 
   /** The commit the boot port says is running (null before start or when not an OSTree boot). */

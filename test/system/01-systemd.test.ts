@@ -1,7 +1,8 @@
 /**
  * Scenario 1, systemd for real: outpost.service (Type=notify) becomes active through READY=1 with
  * a STATUS= text; a daemon whose event loop is frozen (SIGSTOP) stops its WatchdogSec pings and
- * systemd kills and restarts it; `systemd-analyze security` exposure goes to bench results.
+ * systemd kills and restarts it; log levels reach the journal as priorities; `systemd-analyze
+ * security` exposure goes to bench results.
  */
 import t from 'tap';
 import { accel } from './lib/vm.js';
@@ -42,6 +43,15 @@ t.test('systemd: READY with STATUS, watchdog restart, security exposure', async 
   t.match(journal, /[Ww]atchdog timeout/, 'systemd logged the watchdog timeout');
   t.equal(Number(after.NRestarts), restarts + 1, 'restarted exactly once');
   t.ok((after.StatusText ?? '').length > 0, 'the new process reported READY with STATUS again');
+
+  // Each line's level reaches the journal as its PRIORITY (the `<N>` prefix), so -p filters work.
+  const levelsAt = async (priorities: string) => new Set((await vm.sh(`journalctl -u outpost.service -p ${priorities} --no-pager -o cat | grep -o '"level":"[a-z]*"' || true`)).match(/[a-z]+(?="$)/gm) ?? []);
+  const urgent = await levelsAt('0..4');
+  const routine = await levelsAt('5..7');
+  // The restarted daemon warns that the one before it did not stop cleanly (its run marker was left).
+  t.ok(urgent.has('warn'), `journalctl -p warning shows outpost's warnings (${[...urgent].join(', ')})`);
+  t.notOk(urgent.has('info') || urgent.has('debug'), 'and no info or debug lines');
+  t.ok(routine.has('info') && !routine.has('warn') && !routine.has('error'), `info lines stay below it (${[...routine].join(', ')})`);
 
   const security = await vm.exec('systemd-analyze security outpost.service --no-pager');
   const m = /Overall exposure level for outpost\.service:\s*([\d.]+)\s*(\S+)/.exec(security.out);

@@ -8,10 +8,10 @@
  * only when it equals `outpost_loader`, which each generated `loader.N/grub.cfg` sets to N
  * (test/system/image/grub.cfg is the reference script).
  */
-import type { Exec } from '../../platform/index.js';
 import type { Boot, TrialState } from './boot.js';
 import { readBootedCommit } from '../booted-commit.js';
-import { kernelBootId, systemdReboot, watchdogResetCause } from './system.js';
+import { kernelBootId, type Exec } from '../../platform/index.js';
+import { systemdReboot, watchdogResetCause } from './system.js';
 
 /** Settings of the GRUB backend. */
 export interface GrubBootOptions {

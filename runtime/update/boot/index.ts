@@ -3,5 +3,5 @@ export type { Boot, BootBackendKind, BootVersion, ResetCause, TrialState, TrialT
 export { grubBoot, parseEnvList, type GrubBootOptions } from './grub.js';
 export { ubootBoot, type UbootBootOptions } from './uboot.js';
 export { simulatedBoot, simulateNeverBoots, simulateReset, type SimulatedBootOptions } from './simulated.js';
-export { kernelBootId, watchdogResetCause } from './system.js';
+export { watchdogResetCause } from './system.js';
 export { createBoot, type BootBackend, type BootContext } from './registry.js';

@@ -1,4 +1,4 @@
-/** What the real bootloader adapters share: the kernel boot id, the reset cause, a reboot through systemd. */
+/** What the real bootloader adapters share: the reset cause, a reboot through systemd (the boot id is platform's). */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Exec } from '../../platform/index.js';
@@ -6,11 +6,6 @@ import type { ResetCause } from './boot.js';
 
 /** linux/watchdog.h: "Card previously reset the CPU", reported in a driver's bootstatus. */
 const WDIOF_CARDRESET = 0x0020;
-
-/** The kernel's id for this boot; changes on every boot, including watchdog resets. */
-export async function kernelBootId(path = '/proc/sys/kernel/random/boot_id'): Promise<string> {
-  return (await readFile(path, 'utf8')).trim();
-}
 
 /**
  * `watchdog` when any watchdog driver reports that it reset the board before this boot (the

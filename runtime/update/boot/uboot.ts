@@ -6,11 +6,11 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Exec } from '../../platform/index.js';
 import type { Boot, TrialState } from './boot.js';
 import { parseEnvList, trialLoaderVar } from './grub.js';
 import { readBootedCommit } from '../booted-commit.js';
-import { kernelBootId, systemdReboot, watchdogResetCause } from './system.js';
+import { kernelBootId, type Exec } from '../../platform/index.js';
+import { systemdReboot, watchdogResetCause } from './system.js';
 
 /** Settings of the U-Boot backend. */
 export interface UbootBootOptions {

@@ -124,7 +124,7 @@ t.test('a corrupt store is repaired on start with a copy kept; the daemon comes 
   t.ok(readdirSync(world.stateDir).some((f) => f.startsWith('store.corrupt-')), 'copy of the damaged store kept');
 });
 
-t.test('after SIGKILL the next daemon starts despite the stale socket file', async (t) => {
+t.test('after SIGKILL the next daemon starts despite the stale socket file, and warns of the unclean stop', async (t) => {
   const world = deviceWorld();
   t.teardown(world.cleanup);
   const first = world.run();
@@ -140,7 +140,14 @@ t.test('after SIGKILL the next daemon starts despite the stale socket file', asy
   });
   t.equal((JSON.parse(status.stdout) as { pid: number }).pid, second.pid);
   second.kill('SIGTERM');
-  t.equal((await second).exitCode, 0);
+  const result = await second;
+  t.equal(result.exitCode, 0);
+  t.match(result.stdout, new RegExp(`"level":"warn".*"msg":"the outpost before this one \\(pid ${first.pid}, started [^)]+\\) did not stop cleanly: killed \\(watchdog, out of memory\\) or crashed"`), 'the journal learns of it');
+  // After that clean stop the next start has nothing to warn of.
+  const third = world.run();
+  await until('status', async () => ((await world.cli(['status'])).exitCode === 0 ? true : undefined));
+  third.kill('SIGTERM');
+  t.notMatch((await third).stdout, /did not stop cleanly/);
 });
 
 t.test('outpost status without a daemon says so and exits 69', async (t) => {

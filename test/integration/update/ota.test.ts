@@ -75,6 +75,9 @@ t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit
     const { daemon: again } = await device.boot();
     const check = await device.cli(['update', 'check']);
     t.match(check.stdout, /release 3 failed its trial on this device and is not retried; release 2 is already running/, 'v3 is never retried');
+    // `outpost status` lists the deployments as `ostree admin status` does: v2 booted, v3 gone (v1 went when v3 was deployed).
+    const shown = await device.cli(['status']);
+    t.match(shown.stdout, new RegExp(`\\ndeployments:\\n\\* \\S+ ${ota.ostree.commit(2)}\\.\\d+ \\(version 2\\)$`), shown.stdout);
     again.kill('SIGTERM');
     await again;
   });
