@@ -5,6 +5,8 @@
  *   example in sd_notify(3) NOTES, so no libsystemd is needed. JS reads NOTIFY_SOCKET and passes
  *   it in; C never calls getenv, so tests and callers control the environment.
  * - wd*(): the Linux watchdog device API (Documentation/watchdog/watchdog-api.rst).
+ * - peerCredentials(fd): who is at the other end of a unix socket (SO_PEERCRED, SO_PEERGROUPS), for
+ *   the local API's access rules.
  *
  * Invariant: errno failures are returned as negative errno, never thrown; JS maps them to
  * OutpostError codes. Only wrong argument types throw (a programming error).
@@ -156,6 +158,36 @@ static napi_value js_wd_close(napi_env env, napi_callback_info info) {
   return ret_int(env, r);
 }
 
+/* Supplementary groups beyond this many are not seen (access then rests on the others). */
+#define MAX_PEER_GROUPS 1024
+
+/* peerCredentials(fd): [pid, uid, gid, ...supplementary gids] of the peer, or -errno. */
+static napi_value js_peer_credentials(napi_env env, napi_callback_info info) {
+  int32_t a[1];
+  if (!int_args(env, info, 1, a)) return NULL;
+  struct ucred cred;
+  socklen_t len = sizeof cred;
+  if (getsockopt(a[0], SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return ret_int(env, -errno);
+  static gid_t groups[MAX_PEER_GROUPS];
+  socklen_t groups_len = sizeof groups;
+  size_t n = 0;
+  /* SO_PEERGROUPS: Linux 4.13+. Too many groups (ERANGE) or an older kernel: the primary gid only. */
+  if (getsockopt(a[0], SOL_SOCKET, SO_PEERGROUPS, groups, &groups_len) == 0) n = groups_len / sizeof(gid_t);
+  else if (errno != ERANGE && errno != ENOPROTOOPT) return ret_int(env, -errno);
+  napi_value out, v;
+  napi_create_array_with_length(env, 3 + n, &out);
+  uint32_t fields[3] = { (uint32_t)cred.pid, (uint32_t)cred.uid, (uint32_t)cred.gid };
+  for (uint32_t i = 0; i < 3; i++) {
+    napi_create_uint32(env, fields[i], &v);
+    napi_set_element(env, out, i, v);
+  }
+  for (size_t i = 0; i < n; i++) {
+    napi_create_uint32(env, (uint32_t)groups[i], &v);
+    napi_set_element(env, out, (uint32_t)(3 + i), v);
+  }
+  return out;
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
     { "notify", NULL, js_notify, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -164,6 +196,7 @@ NAPI_MODULE_INIT() {
     { "wdSetTimeout", NULL, js_wd_set_timeout, NULL, NULL, NULL, napi_enumerable, NULL },
     { "wdGetTimeout", NULL, js_wd_get_timeout, NULL, NULL, NULL, napi_enumerable, NULL },
     { "wdClose", NULL, js_wd_close, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "peerCredentials", NULL, js_peer_credentials, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

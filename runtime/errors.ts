@@ -20,6 +20,7 @@ export const errorCodes = {
   API_UNAVAILABLE: { exit: 69, transient: true },
   API_BAD_RESPONSE: { exit: 65, transient: false },
   API_BAD_REQUEST: { exit: 64, transient: false },
+  API_FORBIDDEN: { exit: 77, transient: false },
   LINK_TLS_FILES: { exit: 78, transient: false },
   LINK_UNAVAILABLE: { exit: 69, transient: true },
   PROTOCOL_INVALID: { exit: 65, transient: false },

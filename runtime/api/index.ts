@@ -2,3 +2,4 @@
 export { ApiServer, type ApiServerOptions, type Routes, type Handler } from './server.js';
 export { apiGet, apiRequest } from './client.js';
 export { statusSchema, formatStatus, type Status } from './status.js';
+export { apiAccess, type AccessGroup, type AccessRule } from './access.js';

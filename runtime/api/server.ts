@@ -1,6 +1,7 @@
 /**
- * The local API: HTTP/1.1 + JSON on a unix socket (default /run/outpost/api.sock), so only
- * local users in the socket's group can reach it and no TCP port is ever opened on the device.
+ * The local API: HTTP/1.1 + JSON on a unix socket (default /run/outpost/api.sock), so no TCP port
+ * is ever opened on the device. Who may do what is decided per request from the caller's
+ * credentials (access.ts) when an access rule is given, else by the socket's file mode.
  *
  * Routes are a typed registry keyed by "METHOD /path" (STYLE 4); unknown routes get 404, known
  * paths with another method 405, handler failures 500 with the error code but no stack.
@@ -11,6 +12,8 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { OutpostError, isOutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
+import type { PeerLookup } from '../platform/index.js';
+import type { AccessRule } from './access.js';
 
 /** A route handler: gets the parsed JSON request body (undefined when empty), returns the 200 body. */
 export type Handler = (body: unknown) => Promise<unknown> | unknown;
@@ -43,6 +46,8 @@ export interface ApiServerOptions {
   mode: number;
   routes: Routes;
   log: Logger;
+  /** Per-request access check by the caller's credentials; without it the socket's file mode decides. */
+  access?: { peer: PeerLookup; rule: AccessRule };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -70,12 +75,27 @@ export class ApiServer {
 
   constructor(private readonly options: ApiServerOptions) {}
 
+  /** Why this request may not run, or null when it may. */
+  private refusal(req: IncomingMessage): string | null {
+    const { access } = this.options;
+    if (!access) return null;
+    const peer = access.peer(req.socket);
+    if (peer === null) return 'the kernel could not say who is calling (SO_PEERCRED failed)';
+    return access.rule(peer, req.method ?? 'GET');
+  }
+
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     const handler = this.options.routes[`${req.method ?? 'GET'} ${path}` as keyof Routes];
     if (!handler) {
       const known = Object.keys(this.options.routes).some((key) => key.endsWith(` ${path}`));
       send(res, known ? 405 : 404, { error: known ? 'method not allowed' : 'not found', path });
+      return;
+    }
+    const refused = this.refusal(req);
+    if (refused !== null) {
+      this.options.log.warn('api request refused', { method: req.method, path, reason: refused });
+      send(res, 403, { error: refused, code: 'API_FORBIDDEN' });
       return;
     }
     try {

@@ -4,13 +4,13 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiServer, type Status } from '../api/index.js';
+import { ApiServer, apiAccess, type AccessGroup, type ApiServerOptions, type Status } from '../api/index.js';
 import type { Config } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import { markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
 import { createLink, type Link } from '../link/index.js';
 import { createLogger, type Logger } from '../logs/index.js';
-import { createNotifier, kernelBootId, watchdogIntervalMs } from '../platform/index.js';
+import { createNotifier, groupId, kernelBootId, loadNative, peerLookup, watchdogIntervalMs, type NativeLoad } from '../platform/index.js';
 import type { StateDocument } from '../protocol/index.js';
 import { Store, type OpenEvent } from '../store/index.js';
 import { readBootedCommit } from '../update/booted-commit.js';
@@ -73,6 +73,37 @@ function stateDocument(config: Config, bootedCommit: string | null, update: Upda
   return { schema: 'outpost.state/1', deviceId: config.deviceId, version: outpostVersion, bootedCommit, health: 'unknown', ...(updatePart ? { update: updatePart } : {}), updatedAt: new Date().toISOString() };
 }
 
+/**
+ * The API socket's mode and access rule. With the addon every request is checked by the caller's
+ * credentials, so with groups configured anyone may connect (0666) and is then told no; without
+ * it callers cannot be told apart, so configured groups get nothing and the socket is root's.
+ */
+function apiAccessOptions(api: Config['api'], native: NativeLoad, log: Logger): Pick<ApiServerOptions, 'mode' | 'access'> {
+  const grouped = api.adminGroup !== undefined || api.readGroup !== undefined;
+  const peer = peerLookup(native);
+  if (!peer) {
+    if (grouped) log.warn('native addon unavailable: API callers cannot be told apart, so only root may use the API', { reason: native.reason });
+    return { mode: grouped ? 0o600 : Number.parseInt(api.socketMode, 8) };
+  }
+  const group = (field: 'adminGroup' | 'readGroup'): AccessGroup | undefined => {
+    const name = api[field];
+    if (name === undefined) return undefined;
+    let gid: number | undefined;
+    try {
+      gid = groupId(name);
+    } catch (err) {
+      log.error(`api.${field}: cannot read /etc/group; group ${name} gets no access`, { err });
+      return undefined;
+    }
+    if (gid === undefined) log.error(`api.${field}: there is no group ${name} in /etc/group; its members get no access`);
+    return gid === undefined ? undefined : { name, gid };
+  };
+  const admin = group('adminGroup');
+  const read = group('readGroup');
+  const rule = apiAccess({ ...(admin ? { admin } : {}), ...(read ? { read } : {}) });
+  return { mode: grouped ? 0o666 : Number.parseInt(api.socketMode, 8), access: { peer, rule } };
+}
+
 /** Reads `{ "file": "..." }` from an API request body. */
 function fileOf(body: unknown): string {
   const file = (body as { file?: unknown } | undefined)?.file;
@@ -87,7 +118,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   mkdirSync(config.paths.stateDir, { recursive: true, mode: 0o700 });
   mkdirSync(config.paths.runDir, { recursive: true, mode: 0o755 });
 
-  const notifier = createNotifier({ env, log: log.child('notify') });
+  const native = loadNative({ env });
+  const notifier = createNotifier({ env, native, log: log.child('notify') });
   // Fault injection for the watchdog test (docs/architecture.md): SIGUSR2 wedges the event loop
   // the way a synchronous call that never returns would; the WATCHDOG=1 pings must stop with it.
   const blockLoopMs = Number(env.OUTPOST_FAULT_BLOCK_LOOP_MS ?? 0);
@@ -162,7 +194,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
 
   const api = new ApiServer({
     socketPath: join(config.paths.runDir, 'api.sock'),
-    mode: Number.parseInt(config.api.socketMode, 8),
+    ...apiAccessOptions(config.api, native, log.child('api')),
     routes: {
       'GET /v1/status': status,
       'GET /v1/update': () => requireUpdate().status(),

@@ -39,9 +39,18 @@ const lifecycleSchema = z.strictObject({
   stopTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
 });
 
+const groupName = z.string().regex(/^[a-z_][a-z0-9_-]*\$?$/, 'must be a group name such as "outpost-admin"');
+
 const apiSchema = z.strictObject({
-  /** Octal string so the file reads like chmod; group access lets operators without root query. */
+  /**
+   * Octal string so the file reads like chmod. With a group below (and the native addon, which
+   * tells callers apart by SO_PEERCRED) the socket is 0666 and every request is checked instead.
+   */
   socketMode: z.string().regex(/^0?[0-7]{3}$/, 'must be an octal mode such as "0660"').default('0660'),
+  /** Members may do everything root may (apply, install); root always may. */
+  adminGroup: groupName.optional(),
+  /** Members may query (status, update status) but change nothing. */
+  readGroup: groupName.optional(),
 });
 
 const logSchema = z.strictObject({

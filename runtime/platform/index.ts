@@ -14,3 +14,4 @@ export { createExec, defaultExecTimeoutMs, stderrTail, type CreateExecOptions, t
 export { writeFileAtomic, syncDir, type AtomicWriteOptions } from './atomic-write.js';
 export { monotonicMs, systemClock, type Clock } from './clock.js';
 export { kernelBootId } from './boot-id.js';
+export { peerLookup, groupId, type Peer, type PeerLookup } from './peer.js';

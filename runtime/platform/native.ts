@@ -24,6 +24,8 @@ export interface OutpostNative {
   wdGetTimeout(fd: number): number;
   /** Closes the fd, writing the magic 'V' first when `magic` (disarms unless the driver is nowayout): 0 or -errno. */
   wdClose(fd: number, magic: boolean): number;
+  /** The peer of a connected unix socket: `[pid, uid, gid, ...supplementary gids]`, or -errno. */
+  peerCredentials(fd: number): number[] | number;
 }
 
 /** The addon, or why it is not available. */
@@ -31,7 +33,7 @@ export type NativeLoad =
   | { readonly addon: OutpostNative; readonly reason?: undefined }
   | { readonly addon: undefined; readonly reason: string };
 
-const functions = ['notify', 'wdOpen', 'wdKeepalive', 'wdSetTimeout', 'wdGetTimeout', 'wdClose'] as const;
+const functions = ['notify', 'wdOpen', 'wdKeepalive', 'wdSetTimeout', 'wdGetTimeout', 'wdClose', 'peerCredentials'] as const;
 
 function isOutpostNative(value: unknown): value is OutpostNative {
   if (typeof value !== 'object' || value === null) return false;

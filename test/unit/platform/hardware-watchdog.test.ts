@@ -61,6 +61,7 @@ function fakeAddon(overrides: Partial<OutpostNative> = {}): { load: NativeLoad; 
     wdSetTimeout: (fd, s) => (calls.push(`settimeout ${fd} ${s}`), s + 1),
     wdGetTimeout: (fd) => (calls.push(`gettimeout ${fd}`), 45),
     wdClose: (fd, magic) => (calls.push(`close ${fd} ${magic}`), 0),
+    peerCredentials: () => -38,
     ...overrides,
   };
   return { load: { addon }, calls };
