@@ -1,5 +1,7 @@
 /** Client side of the local API, used by `outpost status`, `outpost update ...` and other CLI commands. */
-import { request } from 'node:http';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { request, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
 import { OutpostError, errorCodes, type ErrorCode } from '../errors.js';
 
 function isErrorCode(code: unknown): code is ErrorCode {
@@ -8,10 +10,35 @@ function isErrorCode(code: unknown): code is ErrorCode {
 
 /** Sends a request to the daemon's socket and parses the JSON answer; bounded by `timeoutMs`. */
 export function apiRequest(socketPath: string, method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = 10_000): Promise<unknown> {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const headers = payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+  return exchange(socketPath, { method, path, headers, timeoutMs }, (req) => req.end(payload));
+}
+
+/**
+ * POSTs a file as the request body, read here with the caller's rights (the daemon never opens a
+ * path a caller names); the daemon answers once it has taken it in. Bounded by `timeoutMs`.
+ */
+export async function apiUpload(socketPath: string, path: string, file: string, timeoutMs: number): Promise<unknown> {
+  let size: number;
+  try {
+    size = (await stat(file)).size;
+  } catch (err) {
+    throw new OutpostError('USAGE', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  const headers = { 'content-type': 'application/octet-stream', 'content-length': size, 'x-outpost-file-name': encodeURIComponent(file) };
+  return exchange(socketPath, { method: 'POST', path, headers, timeoutMs }, (req) => {
+    const source = createReadStream(file);
+    source.on('error', (err) => req.destroy(err));
+    source.pipe(req);
+  });
+}
+
+/** One request on the daemon's socket: `send` writes the body; the JSON answer or its error code comes back. */
+function exchange(socketPath: string, options: { method: string; path: string; headers: OutgoingHttpHeaders; timeoutMs: number }, send: (req: ClientRequest) => void): Promise<unknown> {
+  const { path, timeoutMs } = options;
   return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const headers = payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
-    const req = request({ socketPath, path, method, headers, timeout: timeoutMs }, (res) => {
+    const req = request({ socketPath, path, method: options.method, headers: options.headers, timeout: timeoutMs }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => {
@@ -37,7 +64,7 @@ export function apiRequest(socketPath: string, method: 'GET' | 'POST', path: str
       const hint = code === 'ENOENT' || code === 'ECONNREFUSED' ? ' (is the outpost daemon running?)' : '';
       reject(new OutpostError('API_UNAVAILABLE', `cannot reach outpost at ${socketPath}: ${err.message}${hint}`, { cause: err }));
     });
-    req.end(payload);
+    send(req);
   });
 }
 

@@ -10,6 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { chmodSync, mkdirSync, unlinkSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
+import type { Readable } from 'node:stream';
 import { OutpostError, isOutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { PeerLookup } from '../platform/index.js';
@@ -36,6 +37,16 @@ async function readBody(req: IncomingMessage): Promise<unknown> {
     throw new OutpostError('API_BAD_REQUEST', 'request body is not JSON', { cause: err });
   }
 }
+/** A streamed request body (`application/octet-stream` with its length and file name), e.g. a bundle. */
+export interface Upload {
+  stream: Readable;
+  length: number;
+  /** The file as the sender names it, for messages: `x-outpost-file-name`. */
+  name: string;
+}
+/** Handles an upload; returns the 200 body. */
+export type UploadHandler = (upload: Upload) => Promise<unknown>;
+
 /** Routes keyed by "GET /v1/status" style strings. */
 export type Routes = Readonly<Record<`${'GET' | 'POST' | 'PUT' | 'DELETE'} /${string}`, Handler>>;
 
@@ -45,6 +56,8 @@ export interface ApiServerOptions {
   /** Octal file mode for the socket, e.g. 0o660. */
   mode: number;
   routes: Routes;
+  /** Routes that take a streamed body instead of JSON. */
+  uploads?: Readonly<Record<`POST /${string}`, UploadHandler>>;
   log: Logger;
   /** Per-request access check by the caller's credentials; without it the socket's file mode decides. */
   access?: { peer: PeerLookup; rule: AccessRule };
@@ -54,6 +67,14 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body)}\n`;
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** The upload a request carries; its length must be declared up front (a budget is checked before reading). */
+function uploadOf(req: IncomingMessage): Upload {
+  const length = Number(req.headers['content-length']);
+  if (!Number.isSafeInteger(length) || length < 0) throw new OutpostError('API_BAD_REQUEST', 'an upload needs a content-length');
+  const name = req.headers['x-outpost-file-name'];
+  return { stream: req, length, name: typeof name === 'string' && name !== '' ? decodeURIComponent(name) : 'upload' };
 }
 
 /** True when something is accepting connections on the socket (another daemon running). */
@@ -86,9 +107,11 @@ export class ApiServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
-    const handler = this.options.routes[`${req.method ?? 'GET'} ${path}` as keyof Routes];
+    const key = `${req.method ?? 'GET'} ${path}`;
+    const upload = req.headers['content-type'] === 'application/octet-stream' ? this.options.uploads?.[key as `POST /${string}`] : undefined;
+    const handler = upload ? (): Promise<unknown> => upload(uploadOf(req)) : this.options.routes[key as keyof Routes];
     if (!handler) {
-      const known = Object.keys(this.options.routes).some((key) => key.endsWith(` ${path}`));
+      const known = [...Object.keys(this.options.routes), ...Object.keys(this.options.uploads ?? {})].some((k) => k.endsWith(` ${path}`));
       send(res, known ? 405 : 404, { error: known ? 'method not allowed' : 'not found', path });
       return;
     }
@@ -99,7 +122,7 @@ export class ApiServer {
       return;
     }
     try {
-      send(res, 200, await handler(await readBody(req)));
+      send(res, 200, await handler(upload ? undefined : await readBody(req)));
     } catch (err) {
       // Expected refusals (busy, bad bundle) are 409/400 with the stable code; bugs are 500.
       const status = isOutpostError(err) ? (err.code === 'API_BAD_REQUEST' ? 400 : err.code === 'INTERNAL' ? 500 : 409) : 500;

@@ -104,13 +104,6 @@ function apiAccessOptions(api: Config['api'], native: NativeLoad, log: Logger): 
   return { mode: grouped ? 0o666 : Number.parseInt(api.socketMode, 8), access: { peer, rule } };
 }
 
-/** Reads `{ "file": "..." }` from an API request body. */
-function fileOf(body: unknown): string {
-  const file = (body as { file?: unknown } | undefined)?.file;
-  if (typeof file !== 'string' || file.length === 0) throw new OutpostError('API_BAD_REQUEST', 'body must be {"file": "<path of the bundle>"}');
-  return file;
-}
-
 /** Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. */
 export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise<number> {
   const log = createLogger({ level: config.log.level });
@@ -200,7 +193,9 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
       'GET /v1/update': () => requireUpdate().status(),
       'POST /v1/update/check': () => requireUpdate().check(),
       'POST /v1/update/apply': () => requireUpdate().apply(),
-      'POST /v1/update/install': (body) => requireUpdate().install(fileOf(body)),
+    },
+    uploads: {
+      'POST /v1/update/install': (upload) => requireUpdate().installUpload(upload),
     },
     log: log.child('api'),
   });

@@ -1,6 +1,6 @@
 /** `outpost update check|apply|status|install`: thin clients of the daemon's update API. */
 import { resolve } from 'node:path';
-import { apiRequest } from '../api/index.js';
+import { apiRequest, apiUpload } from '../api/index.js';
 import type { UpdateStatus } from '../update/index.js';
 import type { Command, CommandContext, OptionSpec } from './command.js';
 
@@ -74,7 +74,8 @@ export function updateCommands(options: Record<string, OptionSpec>, socketOf: So
       options: { ...options, json },
       run: async (ctx) => {
         const file = resolve(ctx.positionals[0] ?? '');
-        const result = await apiRequest(socketOf(ctx), 'POST', '/v1/update/install', { file }, 600_000);
+        // Sent, not named: the daemon may not see this path (PrivateTmp, ProtectHome, another user's files).
+        const result = await apiUpload(socketOf(ctx), '/v1/update/install', file, 600_000);
         print(ctx, result, `installing ${describeSelection(result)} from ${file}`);
         return 0;
       },

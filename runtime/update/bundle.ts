@@ -38,10 +38,11 @@ export interface BundleListing {
 export const maxListedMembers = 4096;
 
 /**
- * Lists `file` line by line (a full repository is a hundred thousand members); refuses links,
- * devices, absolute and `..` names: nothing of it can land outside the unpack directory.
+ * Lists `file` (named `shown` in messages) line by line: a full repository is a hundred thousand
+ * members. Refuses links, devices, absolute and `..` names: nothing can land outside the unpack
+ * directory.
  */
-export async function listBundle(exec: Exec, file: string): Promise<BundleListing> {
+export async function listBundle(exec: Exec, file: string, shown = file): Promise<BundleListing> {
   const listing: BundleListing = { bytes: 0, entries: [] };
   let refusal: string | undefined;
   const take = (line: string) => {
@@ -62,7 +63,7 @@ export async function listBundle(exec: Exec, file: string): Promise<BundleListin
   };
   // Numeric owners: a name with spaces or a newline in a PAX header could forge listing lines.
   await exec.run('tar', ['-tvf', file, '--force-local', '--numeric-owner', '--quoting-style=escape'], { timeoutMs: tarTimeoutMs, stdout: take });
-  if (refusal !== undefined) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: ${refusal}`);
+  if (refusal !== undefined) throw new OutpostError('UPDATE_REFUSED', `bundle ${shown}: ${refusal}`);
   return listing;
 }
 
@@ -83,7 +84,7 @@ export async function unpackBundle(exec: Exec, file: string, dir: string, listin
  * naming each would cost tar a scan of the archive per name). Every member below it was listed, so
  * it is budgeted and holds no links.
  */
-export async function unpackBundleRepo(exec: Exec, file: string, dir: string, listing: BundleListing): Promise<void> {
-  if (listing.repoMember === undefined) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: has no repo/ directory`);
+export async function unpackBundleRepo(exec: Exec, file: string, dir: string, listing: BundleListing, shown = file): Promise<void> {
+  if (listing.repoMember === undefined) throw new OutpostError('UPDATE_REFUSED', `bundle ${shown}: has no repo/ directory`);
   await exec.run('tar', [...extract(file, dir), listing.repoMember], { timeoutMs: tarTimeoutMs });
 }

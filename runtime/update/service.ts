@@ -13,7 +13,11 @@
  *   TrustedTargets).
  */
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { basename, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { UpdateConfig } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import type { Service } from '../lifecycle/index.js';
@@ -78,6 +82,22 @@ export interface UpdateServiceOptions {
 /** Where deltas are downloaded, and where a bundle is unpacked: both emptied whenever the machine is idle. */
 const downloadsDir = (stateDir: string) => join(stateDir, 'downloads');
 const bundleDir = (stateDir: string) => join(stateDir, 'bundle');
+/** Bundles as the CLI streams them in, one directory per upload; emptied at start. */
+const uploadsDir = (stateDir: string) => join(stateDir, 'bundle-upload');
+
+/** Writes exactly `length` bytes of `stream` to `file`; a shorter stream (the sender gave up) is refused. */
+async function receiveFile(stream: Readable, file: string, length: number, name: string): Promise<void> {
+  let received = 0;
+  stream.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+  });
+  try {
+    await pipeline(stream, createWriteStream(file, { mode: 0o600 }));
+  } catch (err) {
+    throw new OutpostError('API_BAD_REQUEST', `bundle ${name}: the upload broke off after ${received} of ${length} bytes`, { cause: err });
+  }
+  if (received !== length) throw new OutpostError('API_BAD_REQUEST', `bundle ${name}: the upload ended after ${received} of ${length} bytes`);
+}
 
 /** Boot and outpost's start on a slow gateway, before probation's window opens. */
 const trialStartAllowanceSec = 120;
@@ -127,6 +147,8 @@ export class UpdateService implements Service {
 
   async start(): Promise<void> {
     const { config, exec, log } = this.options;
+    // No upload can be under way yet: what is there was cut off by a crash or power loss.
+    await rm(uploadsDir(this.options.stateDir), { recursive: true, force: true });
     let boot: BootBackend | undefined;
     const ostree = createOstree({
       exec,
@@ -286,10 +308,38 @@ export class UpdateService implements Service {
     return { release: record.release, state: record.state, text: `an update to release ${record.release.version} is under way (${record.state})` };
   }
 
-  /** Installs from an offline bundle file (a tar written by `outpostctl release bundle`). */
-  async install(file: string): Promise<Selection> {
+  /**
+   * Receives an offline bundle the CLI streams (`length` bytes, `name` for messages) and installs
+   * it; the received copy is removed either way. The CLI opened the file with its caller's rights:
+   * the daemon never opens a path a caller names, and a bundle in /tmp or /home reaches it despite
+   * the unit's PrivateTmp and ProtectHome.
+   */
+  async installUpload(upload: { stream: Readable; length: number; name: string }): Promise<Selection> {
+    await this.refuseWhileBusy();
+    const dir = join(uploadsDir(this.options.stateDir), randomUUID());
+    await mkdir(dir, { recursive: true });
+    try {
+      const free = await freeBytes(dir);
+      const { applyHeadroomBytes } = this.options.config;
+      if (upload.length + applyHeadroomBytes > free) {
+        throw new OutpostError('DISK_SPACE', `bundle ${upload.name}: receiving it needs ${upload.length} bytes plus the apply headroom (${applyHeadroomBytes}), ${free} are free in ${dir}`);
+      }
+      const file = join(dir, basename(upload.name) || 'upload.bundle');
+      await receiveFile(upload.stream, file, upload.length, upload.name);
+      return await this.install(file, upload.name);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  private async refuseWhileBusy(): Promise<void> {
     const underWay = await this.underWay();
     if (underWay !== null) throw new OutpostError('UPDATE_BUSY', `${underWay.text}; install the bundle once it is over`);
+  }
+
+  /** Installs from an offline bundle file (a tar written by `outpostctl release bundle`), `shown` in messages. */
+  private async install(file: string, shown: string): Promise<Selection> {
+    await this.refuseWhileBusy();
     const dir = bundleDir(this.options.stateDir);
     const selection = await this.exclusive(async () => {
       const record = await this.requireMachine().record();
@@ -298,21 +348,21 @@ export class UpdateService implements Service {
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
       // Listed and budgeted before a byte lands: a bundle is as untrusted as the network.
-      const listing = await listBundle(exec, file);
+      const listing = await listBundle(exec, file, shown);
       const bytes = listing.bytes;
       const free = await freeBytes(dir);
       if (bytes + config.applyHeadroomBytes > free) {
-        throw new OutpostError('DISK_SPACE', `bundle ${file}: unpacking needs ${bytes} bytes plus the apply headroom (${config.applyHeadroomBytes}), ${free} are free in ${dir}`);
+        throw new OutpostError('DISK_SPACE', `bundle ${shown}: unpacking needs ${bytes} bytes plus the apply headroom (${config.applyHeadroomBytes}), ${free} are free in ${dir}`);
       }
       // The manifest and the metadata first; the release's own files only once TUF verified it.
       await unpackBundle(exec, file, dir, listing, (path) => path === 'bundle.json' || path.startsWith('metadata/'));
       const manifest = bundleManifestSchema.safeParse(JSON.parse(await readFile(join(dir, 'bundle.json'), 'utf8').catch(() => 'null')));
-      if (!manifest.success) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: no valid bundle.json (not an outpost bundle?)`);
+      if (!manifest.success) throw new OutpostError('UPDATE_REFUSED', `bundle ${shown}: no valid bundle.json (not an outpost bundle?)`);
       const chosen = await this.select(dirFetcher(join(dir, 'metadata')), manifest.data.target);
-      if (!chosen.release) throw new OutpostError('UPDATE_REFUSED', `bundle ${file}: ${chosen.reason}`);
+      if (!chosen.release) throw new OutpostError('UPDATE_REFUSED', `bundle ${shown}: ${chosen.reason}`);
       const delta = chosen.release.delta;
       if (delta) await unpackBundle(exec, file, dir, listing, (path) => path === `targets/${delta.target}`);
-      else await unpackBundleRepo(exec, file, dir, listing);
+      else await unpackBundleRepo(exec, file, dir, listing, shown);
       const release = { ...chosen.release, bundleDir: dir };
       // In the same turn of the chain as the unpacking: an idle tick in between would tidy it away.
       await this.beginLocked(release);

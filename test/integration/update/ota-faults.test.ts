@@ -1,5 +1,6 @@
 import t, { type Test } from 'tap';
 import { execFileSync } from 'node:child_process';
+import { execa } from 'execa';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -180,8 +181,9 @@ t.test('an offline bundle larger than the free space (with the apply headroom) i
   const { daemon } = await d.boot();
   const refused = await d.cli(['update', 'install', bundle]);
   t.equal(refused.exitCode, 73, `DISK_SPACE exits 73, not 75 (temporary): ${refused.stderr}`);
-  t.match(refused.stderr, /v2\.bundle: unpacking needs \d+ bytes plus the apply headroom/);
-  t.same(readdirSync(join(d.world.stateDir, 'bundle')), [], 'nothing unpacked');
+  t.match(refused.stderr, new RegExp(`^bundle ${bundle}: receiving it needs \\d+ bytes plus the apply headroom`), 'named as the caller named it');
+  t.same(readdirSync(join(d.world.stateDir, 'bundle-upload')), [], 'nothing kept');
+  t.notOk(existsSync(join(d.world.stateDir, 'bundle')), 'nothing unpacked');
   daemon.kill('SIGTERM');
   await daemon;
 });
@@ -215,9 +217,16 @@ t.test('offline bundle: installs v2 with no network; a bundle for another device
   const refused = await d.cli(['update', 'install', otherBundle]);
   t.equal(refused.exitCode, 65, refused.stdout + refused.stderr);
   t.match(refused.stderr, /other\.bundle: it is for other-board\/x86_64, this device is gw-demo\/x86_64/);
-  const install = await d.cli(['update', 'install', bundle]);
+  // From a tmpfs only the CLI's mount namespace has (as PrivateTmp keeps a user's /tmp from the
+  // unit): the daemon cannot open that path, so the CLI sends the file's bytes.
+  const shelf = join(ota.ostree.dir, 'shelf');
+  mkdirSync(shelf);
+  const cli = ['dist/runtime/cli/outpost.js', 'update', 'install', join(shelf, 'v2.bundle')];
+  const install = await execa('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', 'mount -t tmpfs tmpfs "$1" && cp "$2" "$1/" && shift 2 && exec node "$@"', 'sh', shelf, bundle, ...cli], { reject: false, env: { OUTPOST_CONFIG: d.world.configPath } });
   t.equal(install.exitCode, 0, install.stderr);
   t.match(install.stdout, /installing release 2/);
+  t.notOk(existsSync(join(shelf, 'v2.bundle')), 'the daemon\'s view of that path is empty');
+  t.same(readdirSync(join(d.world.stateDir, 'bundle-upload')), [], 'the received copy is gone once unpacked');
   const first = await daemon;
   t.equal(first.exitCode, 0, 'rebooted into v2');
   const { daemon: second } = await d.boot();
