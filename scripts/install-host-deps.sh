@@ -7,7 +7,7 @@
 #                  and what builds its Debian rootfs and ext4 images (mmdebstrap, e2fsprogs)
 #   --with-system  also install what `npm run test:system` needs to build and boot a gateway image in qemu
 #                  (grub-pc-bin only ships the i386-pc modules and boot.img; never install grub-pc on the host)
-#   --with-conformance  also install what scripts/tuf-conformance.sh (in `npm run test:long`) needs: faketime, pytest, cryptography
+#   --with-conformance  also install what scripts/tuf-conformance.sh (in `npm run test:long`) needs: faketime, python3-venv
 set -euo pipefail
 
 packages=(
@@ -27,7 +27,7 @@ for arg in "$@"; do
     --with-bench) packages+=(mender-client xdelta3 zchunk mmdebstrap debian-archive-keyring e2fsprogs) ;;
     --with-system) packages+=(qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring grub-pc-bin
                               fdisk e2fsprogs util-linux mount socat iproute2) ;;
-    --with-conformance) packages+=(faketime python3-pytest python3-cryptography) ;;
+    --with-conformance) packages+=(faketime python3-venv) ;;
     -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-host-deps: unknown option '$arg' (try --help)" >&2; exit 64 ;;
   esac

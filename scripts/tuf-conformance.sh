@@ -6,8 +6,8 @@
 #   - $OUTPOST_TUF_CONFORMANCE_SRC, if set: a directory holding the extracted trees
 #     tuf-conformance/, python-tuf/ and securesystemslib/ (e.g. from `git archive <commit>`);
 #   - else clones from GitHub, cached in $OUTPOST_TUF_CONFORMANCE_CACHE (/var/cache/outpost-tuf-conformance).
-# Needs python3 with pytest and cryptography, and faketime (installed here by
-# `scripts/install-host-deps.sh --with-conformance`).
+# Needs python3 with pytest and cryptography >= 40 (else a venv from PyPI), and faketime (installed
+# by `scripts/install-host-deps.sh --with-conformance`).
 #
 # Expected failures live in scripts/tuf-conformance.xfail, one test id a line with its reason after
 # whitespace and '#'. They are passed to the suite's own xfail mechanism, which is strict: a listed
@@ -28,7 +28,20 @@ xfail_list="$here/tuf-conformance.xfail"
 
 [ -f "$client" ] || { echo "tuf-conformance: $client is missing: run npm run build" >&2; exit 69; }
 bash "$here/install-host-deps.sh" --with-conformance
-python3 -c 'import pytest, cryptography' 2>/dev/null || { echo "tuf-conformance: python3 needs pytest and cryptography" >&2; exit 69; }
+# securesystemslib 1.4 needs cryptography >= 40; Debian 12 ships 38. Without a python3 that has it,
+# a venv in the cache gets pinned versions from PyPI (the machine fetches the sources anyway).
+python=python3
+usable() { "$1" -c 'import pytest, cryptography, sys; sys.exit(int(cryptography.__version__.split(".")[0]) < 40)' 2>/dev/null; }
+if ! usable "$python"; then
+  venv=${OUTPOST_TUF_CONFORMANCE_CACHE:-/var/cache/outpost-tuf-conformance}/venv
+  if ! usable "$venv/bin/python3"; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet 'cryptography>=40' 'pytest>=7' \
+      || { echo "tuf-conformance: python3 needs pytest and cryptography >= 40, and PyPI could not be reached for a venv" >&2; exit 69; }
+  fi
+  python=$venv/bin/python3
+fi
 
 if [ -n "${OUTPOST_TUF_CONFORMANCE_SRC:-}" ]; then
   src=$OUTPOST_TUF_CONFORMANCE_SRC
@@ -66,11 +79,11 @@ export PYTHONPATH="$src/tuf-conformance:$src/python-tuf:$src/securesystemslib${P
 export PYTHONDONTWRITEBYTECODE=1
 echo "tuf-conformance: $(wc -l < "$entry.xfails") expected failures listed in ${xfail_list#"$repo"/}"
 set +e
-(cd "$src/tuf-conformance" && python3 -m pytest -p no:cacheprovider -q -rfEX --junit-xml="$work/junit.xml" \
+(cd "$src/tuf-conformance" && "$python" -m pytest -p no:cacheprovider -q -rfEX --junit-xml="$work/junit.xml" \
   tuf_conformance --entrypoint "$entry" "$@")
 status=$?
 set -e
-python3 - "$work/junit.xml" <<'EOF'
+"$python" - "$work/junit.xml" <<'EOF'
 import sys, xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
 counts = {"passed": 0, "failed": 0, "xfailed": 0, "skipped": 0}
