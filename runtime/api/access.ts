@@ -1,6 +1,6 @@
 /**
- * Who may use the local API: root and the admin group may do everything, the read group may only
- * query (GET). Decided per request from the caller's kernel-reported credentials, never from
+ * Who may use the local API: root, the daemon's own user and the admin group may do everything,
+ * the read group may only query (GET). Decided per request from the caller's kernel-reported credentials, never from
  * anything the caller sends.
  */
 import type { Peer } from '../platform/index.js';
@@ -18,7 +18,7 @@ export type AccessRule = (peer: Peer, method: string) => string | null;
 export function apiAccess(groups: { admin?: AccessGroup; read?: AccessGroup }): AccessRule {
   const member = (peer: Peer, group?: AccessGroup) => group !== undefined && peer.groups.includes(group.gid);
   return (peer, method) => {
-    if (peer.uid === 0 || member(peer, groups.admin)) return null;
+    if (peer.uid === 0 || peer.uid === process.getuid?.() || member(peer, groups.admin)) return null;
     if (method === 'GET' && member(peer, groups.read)) return null;
     const may = method === 'GET' ? [groups.admin, groups.read] : [groups.admin];
     const who = ['root', ...may.filter((g) => g !== undefined).map((g) => `group ${g.name}`)].join(' or ');

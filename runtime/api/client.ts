@@ -1,6 +1,5 @@
 /** Client side of the local API, used by `outpost status`, `outpost update ...` and other CLI commands. */
-import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { request, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
 import { OutpostError, errorCodes, type ErrorCode } from '../errors.js';
 
@@ -20,15 +19,31 @@ export function apiRequest(socketPath: string, method: 'GET' | 'POST', path: str
  * path a caller names); the daemon answers once it has taken it in. Bounded by `timeoutMs`.
  */
 export async function apiUpload(socketPath: string, path: string, file: string, timeoutMs: number): Promise<unknown> {
+  // Opened and checked here, so a file this caller cannot read is a usage error, not a lost daemon.
+  let handle: FileHandle;
   let size: number;
   try {
-    size = (await stat(file)).size;
+    handle = await open(file, 'r');
   } catch (err) {
     throw new OutpostError('USAGE', `cannot read ${file}: ${(err as Error).message}`, { cause: err });
   }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new OutpostError('USAGE', `${file} is not a regular file`);
+    size = info.size;
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
   const headers = { 'content-type': 'application/octet-stream', 'content-length': size, 'x-outpost-file-name': encodeURIComponent(file) };
   return exchange(socketPath, { method: 'POST', path, headers, timeoutMs }, (req) => {
-    const source = createReadStream(file);
+    // Exactly the size announced, even if the file grows meanwhile.
+    const source = size === 0 ? undefined : handle.createReadStream({ start: 0, end: size - 1 });
+    if (!source) {
+      void handle.close();
+      req.end();
+      return;
+    }
     source.on('error', (err) => req.destroy(err));
     source.pipe(req);
   });

@@ -59,7 +59,7 @@ export interface ApiServerOptions {
   /** Routes that take a streamed body instead of JSON. */
   uploads?: Readonly<Record<`POST /${string}`, UploadHandler>>;
   log: Logger;
-  /** Per-request access check by the caller's credentials; without it the socket's file mode decides. */
+  /** Per-request access check by the caller's credentials (when groups are configured); without it the socket's file mode decides. */
   access?: { peer: PeerLookup; rule: AccessRule };
 }
 
@@ -73,8 +73,17 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 function uploadOf(req: IncomingMessage): Upload {
   const length = Number(req.headers['content-length']);
   if (!Number.isSafeInteger(length) || length < 0) throw new OutpostError('API_BAD_REQUEST', 'an upload needs a content-length');
-  const name = req.headers['x-outpost-file-name'];
-  return { stream: req, length, name: typeof name === 'string' && name !== '' ? decodeURIComponent(name) : 'upload' };
+  return { stream: req, length, name: decodedName(req.headers['x-outpost-file-name']) };
+}
+
+/** The sender's file name for messages; a malformed one is not worth refusing the upload over. */
+function decodedName(header: string | string[] | undefined): string {
+  if (typeof header !== 'string' || header === '') return 'upload';
+  try {
+    return decodeURIComponent(header);
+  } catch {
+    return header;
+  }
 }
 
 /** True when something is accepting connections on the socket (another daemon running). */
@@ -143,7 +152,9 @@ export class ApiServer {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    const server = createServer((req, res) => void this.handle(req, res));
+    // No whole-request deadline (Node's is 5 min): a bundle from a slow USB stick takes longer;
+    // an upload that stalls is cut off by its own idle timeout instead (update/service.ts).
+    const server = createServer({ requestTimeout: 0 }, (req, res) => void this.handle(req, res));
     server.keepAliveTimeout = 1000;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -102,7 +102,8 @@ export async function runProgram(program: Program, argv: string[], io: Pick<Comm
   if (argv[0] === '--version') return runProgram(program, ['version', ...argv.slice(1)], io);
   const found = findCommand(program, argv);
   const group = groupOf(program, argv);
-  if (!found && group !== undefined && argv.length === 1) {
+  const helpAsked = argv.length === 2 && (argv[1] === '--help' || argv[1] === '-h');
+  if (!found && group !== undefined && (argv.length === 1 || helpAsked)) {
     io.out(programHelp(program, group));
     return 0;
   }

@@ -74,16 +74,19 @@ function stateDocument(config: Config, bootedCommit: string | null, update: Upda
 }
 
 /**
- * The API socket's mode and access rule. With the addon every request is checked by the caller's
- * credentials, so with groups configured anyone may connect (0666) and is then told no; without
- * it callers cannot be told apart, so configured groups get nothing and the socket is root's.
+ * The API socket's mode and access rule. With groups configured and the addon, every request is
+ * checked by the caller's credentials, so anyone may connect (0666) and is then told no; without
+ * the addon callers cannot be told apart, so the groups get nothing and the socket is root's.
+ * Without groups the socket's file mode (`api.socketMode`) decides.
  */
 function apiAccessOptions(api: Config['api'], native: NativeLoad, log: Logger): Pick<ApiServerOptions, 'mode' | 'access'> {
   const grouped = api.adminGroup !== undefined || api.readGroup !== undefined;
+  // No groups: the socket's file mode decides, as it always did.
+  if (!grouped) return { mode: Number.parseInt(api.socketMode, 8) };
   const peer = peerLookup(native);
   if (!peer) {
-    if (grouped) log.warn('native addon unavailable: API callers cannot be told apart, so only root may use the API', { reason: native.reason });
-    return { mode: grouped ? 0o600 : Number.parseInt(api.socketMode, 8) };
+    log.warn('native addon unavailable: API callers cannot be told apart, so only root may use the API', { reason: native.reason });
+    return { mode: 0o600 };
   }
   const group = (field: 'adminGroup' | 'readGroup'): AccessGroup | undefined => {
     const name = api[field];
@@ -101,7 +104,7 @@ function apiAccessOptions(api: Config['api'], native: NativeLoad, log: Logger): 
   const admin = group('adminGroup');
   const read = group('readGroup');
   const rule = apiAccess({ ...(admin ? { admin } : {}), ...(read ? { read } : {}) });
-  return { mode: grouped ? 0o666 : Number.parseInt(api.socketMode, 8), access: { peer, rule } };
+  return { mode: 0o666, access: { peer, rule } };
 }
 
 /** Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. */
@@ -214,19 +217,19 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   });
 
   log.info('starting', { version: outpostVersion, deviceId: config.deviceId, pid: process.pid, notify: notifier.mechanism, bootedCommit });
-  const runMarker = join(config.paths.stateDir, 'running');
-  const bootId = await kernelBootId().catch(() => 'unknown');
-  const unclean = await markRunning(runMarker, { pid: process.pid, bootId, startedAt }).catch((err: unknown) => void log.warn('cannot write the run marker', { file: runMarker, err }));
-  if (unclean) log.warn(uncleanStopMessage(unclean), { previous: unclean });
-  const stopped = () => markStopped(runMarker).catch((err: unknown) => log.warn('cannot remove the run marker', { file: runMarker, err }));
   try {
     await supervisor.start();
   } catch (err) {
     log.error('startup failed', { err });
     process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-    await stopped();
     return isOutpostError(err) ? err.exitCode : 70;
   }
+  // Only once started: the store lock and the API socket have shown no other outpost runs.
+  const runMarker = join(config.paths.stateDir, 'running');
+  const bootId = await kernelBootId().catch(() => 'unknown');
+  const unclean = await markRunning(runMarker, { pid: process.pid, bootId, startedAt }).catch((err: unknown) => void log.warn('cannot write the run marker', { file: runMarker, err }));
+  if (unclean) log.warn(uncleanStopMessage(unclean), { previous: unclean });
+  const stopped = () => markStopped(runMarker).catch((err: unknown) => log.warn('cannot remove the run marker', { file: runMarker, err }));
   bootedCommit = update?.booted ?? bootedCommit;
   publishState(true);
   statusReady = true;

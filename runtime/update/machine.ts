@@ -117,7 +117,8 @@ export class UpdateStore {
  * step costs nothing, running it too early can strand the release before.
  */
 export async function updateUnderWay(store: Store): Promise<boolean> {
-  const record = await store.collection(recordCollection, updateRecordSchema).get(recordKey).catch(() => null);
+  // Only the state, loosely: the record of an older format must not look unreadable to newer code.
+  const record = await store.collection(recordCollection, z.looseObject({ state: z.string() })).get(recordKey).catch(() => null);
   return record === null || (record !== undefined && record.state !== 'idle');
 }
 

@@ -15,7 +15,7 @@
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { UpdateConfig } from '../config/index.js';
@@ -85,16 +85,35 @@ const bundleDir = (stateDir: string) => join(stateDir, 'bundle');
 /** Bundles as the CLI streams them in, one directory per upload; emptied at start. */
 const uploadsDir = (stateDir: string) => join(stateDir, 'bundle-upload');
 
-/** Writes exactly `length` bytes of `stream` to `file`; a shorter stream (the sender gave up) is refused. */
-async function receiveFile(stream: Readable, file: string, length: number, name: string): Promise<void> {
+/** An upload that sends nothing for this long is given up (the sender hung or the stick was pulled). */
+const uploadIdleMs = 60_000;
+
+/**
+ * Writes exactly `length` bytes of `stream` to `file`. A sender that stops or stalls is refused
+ * (API_BAD_REQUEST); a full disk is DISK_SPACE, another write failure INTERNAL.
+ */
+async function receiveFile(stream: Readable & { setTimeout?: (ms: number, onTimeout: () => void) => unknown }, file: string, length: number, name: string): Promise<void> {
   let received = 0;
   stream.on('data', (chunk: Buffer) => {
     received += chunk.length;
   });
+  stream.setTimeout?.(uploadIdleMs, () => stream.destroy(new Error(`nothing received for ${uploadIdleMs / 1000} s`)));
+  const out = createWriteStream(file, { mode: 0o600 });
+  let writeError: NodeJS.ErrnoException | undefined;
+  out.on('error', (err) => {
+    writeError = err;
+  });
   try {
-    await pipeline(stream, createWriteStream(file, { mode: 0o600 }));
+    await pipeline(stream, out);
   } catch (err) {
-    throw new OutpostError('API_BAD_REQUEST', `bundle ${name}: the upload broke off after ${received} of ${length} bytes`, { cause: err });
+    if (writeError) {
+      const code = writeError.code === 'ENOSPC' ? 'DISK_SPACE' : 'INTERNAL';
+      throw new OutpostError(code, `bundle ${name}: cannot store what was received in ${file}: ${writeError.message}`, { cause: writeError });
+    }
+    throw new OutpostError('API_BAD_REQUEST', `bundle ${name}: the upload broke off after ${received} of ${length} bytes (${(err as Error).message})`, { cause: err });
+  } finally {
+    // The connection stays open for the answer, which may take minutes of unpacking.
+    stream.setTimeout?.(0, () => undefined);
   }
   if (received !== length) throw new OutpostError('API_BAD_REQUEST', `bundle ${name}: the upload ended after ${received} of ${length} bytes`);
 }
@@ -124,6 +143,8 @@ export class UpdateService implements Service {
   /** Scheduled work (a resume, a check) that failed in a row; 0 after one that worked. */
   private failures = 0;
   private progressNow: Progress | null = null;
+  /** A bundle upload is being taken in (installUpload). */
+  private receiving = false;
   /** CLOCK_MONOTONIC ms at which the running probation's window closes. */
   private probationDeadlineMs: number | undefined;
   private lastCheck: UpdateStatus['lastCheck'] = null;
@@ -227,7 +248,7 @@ export class UpdateService implements Service {
   }
 
   /** The OSTree deployments in boot order, as `ostree admin status` lists them. */
-  deployments(): Promise<Deployment[]> {
+  async deployments(): Promise<Deployment[]> {
     return this.requireOstree().deployments();
   }
 
@@ -316,18 +337,23 @@ export class UpdateService implements Service {
    */
   async installUpload(upload: { stream: Readable; length: number; name: string }): Promise<Selection> {
     await this.refuseWhileBusy();
+    // One at a time: two would each see the same free space.
+    if (this.receiving) throw new OutpostError('UPDATE_BUSY', `another bundle is being received; install ${upload.name} once it is over`);
+    this.receiving = true;
     const dir = join(uploadsDir(this.options.stateDir), randomUUID());
-    await mkdir(dir, { recursive: true });
     try {
+      await mkdir(dir, { recursive: true });
+      // The copy stays while it is unpacked: room for both, before a byte is taken in.
       const free = await freeBytes(dir);
       const { applyHeadroomBytes } = this.options.config;
-      if (upload.length + applyHeadroomBytes > free) {
-        throw new OutpostError('DISK_SPACE', `bundle ${upload.name}: receiving it needs ${upload.length} bytes plus the apply headroom (${applyHeadroomBytes}), ${free} are free in ${dir}`);
+      if (2 * upload.length + applyHeadroomBytes > free) {
+        throw new OutpostError('DISK_SPACE', `bundle ${upload.name}: receiving and unpacking it needs twice its ${upload.length} bytes plus the apply headroom (${applyHeadroomBytes}), ${free} are free in ${dir}`);
       }
-      const file = join(dir, basename(upload.name) || 'upload.bundle');
+      const file = join(dir, 'bundle.tar');
       await receiveFile(upload.stream, file, upload.length, upload.name);
       return await this.install(file, upload.name);
     } finally {
+      this.receiving = false;
       await rm(dir, { recursive: true, force: true });
     }
   }

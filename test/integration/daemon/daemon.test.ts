@@ -128,7 +128,7 @@ t.test('after SIGKILL the next daemon starts despite the stale socket file, and 
   const world = deviceWorld();
   t.teardown(world.cleanup);
   const first = world.run();
-  await until('API socket', () => (existsSync(world.socketPath) ? true : undefined));
+  await until('API socket and run marker', () => (existsSync(world.socketPath) && existsSync(join(world.stateDir, 'running')) ? true : undefined));
   first.kill('SIGKILL');
   await first;
   t.ok(existsSync(world.socketPath), 'SIGKILL left the socket file behind');

@@ -27,6 +27,7 @@ t.test('a command group alone lists its subcommands', async (t) => {
   t.match(r.out, /^Usage: tool update <command> \[options\]/);
   t.match(r.out, /update status +show the update\n +update apply +apply an update/);
   t.notMatch(r.out, /^ +status/m, 'only the group');
+  t.same(await run(['update', '--help']), r, '--help on the group says the same');
   const unknown = await run(['update', 'frobnicate']);
   t.equal(unknown.code, 64, 'an unknown subcommand is still a usage error');
   t.match(unknown.err, /unknown command 'update frobnicate'[\s\S]*update apply/);
