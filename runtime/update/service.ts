@@ -365,7 +365,6 @@ export class UpdateService implements Service {
 
   /** Installs from an offline bundle file (a tar written by `outpostctl release bundle`), `shown` in messages. */
   private async install(file: string, shown: string): Promise<Selection> {
-    await this.refuseWhileBusy();
     const dir = bundleDir(this.options.stateDir);
     const selection = await this.exclusive(async () => {
       const record = await this.requireMachine().record();
