@@ -16,7 +16,6 @@
  * (those still verifying under the trusted root, as `TufClient` re-checks them), and the initial
  * root while the store holds no root. The clock is the process's: the suite's `faketime` moves it.
  */
-import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -25,6 +24,7 @@ import { createLogger, streamSink, type Logger } from '../runtime/logs/index.js'
 import { Store } from '../runtime/store/index.js';
 import { httpFetcher } from '../runtime/update/fetchers.js';
 import {
+  checkMetaFile,
   defaultMetadataMaxBytes,
   parseMetadata,
   requireThreshold,
@@ -123,33 +123,27 @@ async function download(p: Paths, metadataUrl: string, names: string[], targetBa
     // One flat file per target path: the path's segments never reach the file system.
     const file = join(targetDir, encodeURIComponent(name));
     const cached = await readFile(file).catch(() => undefined);
-    if (cached !== undefined && verifyTarget(target, cached) === undefined) {
+    if (cached !== undefined && verifies(target, cached)) {
       log.info('target already downloaded and verified', { target: name });
       continue;
     }
     const path = trusted.filePath(target).split('/').map(encodeURIComponent).join('/');
     const bytes = await fetcher.fetch(path, target.length);
     if (bytes === undefined) throw new Error(`the repository has no ${path} for target ${JSON.stringify(name)}`);
-    const problem = verifyTarget(target, bytes);
-    if (problem !== undefined) throw new Error(`target ${JSON.stringify(name)} from ${path}: ${problem}`);
+    checkMetaFile(bytes, target, `target ${JSON.stringify(name)} from ${path}`, `targets v${trusted.versions.targets}`);
     await writeAtomically(file, bytes);
     log.info('target downloaded and verified', { target: name, length: bytes.length });
   }
 }
 
-/** Why `bytes` are not the target the signed metadata describes (length and every listed hash), or undefined. */
-function verifyTarget(target: TargetInfo, bytes: Uint8Array): string | undefined {
-  if (bytes.length !== target.length) return `${bytes.length} bytes${bytes.length > target.length ? ' or more' : ''}, signed metadata says ${target.length}`;
-  for (const [algorithm, expected] of Object.entries(target.hashes)) {
-    let actual: string;
-    try {
-      actual = createHash(algorithm).update(bytes).digest('hex');
-    } catch {
-      return `signed metadata lists a ${algorithm} hash, which this client cannot compute`;
-    }
-    if (actual !== expected) return `${algorithm} ${actual} does not match the signed ${expected}`;
+/** Whether `bytes` are the target the trusted metadata describes (length and every listed hash). */
+function verifies(target: TargetInfo, bytes: Uint8Array): boolean {
+  try {
+    checkMetaFile(bytes, target, target.name, 'targets');
+    return true;
+  } catch {
+    return false;
   }
-  return undefined;
 }
 
 async function writeAtomically(file: string, bytes: Uint8Array): Promise<void> {

@@ -4,19 +4,18 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { ApiServer, apiAccess, type AccessGroup, type ApiServerOptions, type Status } from '../api/index.js';
+import { ApiServer, apiAccess, statusSchema, type AccessGroup, type ApiServerOptions, type Status } from '../api/index.js';
 import type { Config } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import { markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
 import { createLink, type Link } from '../link/index.js';
 import { createLogger, type Logger } from '../logs/index.js';
-import { createNotifier, groupId, kernelBootId, loadNative, peerLookup, watchdogIntervalMs, type NativeLoad } from '../platform/index.js';
+import { createExec, createNotifier, groupId, kernelBootId, loadNative, peerLookup, watchdogIntervalMs, type NativeLoad } from '../platform/index.js';
 import type { StateDocument } from '../protocol/index.js';
 import { Store, type OpenEvent } from '../store/index.js';
 import { readBootedCommit } from '../update/booted-commit.js';
 import type { UpdateService, UpdateStatus } from '../update/index.js';
 import { updateStatusText } from '../update/status-text.js';
-import { createExec } from '../platform/index.js';
 import { outpostVersion } from '../version.js';
 
 /** The store format this release writes; bump with a migration in store/migrations. */
@@ -184,7 +183,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
       bootedCommit: update?.booted ?? bootedCommit,
       link: link ? { ...link.status } : { state: 'disabled', since: startedAt.toISOString(), connects: 0 },
       memory: { rssBytes: memory.rss, heapUsedBytes: memory.heapUsed },
-      ...(deployments ? { deployments: deployments.map(({ osname, commit, serial, booted, pending, rollback, pinned, version }) => ({ osname, commit, serial, booted, pending, rollback, pinned, version })) } : {}),
+      // The status schema keeps the fields it lists and drops the rest (index, origin, ...).
+      ...(deployments ? { deployments: statusSchema.shape.deployments.parse(deployments) } : {}),
     };
   };
 

@@ -33,7 +33,7 @@ export {
   type TargetFile,
   type MetaFile,
 } from './schema.js';
-export { countValidSignatures, requireThreshold } from './verify.js';
+export { checkMetaFile, countValidSignatures, requireThreshold } from './verify.js';
 export {
   releaseCustomSchema,
   deltaCustomSchema,

@@ -41,10 +41,10 @@ export function requireThreshold(root: RootSigned, role: TopRole, metadata: Pick
 }
 
 /**
- * Checks `bytes` against a METAFILES entry's length and hashes, when it lists them. A mismatch
- * means the file is not the one the referencing role signed: UPDATE_SIGNATURE.
+ * Checks `bytes` against a METAFILES or TARGETS entry's length and hashes, when it lists them. A
+ * mismatch means the file is not the one the referencing role signed: UPDATE_SIGNATURE.
  */
-export function checkMetaFile(bytes: Uint8Array, meta: MetaFile, source: string, referrer: string): void {
+export function checkMetaFile(bytes: Uint8Array, meta: Pick<MetaFile, 'length' | 'hashes'>, source: string, referrer: string): void {
   if (meta.length !== undefined && bytes.length !== meta.length) {
     throw new OutpostError('UPDATE_SIGNATURE', `${source}: ${bytes.length} bytes, but ${referrer} says ${meta.length} (tampered or replaced)`);
   }
