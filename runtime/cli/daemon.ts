@@ -154,6 +154,17 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
         log: log.child('update'),
         linkConnected: () => link?.status.state === 'connected',
         onSimulatedReboot: (reason) => requestExit(`simulated reboot: ${reason}`),
+        ...(config.installer.socket
+          ? {
+              host: (await import('../installer/index.js')).remoteHost({
+                socket: config.installer.socket,
+                bootKind: config.update.boot.backend,
+                sysroot: config.update.sysroot,
+                osname: config.update.osname,
+                onSimulatedReboot: (reason) => requestExit(`simulated reboot: ${reason}`),
+              }),
+            }
+          : {}),
         onChange: (status) => {
           // Fault injection for the crash tests (docs/architecture.md): die like `kill -9` the
           // moment this state has been persisted, so resumption is tested from every state.

@@ -25,6 +25,13 @@ const commands: Command[] = [
     run: async ({ values, env }) => runDaemon(loadConfig({ ...configPath(values), env }), env),
   },
   {
+    name: 'installer',
+    summary: 'run the privileged installer (systemd starts it from outpost-installer.socket)',
+    options: { config: configOption },
+    details: 'Answers the agent\'s typed requests (stage, deploy, trial, reboot) on installer.socket or the socket systemd passes; exits when idle for installer.idleExitSec.',
+    run: async ({ values, env }) => (await import('./installer.js')).runInstaller(loadConfig({ ...configPath(values), env }), env),
+  },
+  {
     name: 'status',
     summary: 'show what the running daemon reports',
     options: {

@@ -135,6 +135,19 @@ const updateSchema = z.strictObject({
   probation: probationSchema.prefault({}),
 });
 
+const installerSchema = z.strictObject({
+  /**
+   * The installer's socket. Set: the agent reaches OSTree and the bootloader only through the
+   * installer listening here (`outpost installer`, socket-activated by systemd); unset: the daemon
+   * runs them itself and must be root.
+   */
+  socket: filePath.optional(),
+  /** The installer's own state (its TUF store, checked before each deploy). */
+  stateDir: filePath.default('/var/lib/outpost-installer'),
+  /** The installer exits after this long without a request (systemd starts it again); 0 never. */
+  idleExitSec: z.number().int().min(0).max(86_400).default(60),
+});
+
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   deviceId,
@@ -144,11 +157,14 @@ export const configSchema = z.strictObject({
   api: apiSchema.prefault({}),
   log: logSchema.prefault({}),
   update: updateSchema.optional(),
+  installer: installerSchema.prefault({}),
 });
 
 /** The validated, defaulted configuration. Frozen once loaded; passed down, never imported. */
 export type Config = Readonly<z.output<typeof configSchema>>;
 /** Update settings, present when the device takes OTA updates. */
 export type UpdateConfig = NonNullable<Config['update']>;
+/** The privileged installer's settings. */
+export type InstallerConfig = Config['installer'];
 /** Broker settings, present only when the device talks to a fleet broker. */
 export type BrokerConfig = NonNullable<Config['broker']>;

@@ -24,18 +24,20 @@ import type { Service } from '../lifecycle/index.js';
 import type { Logger } from '../logs/index.js';
 import { systemClock, writeFileAtomic, type Clock, type Exec } from '../platform/index.js';
 import type { Store } from '../store/index.js';
-import { createBoot, type BootBackend } from './boot/index.js';
+import type { BootBackend } from './boot/index.js';
 import { bundleManifestSchema, listBundle, unpackBundle, unpackBundleRepo } from './bundle.js';
 import { createDownloader, freeBytes } from './download.js';
 import { dirFetcher, httpFetcher } from './fetchers.js';
 import { UpdateMachine, UpdateStore } from './machine.js';
-import { createOstree, type Ostree } from './ostree.js';
+import { localHost, type UpdateHost } from './host.js';
+import type { Ostree } from './ostree.js';
 import type { Deployment } from './ostree-status.js';
 import { execCheck, predicateCheck, ProbationWindows, runProbation, type ProbationCheck } from './probation.js';
 import type { Progress, Release, UpdateRecord } from './record.js';
 import { defaultSchedule, retryDelayMs, type Schedule } from './schedule.js';
 import { runningArch, selectRelease, type Selection } from './select.js';
 import { createSteps } from './steps.js';
+import { exportTrusted, exportTrustedRoot, trustedExportDir } from './trusted-export.js';
 import { TufClient, type Fetcher } from './tuf/index.js';
 
 
@@ -72,6 +74,8 @@ export interface UpdateServiceOptions {
   linkConnected: () => boolean;
   /** The simulated backend's reboot: stop the daemon; its harness starts it again. */
   onSimulatedReboot: (reason: string) => void;
+  /** OSTree and the bootloader through the installer; default: this process runs them (localHost). */
+  host?: UpdateHost;
   onChange: (status: UpdateStatus) => void;
   /** The wall clock (reports, TUF expiry) and CLOCK_MONOTONIC (windows, timers); default the host's. */
   clock?: Clock;
@@ -170,25 +174,7 @@ export class UpdateService implements Service {
     const { config, exec, log } = this.options;
     // No upload can be under way yet: what is there was cut off by a crash or power loss.
     await rm(uploadsDir(this.options.stateDir), { recursive: true, force: true });
-    let boot: BootBackend | undefined;
-    const ostree = createOstree({
-      exec,
-      log: log.child('ostree'),
-      sysroot: config.sysroot,
-      osname: config.osname,
-      bootedHint: config.boot.backend === 'simulated' ? async () => {
-        const commit = await boot?.bootedCommit();
-        return commit ? { commit } : null;
-      } : undefined,
-    });
-    boot = createBoot({
-      config,
-      stateDir: this.options.stateDir,
-      exec,
-      flush: async () => void (await ostree.flushBoot()),
-      menu: async () => (await ostree.deployments()).map((d) => d.commit),
-      onSimulatedReboot: this.options.onSimulatedReboot,
-    });
+    const { ostree, boot } = this.options.host ?? localHost({ config, stateDir: this.options.stateDir, exec, log, onSimulatedReboot: this.options.onSimulatedReboot });
     await boot.atStart();
     await this.askTrialGuard();
     this.boot = boot;
@@ -426,8 +412,17 @@ export class UpdateService implements Service {
     const { config, log } = this.options;
     const updates = this.requireUpdates();
     try {
-      const tuf = new TufClient({ store: this.options.store(), fetcher, initialRoot: await readFile(config.rootFile), now: this.now, log: log.child('tuf') });
+      const exportDir = trustedExportDir(this.options.stateDir);
+      const tuf = new TufClient({
+        store: this.options.store(),
+        fetcher,
+        initialRoot: await readFile(config.rootFile),
+        now: this.now,
+        log: log.child('tuf'),
+        onRootTrusted: (version, bytes) => exportTrustedRoot(exportDir, version, bytes),
+      });
       const targets = await tuf.refresh();
+      await exportTrusted(this.options.store(), exportDir, targets.versions.root);
       const selection = await selectRelease(targets, {
         hardware: config.hardware,
         arch: config.arch ?? runningArch(),

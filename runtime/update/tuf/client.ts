@@ -54,6 +54,8 @@ export interface TufClientOptions {
   maxBytes?: Partial<Record<TopRole, number>>;
   /** Most root versions fetched in one refresh (§5.3.3 "Y"); default 256. */
   maxRootRotations?: number;
+  /** Called with each root version as it becomes trusted (the installer re-walks the chain offline). */
+  onRootTrusted?: (version: number, bytes: Uint8Array) => Promise<void>;
 }
 
 /** Name of the store collection holding trusted metadata (keys: role names and `not-earlier-than`). */
@@ -145,6 +147,7 @@ export class TufClient {
       // The trusted targets' version floor came through snapshots the rotated key signed: recover it too.
       if (rotated.includes('snapshot')) batch.del(this.collection, 'targets');
       await batch.commit();
+      await this.opts.onRootTrusted?.(next.signed.version, bytes);
       this.log.info('trusted root updated', { from: trusted.signed.version, to: next.signed.version, rotatedRoles: rotated });
       trusted = next;
     }

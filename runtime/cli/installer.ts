@@ -1,0 +1,68 @@
+/**
+ * `outpost installer`: the privileged helper. systemd starts it on the first connection to its
+ * socket (outpost-installer.socket) and hands that socket over (LISTEN_FDS); without systemd it
+ * listens on `installer.socket` itself. It exits when idle.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Config } from '../config/index.js';
+import { OutpostError } from '../errors.js';
+import { requireSignedCommit, serveInstaller } from '../installer/index.js';
+import { createLogger } from '../logs/index.js';
+import { createExec } from '../platform/index.js';
+import { localHost, runningArch, trustedExportDir } from '../update/index.js';
+
+/** sd_listen_fds(3): the first descriptor systemd passes. */
+const firstListenFd = 3;
+
+function systemdSocket(env: NodeJS.ProcessEnv): { fd: number } | undefined {
+  return env.LISTEN_PID === String(process.pid) && env.LISTEN_FDS === '1' ? { fd: firstListenFd } : undefined;
+}
+
+/** Serves until idle or SIGTERM; resolves to the exit code. */
+export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Promise<number> {
+  const update = config.update;
+  if (!update) throw new OutpostError('CONFIG_INVALID', 'the installer needs the "update" section of the config');
+  const log = createLogger({ level: config.log.level, component: 'installer' });
+  let listen: string | { fd: number } | undefined = systemdSocket(env);
+  if (!listen) {
+    if (!config.installer.socket) throw new OutpostError('CONFIG_INVALID', 'installer.socket: not set, and systemd passed no socket (LISTEN_FDS)');
+    await mkdir(dirname(config.installer.socket), { recursive: true });
+    // Only one installer runs per socket path; a file left there is a dead one's.
+    await rm(config.installer.socket, { force: true });
+    listen = config.installer.socket;
+  }
+  const exec = createExec(log.child('exec'));
+  const host = localHost({ config: update, stateDir: config.paths.stateDir, exec, log, onSimulatedReboot: () => undefined });
+  const arch = update.arch ?? runningArch();
+  const done = new Promise<number>((resolve) => {
+    const stop = (why: string) => {
+      log.info('stopping', { why });
+      server.then((s) => s.close(() => resolve(0)), () => resolve(1));
+    };
+    const server = serveInstaller(
+      {
+        host,
+        requireSigned: (commit) =>
+          requireSignedCommit({ exportDir: trustedExportDir(config.paths.stateDir), rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), hardware: update.hardware, arch, now: () => new Date(), log: log.child('gate') }, commit),
+        agentStateDir: config.paths.stateDir,
+        ostreeUrl: update.ostreeUrl,
+        log,
+        idleExitMs: config.installer.idleExitSec * 1000,
+        onIdle: () => resolve(0),
+        // Fault injection for the crash tests: die like `kill -9` once this op is done, before the agent hears of it.
+        afterPerform: (op) => {
+          if (env.OUTPOST_FAULT_KILL_AFTER_OP === op) process.kill(process.pid, 'SIGKILL');
+        },
+      },
+      listen,
+    );
+    server.then(() => log.info('installer ready', { listen: typeof listen === 'string' ? listen : 'systemd socket' }), (err: unknown) => {
+      log.error('cannot listen', { err });
+      resolve(1);
+    });
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  return done;
+}

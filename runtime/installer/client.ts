@@ -1,0 +1,103 @@
+/**
+ * The agent's side of the installer: the update path's `UpdateHost` port over the installer's
+ * socket. Each call is one connection and one typed request (protocol.ts); the answer is checked
+ * against the op's result schema. The installer not answering (not running, killed mid-request,
+ * restarting) is INSTALLER_UNAVAILABLE, a transient error: the update step that asked keeps its
+ * state and runs again, as after any transient failure (each step is idempotent).
+ */
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { OutpostError } from '../errors.js';
+import type { BootBackend, BootBackendKind, Deployment, Ostree, UpdateHost } from '../update/index.js';
+import { installerAnswerSchema, installerResultSchemas, maxLineBytes, type InstallerOp, type InstallerRequest, type InstallerResult } from './protocol.js';
+
+/** Where the installer listens and what the agent's config says about the system it runs. */
+export interface RemoteHostOptions {
+  socket: string;
+  bootKind: BootBackendKind;
+  sysroot: string;
+  osname: string;
+  /** The simulated backend's reboot happens in the agent: its harness restarts the agent. */
+  onSimulatedReboot: (reason: string) => void;
+}
+
+/** Deploy, pull, apply and fsck run ostree for up to its 10-minute exec limit, then flush /boot. */
+const longOps = new Set<InstallerOp>(['applyStaticDelta', 'pull', 'deploy', 'undeploy', 'rollback', 'cancelPending', 'cleanup', 'verifyCommit']);
+const longTimeoutMs = 15 * 60_000;
+const shortTimeoutMs = 60_000;
+
+/** Sends one request and returns its checked result. */
+export async function installerCall<R extends InstallerRequest>(socket: string, request: R): Promise<InstallerResult<R['op']>> {
+  const timeoutMs = longOps.has(request.op) ? longTimeoutMs : shortTimeoutMs;
+  const line = await new Promise<string>((resolve, reject) => {
+    const unavailable = (why: string) => reject(new OutpostError('INSTALLER_UNAVAILABLE', `the installer at ${socket} did not answer ${request.op}: ${why}`, { transient: true }));
+    const conn = connect({ path: socket });
+    let buffered = '';
+    conn.setEncoding('utf8');
+    conn.setTimeout(timeoutMs, () => {
+      conn.destroy();
+      unavailable(`no answer within ${timeoutMs / 1000} s`);
+    });
+    conn.on('connect', () => conn.write(`${JSON.stringify(request)}\n`));
+    conn.on('data', (chunk: string) => {
+      buffered += chunk;
+      if (buffered.length > maxLineBytes) conn.destroy(new Error(`answer longer than ${maxLineBytes} bytes`));
+    });
+    conn.on('error', (err) => unavailable(err.message));
+    conn.on('close', () => {
+      const end = buffered.indexOf('\n');
+      if (end < 0) unavailable('the connection closed without an answer');
+      else resolve(buffered.slice(0, end));
+    });
+  });
+  let answer;
+  try {
+    answer = installerAnswerSchema.parse(JSON.parse(line));
+  } catch (err) {
+    throw new OutpostError('INTERNAL', `the installer's answer to ${request.op} is malformed: ${(err as Error).message}`, { cause: err });
+  }
+  if (!answer.ok) throw new OutpostError(answer.error.code, answer.error.message, { transient: answer.error.transient });
+  const result = installerResultSchemas[request.op].safeParse(answer.result);
+  if (!result.success) throw new OutpostError('INTERNAL', `the installer's result for ${request.op} is malformed: ${result.error.issues[0]?.message ?? ''}`);
+  return result.data as InstallerResult<R['op']>;
+}
+
+/** The `UpdateHost` port through the installer. */
+export function remoteHost(options: RemoteHostOptions): UpdateHost {
+  const call = <R extends InstallerRequest>(request: R) => installerCall(options.socket, request);
+  const none = async (request: InstallerRequest): Promise<void> => void (await call(request));
+  const ostree: Ostree = {
+    sysroot: options.sysroot,
+    repo: join(options.sysroot, 'ostree', 'repo'),
+    osname: options.osname,
+    deployments: async (): Promise<Deployment[]> => call({ op: 'deployments' }),
+    bootedCommit: () => call({ op: 'bootedCommit' }),
+    hasCommit: (commit) => call({ op: 'hasCommit', commit }),
+    verifyCommit: (commit, o) => none({ op: 'verifyCommit', commit, fsck: o?.fsck ?? false }),
+    applyStaticDelta: (file, o) => none({ op: 'applyStaticDelta', file, ...(o?.expectFrom ? { expectFrom: o.expectFrom } : {}), ...(o?.expectCommit ? { expectCommit: o.expectCommit } : {}) }),
+    pull: (url, refOrCommit) => call({ op: 'pull', url, refOrCommit }),
+    deploy: (commit) => call({ op: 'deploy', commit }),
+    undeploy: (index) => none({ op: 'undeploy', index }),
+    rollback: () => call({ op: 'rollback' }),
+    cancelPending: () => call({ op: 'cancelPending' }),
+    cleanup: () => none({ op: 'cleanup' }),
+    refUpdate: (ref, commit) => none({ op: 'refUpdate', ref, commit }),
+    flushBoot: () => call({ op: 'flushBoot' }),
+    bootVersion: () => call({ op: 'bootVersion' }),
+  };
+  const boot: BootBackend = {
+    kind: options.bootKind,
+    atStart: () => none({ op: 'boot.atStart' }),
+    bootId: () => call({ op: 'boot.id' }),
+    markTrial: (target) => none({ op: 'boot.markTrial', commit: target.commit, bootVersion: target.bootVersion }),
+    markGood: () => none({ op: 'boot.markGood' }),
+    trialState: () => call({ op: 'boot.trialState' }),
+    resetCause: () => call({ op: 'boot.resetCause' }),
+    bootedCommit: () => call({ op: 'boot.bootedCommit' }),
+    reboot: async (reason) => {
+      await none({ op: 'boot.reboot', reason });
+      if (options.bootKind === 'simulated') options.onSimulatedReboot(reason);
+    },
+  };
+  return { ostree, boot };
+}

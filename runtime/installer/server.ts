@@ -1,0 +1,192 @@
+/**
+ * The installer's request loop: one typed request per connection (protocol.ts), answered by the
+ * local OSTree and bootloader adapters, every request and its outcome logged. Requests that change
+ * the system run one at a time, in arrival order; queries answer at once. Before a deploy the
+ * signed metadata is checked again (deploy-gate.ts). With nothing to do for the idle time the
+ * server closes and `onIdle` ends the process: systemd's socket keeps queued connections and
+ * starts it again for the next one.
+ */
+import { realpath } from 'node:fs/promises';
+import { createServer, type Server, type Socket } from 'node:net';
+import { normalize, sep } from 'node:path';
+import { isOutpostError, OutpostError } from '../errors.js';
+import type { Logger } from '../logs/index.js';
+import type { UpdateHost } from '../update/index.js';
+import { installerRequestSchema, maxLineBytes, type InstallerAnswer, type InstallerRequest } from './protocol.js';
+
+/** What the server needs. */
+export interface InstallerServerOptions {
+  host: UpdateHost;
+  /** Refuses a commit the signed metadata does not name for this device (deploy-gate.ts). */
+  requireSigned: (commit: string) => Promise<void>;
+  /** The agent's state dir: the only place a delta file or a bundle repository may be read from. */
+  agentStateDir: string;
+  /** The configured HTTP OSTree repository the full-pull fallback may pull from. */
+  ostreeUrl: string | undefined;
+  log: Logger;
+  /** Closes after this long without a connection or a request in progress; 0 never. */
+  idleExitMs: number;
+  onIdle: () => void;
+  /** Called after an op was performed, before its answer is sent (the crash tests' fault hook). */
+  afterPerform?: (op: InstallerRequest['op']) => void;
+}
+
+const queries = new Set<InstallerRequest['op']>(['deployments', 'bootedCommit', 'hasCommit', 'bootVersion', 'boot.id', 'boot.trialState', 'boot.resetCause', 'boot.bootedCommit']);
+
+/** `path` after following links must lie in `dir`: a link the agent planted cannot point the installer elsewhere. */
+async function requireInside(dir: string, path: string, what: string): Promise<string> {
+  const root = normalize(await realpath(dir));
+  const real = await realpath(path).catch((err: Error) => {
+    throw new OutpostError('INSTALLER_REFUSED', `${what} ${path}: ${err.message}`);
+  });
+  if (!real.startsWith(root + sep)) throw new OutpostError('INSTALLER_REFUSED', `${what} ${path} is outside the agent's state dir ${dir}`);
+  return real;
+}
+
+/** Runs one request against the host. */
+async function perform(options: InstallerServerOptions, request: InstallerRequest): Promise<unknown> {
+  const { ostree, boot } = options.host;
+  switch (request.op) {
+    case 'deployments':
+      return ostree.deployments();
+    case 'bootedCommit':
+      return ostree.bootedCommit();
+    case 'hasCommit':
+      return ostree.hasCommit(request.commit);
+    case 'verifyCommit':
+      await ostree.verifyCommit(request.commit, { fsck: request.fsck });
+      return null;
+    case 'applyStaticDelta': {
+      const file = await requireInside(options.agentStateDir, request.file, 'delta file');
+      await ostree.applyStaticDelta(file, { ...(request.expectFrom ? { expectFrom: request.expectFrom } : {}), ...(request.expectCommit ? { expectCommit: request.expectCommit } : {}) });
+      return null;
+    }
+    case 'pull': {
+      let url = request.url;
+      if (url.startsWith('file://')) url = `file://${await requireInside(options.agentStateDir, url.slice('file://'.length), 'bundle repository')}`;
+      else if (options.ostreeUrl === undefined || url !== options.ostreeUrl) throw new OutpostError('INSTALLER_REFUSED', `pull from ${url}: only the configured update.ostreeUrl or a repository in the agent's state dir`);
+      return ostree.pull(url, request.refOrCommit);
+    }
+    case 'deploy':
+      await options.requireSigned(request.commit);
+      return ostree.deploy(request.commit);
+    case 'undeploy':
+      await ostree.undeploy(request.index);
+      return null;
+    case 'rollback':
+      return ostree.rollback();
+    case 'cancelPending':
+      return ostree.cancelPending();
+    case 'cleanup':
+      await ostree.cleanup();
+      return null;
+    case 'refUpdate':
+      await ostree.refUpdate(request.ref, request.commit);
+      return null;
+    case 'flushBoot':
+      return ostree.flushBoot();
+    case 'bootVersion':
+      return ostree.bootVersion();
+    case 'boot.atStart':
+      await boot.atStart();
+      return null;
+    case 'boot.id':
+      return boot.bootId();
+    case 'boot.markTrial':
+      await boot.markTrial({ commit: request.commit, bootVersion: request.bootVersion });
+      return null;
+    case 'boot.markGood':
+      await boot.markGood();
+      return null;
+    case 'boot.trialState':
+      return boot.trialState();
+    case 'boot.resetCause':
+      return boot.resetCause();
+    case 'boot.bootedCommit':
+      return boot.bootedCommit();
+    case 'boot.reboot':
+      await boot.reboot(request.reason);
+      return null;
+  }
+}
+
+/** Starts answering on `listen` (a path, or a listening descriptor from systemd). */
+export async function serveInstaller(options: InstallerServerOptions, listen: string | { fd: number }): Promise<Server> {
+  const { log } = options;
+  let changes: Promise<unknown> = Promise.resolve();
+  let busy = 0;
+  let idleTimer: NodeJS.Timeout | undefined;
+  const server = createServer();
+  const armIdle = () => {
+    clearTimeout(idleTimer);
+    if (options.idleExitMs > 0 && busy === 0) {
+      idleTimer = setTimeout(() => {
+        log.info('idle; exiting until the next request', { idleSec: options.idleExitMs / 1000 });
+        server.close();
+        options.onIdle();
+      }, options.idleExitMs);
+    }
+  };
+
+  const answer = async (line: string): Promise<InstallerAnswer> => {
+    let request: InstallerRequest;
+    try {
+      const parsed = installerRequestSchema.safeParse(JSON.parse(line));
+      if (!parsed.success) throw new OutpostError('INSTALLER_REFUSED', `not an installer request: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(request)'}: ${i.message}`).join('; ')}`);
+      request = parsed.data;
+    } catch (err) {
+      const error = isOutpostError(err) ? err : new OutpostError('INSTALLER_REFUSED', `not JSON: ${(err as Error).message}`);
+      log.warn('request refused', { error: error.message });
+      return { ok: false, error: { code: error.code, message: error.message, transient: false } };
+    }
+    const started = performance.now();
+    log.info('request', { ...request });
+    const run = () => perform(options, request);
+    const pending = queries.has(request.op) ? run() : (changes = changes.then(run, run));
+    try {
+      const result = await pending;
+      options.afterPerform?.(request.op);
+      log.info('done', { op: request.op, ms: Math.round(performance.now() - started) });
+      return { ok: true, result: result ?? null };
+    } catch (err) {
+      const error = isOutpostError(err) ? err : new OutpostError('INTERNAL', err instanceof Error ? err.message : String(err), { cause: err });
+      log.warn('failed', { op: request.op, code: error.code, error: error.message, ms: Math.round(performance.now() - started) });
+      return { ok: false, error: { code: error.code, message: error.message, transient: error.transient } };
+    }
+  };
+
+  server.on('connection', (socket: Socket) => {
+    busy += 1;
+    clearTimeout(idleTimer);
+    let buffered = '';
+    let handled = false;
+    const done = () => {
+      busy -= 1;
+      armIdle();
+    };
+    socket.once('close', done);
+    socket.setEncoding('utf8');
+    socket.on('error', (err) => log.debug('connection error', { err }));
+    socket.on('data', (chunk: string) => {
+      if (handled) return;
+      buffered += chunk;
+      const end = buffered.indexOf('\n');
+      if (end < 0 && buffered.length <= maxLineBytes) return;
+      handled = true;
+      const line = end < 0 ? '' : buffered.slice(0, end);
+      void (async () => {
+        const reply = end < 0 ? { ok: false as const, error: { code: 'INSTALLER_REFUSED' as const, message: `request longer than ${maxLineBytes} bytes`, transient: false } } : await answer(line);
+        socket.end(`${JSON.stringify(reply)}\n`);
+      })();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(typeof listen === 'string' ? { path: listen } : listen, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  armIdle();
+  return server;
+}

@@ -1,0 +1,108 @@
+/**
+ * The agent/installer split on real processes: `outpost run` reaches ostree and the bootloader
+ * only through `outpost installer` on its socket; the installer re-checks the signed metadata
+ * before a deploy and reads files only from the agent's state dir.
+ */
+import { readFile, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import t, { type Test } from 'tap';
+import { installerCall } from '../../../runtime/installer/index.js';
+import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import { otaDevice } from '../../../scripts/world/ota-device.js';
+
+const probation = { probation: { windowSec: 3, intervalSec: 1 } };
+
+/** A world per test: each device deploys into the world's one sysroot. */
+async function world(t: Test): Promise<OtaWorld> {
+  const ota = await createOtaWorld({ versions: [1] });
+  t.teardown(() => ota.close());
+  await ota.release(2, { deltaFrom: [1] });
+  return ota;
+}
+
+t.test('an update runs through the installer: every ostree and boot step is a logged request', async (t) => {
+  const ota = await world(t);
+  const device = otaDevice(ota, probation, { split: {} });
+  t.teardown(device.cleanup);
+  await device.boot();
+  t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
+  const status = await device.converge(6);
+  t.match(status.last, { result: 'committed', version: 2, commit: ota.ostree.commit(2) });
+  const log = device.installer()?.all ?? '';
+  device.installer()?.kill('SIGTERM');
+  const stopped = await device.installer();
+  t.equal(stopped?.exitCode, 0, 'the installer stops cleanly on SIGTERM');
+  const requests = stopped?.all?.split('\n').filter((l) => l.includes('"msg":"request"')).map((l) => (JSON.parse(l) as { op: string }).op) ?? [];
+  for (const op of ['applyStaticDelta', 'boot.markTrial', 'deploy', 'boot.reboot', 'boot.markGood']) t.ok(requests.includes(op), `the installer logged ${op}`, { requests });
+  t.match(stopped?.all ?? log, /deploy checked against the signed metadata/, 'the deploy was checked against the signed metadata');
+});
+
+t.test('the installer refuses what the signed metadata does not name, and paths outside the agent', async (t) => {
+  const ota = await world(t);
+  await ota.release(3, { deltaFrom: [1] });
+  const device = otaDevice(ota, probation, { split: {} });
+  t.teardown(device.cleanup);
+  const { daemon } = await device.boot();
+  t.teardown(async () => {
+    daemon.kill('SIGTERM');
+    await daemon;
+  });
+  const config = JSON.parse(await readFile(device.world.configPath, 'utf8')) as { installer: { socket: string } };
+  const socket = config.installer.socket;
+  // The agent verified the metadata once (a check), so its export exists.
+  t.equal((await device.cli(['update', 'check'])).exitCode, 0);
+  const v3 = ota.ostree.commit(3);
+  const stranger = 'f'.repeat(64);
+  // A compromised agent rewrites its export: the installer's own walk from the image's root refuses it.
+  const exportDir = join(device.world.stateDir, 'trusted-metadata');
+  const good = await readFile(join(exportDir, 'targets.json'), 'utf8');
+  const targets = JSON.parse(good) as { signed: { targets: Record<string, { custom?: { commit?: string } }> } };
+  for (const target of Object.values(targets.signed.targets)) if (target.custom?.commit === v3) target.custom.commit = stranger;
+  await writeFile(join(exportDir, 'targets.json'), JSON.stringify(targets));
+  await t.rejects(installerCall(socket, { op: 'deploy', commit: stranger }), { code: 'INSTALLER_REFUSED', message: /does not verify/ }, 'tampered metadata does not verify');
+  await writeFile(join(exportDir, 'targets.json'), good);
+  await t.rejects(installerCall(socket, { op: 'deploy', commit: stranger }), { code: 'INSTALLER_REFUSED', message: /no release for gw-demo\/x86_64 .* names it/ }, 'an unsigned commit is not deployed');
+  // Once verified, the installer judges by its own trusted copy: a rewrite at the same version changes nothing.
+  await writeFile(join(exportDir, 'targets.json'), JSON.stringify(targets));
+  await t.rejects(installerCall(socket, { op: 'deploy', commit: stranger }), { code: 'INSTALLER_REFUSED', message: /names it/ }, 'still refused from the trusted copy');
+
+  await writeFile(join(device.world.dir, 'outside.delta'), 'x');
+  await t.rejects(installerCall(socket, { op: 'applyStaticDelta', file: join(device.world.dir, 'outside.delta') }), { code: 'INSTALLER_REFUSED', message: /outside the agent's state dir/ });
+  await symlink('/etc/passwd', join(device.world.stateDir, 'link.delta'));
+  await t.rejects(installerCall(socket, { op: 'applyStaticDelta', file: join(device.world.stateDir, 'link.delta') }), { code: 'INSTALLER_REFUSED', message: /outside the agent's state dir/ }, 'a link out of the state dir is followed and refused');
+  await t.rejects(installerCall(socket, { op: 'pull', url: 'http://example.invalid/repo', refOrCommit: v3 }), { code: 'INSTALLER_REFUSED', message: /only the configured update.ostreeUrl/ });
+  // Requests outside the typed set never reach a handler.
+  await t.rejects(installerCall(socket, { op: 'refUpdate', ref: 'ostree/0/1/0', commit: null } as never), { code: 'INSTALLER_REFUSED', message: /ref: must be a ref below outpost\// });
+  await t.rejects(installerCall(socket, { op: 'exec', argv: ['sh'] } as never), { code: 'INSTALLER_REFUSED', message: /not an installer request/ });
+  t.match(await device.adminStatus(), new RegExp(`^\\s*\\*? ?\\S+ ${ota.ostree.commit(1)}`), 'v1 is still the only deployment');
+  t.notMatch(await device.adminStatus(), /f{64}/);
+});
+
+t.test('a kill -9 of the installer after it deployed, before the agent heard: the agent resumes and commits', async (t) => {
+  const ota = await world(t);
+  const device = otaDevice(ota, probation, { split: { installerEnv: { OUTPOST_FAULT_KILL_AFTER_OP: 'deploy' } } });
+  t.teardown(device.cleanup);
+  const { daemon } = await device.boot();
+  t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
+  const killed = await device.installer();
+  t.equal(killed?.signal, 'SIGKILL', 'the installer died after the deploy');
+  daemon.kill('SIGTERM');
+  await daemon;
+  const status = await device.converge(8);
+  t.match(status.last, { result: 'committed', version: 2 });
+  const deployments = (await device.adminStatus()).split('\n').filter((l) => /^\s*\*?\s*\S+ [0-9a-f]{64}\.\d/.test(l));
+  t.equal(deployments.length, 2, 'one deployment of v2 beside v1: the resumed deploy did not deploy again', { deployments });
+});
+
+t.test('the installer exits by itself when idle', async (t) => {
+  const ota = await world(t);
+  const device = otaDevice(ota, probation, { split: {} });
+  t.teardown(device.cleanup);
+  const config = JSON.parse(await readFile(device.world.configPath, 'utf8')) as Record<string, { idleExitSec?: number }>;
+  if (config.installer) config.installer.idleExitSec = 1;
+  await writeFile(device.world.configPath, JSON.stringify(config));
+  const installer = device.world.start(['installer']);
+  const result = await installer;
+  t.equal(result.exitCode, 0);
+  t.match(result.all, /idle; exiting until the next request/);
+});
