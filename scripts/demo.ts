@@ -57,7 +57,9 @@ async function updateThroughReboots(d: OtaDevice): Promise<void> {
 async function main(): Promise<void> {
   heading('A throwaway world: CA, mosquitto with mTLS, OSTree repo + update server, a device on v1');
   ota = await createOtaWorld({ versions: [1] });
-  device = otaDevice(ota);
+  // The agent runs no ostree or bootloader command itself: `outpost installer` does, on request.
+  device = otaDevice(ota, {}, { split: {} });
+  const installer = { socket: join(device.world.dir, 'installer.sock'), stateDir: join(device.world.dir, 'installer-state'), idleExitSec: 0 };
   const pki = await createPki({ dir: join(device.world.dir, 'pki'), deviceId: 'gw-test-1' });
   mkdirSync(join(device.world.dir, 'broker'));
   broker = await startMosquitto({ dir: join(device.world.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
@@ -65,7 +67,9 @@ async function main(): Promise<void> {
   device.world.writeConfig({
     broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 5000 },
     update: ota.updateConfig({ probation: { windowSec: 8, intervalSec: 1, checks: [healthCheck] } }),
+    installer,
   });
+  show(`agent and installer: outpost run reaches ostree and the bootloader only through outpost installer on ${installer.socket}`);
   show(`$ outpost config validate ${device.world.configPath}\n${await cli(device, ['config', 'validate', device.world.configPath])}`);
 
   heading('The daemon comes online (mosquitto_sub on the device topics)');
@@ -113,6 +117,11 @@ async function main(): Promise<void> {
   running?.kill('SIGTERM');
   show(`daemon exited with ${(await running)?.exitCode}`);
   show((await offline).stdout);
+  const installerRun = device.installer();
+  installerRun?.kill('SIGTERM');
+  const installerLog = ((await installerRun)?.all ?? '').split('\n');
+  const count = (text: string) => installerLog.filter((line) => line.includes(text)).length;
+  show(`installer stopped: it answered ${count('"msg":"request"')} typed requests and checked ${count('deploy checked against the signed metadata')} deploys against the signed metadata itself`);
 }
 
 async function teardown(): Promise<void> {

@@ -141,6 +141,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     lastPublish = Date.now();
     link?.publishState(stateDocument(config, bootedCommit, lastUpdate));
   };
+  const simulatedReboot = (reason: string): void => requestExit(`simulated reboot: ${reason}`);
   // Loaded only when configured: a device without updates does not carry the update code's memory.
   const update = config.update
     ? new (await import('../update/service.js')).UpdateService({
@@ -153,7 +154,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
         exec: createExec(log.child('exec')),
         log: log.child('update'),
         linkConnected: () => link?.status.state === 'connected',
-        onSimulatedReboot: (reason) => requestExit(`simulated reboot: ${reason}`),
+        onSimulatedReboot: simulatedReboot,
         ...(config.installer.socket
           ? {
               host: (await import('../installer/index.js')).remoteHost({
@@ -161,7 +162,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
                 bootKind: config.update.boot.backend,
                 sysroot: config.update.sysroot,
                 osname: config.update.osname,
-                onSimulatedReboot: (reason) => requestExit(`simulated reboot: ${reason}`),
+                onSimulatedReboot: simulatedReboot,
               }),
             }
           : {}),

@@ -31,6 +31,9 @@ export interface InstallerServerOptions {
   afterPerform?: (op: InstallerRequest['op']) => void;
 }
 
+/** Time a client has to send its request line. */
+const requestLineMs = 30_000;
+
 const queries = new Set<InstallerRequest['op']>(['deployments', 'bootedCommit', 'hasCommit', 'bootVersion', 'boot.id', 'boot.trialState', 'boot.resetCause', 'boot.bootedCommit']);
 
 /** `path` after following links must lie in `dir`: a link the agent planted cannot point the installer elsewhere. */
@@ -165,6 +168,10 @@ export async function serveInstaller(options: InstallerServerOptions, listen: st
       armIdle();
     };
     socket.once('close', done);
+    // A client that connects and never finishes its request line must not hold off the idle exit.
+    socket.setTimeout(requestLineMs, () => {
+      if (!handled) socket.destroy();
+    });
     socket.setEncoding('utf8');
     socket.on('error', (err) => log.debug('connection error', { err }));
     socket.on('data', (chunk: string) => {
@@ -173,6 +180,7 @@ export async function serveInstaller(options: InstallerServerOptions, listen: st
       const end = buffered.indexOf('\n');
       if (end < 0 && buffered.length <= maxLineBytes) return;
       handled = true;
+      socket.setTimeout(0);
       const line = end < 0 ? '' : buffered.slice(0, end);
       void (async () => {
         const reply = end < 0 ? { ok: false as const, error: { code: 'INSTALLER_REFUSED' as const, message: `request longer than ${maxLineBytes} bytes`, transient: false } } : await answer(line);

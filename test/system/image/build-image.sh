@@ -24,7 +24,9 @@ KVER=$(ls "$stage/usr/lib/modules" | head -1)
 chroot "$stage" dpkg-divert --quiet --local --rename --add /usr/sbin/grub-mkconfig
 ln -sf /usr/libexec/rig/ostree-grub-gen "$stage/usr/sbin/grub-mkconfig"
 rm -f "$stage/etc/grub.d/15_ostree"
-systemctl --root="$stage" enable systemd-networkd.service rig-agent.service rig-report.service outpost.service outpost-trial-guard.service >/dev/null 2>&1
+# The outpost group (sysusers.d) must exist before outpost-installer.socket can be owned by it.
+systemd-sysusers --root="$stage"
+systemctl --root="$stage" enable systemd-networkd.service rig-agent.service rig-report.service outpost.service outpost-trial-guard.service outpost-installer.socket >/dev/null 2>&1
 t prepare
 unshare -m sh -c "mount --rbind /dev '$stage/dev' && mount -t proc proc '$stage/proc' && mount -t sysfs sys '$stage/sys' &&
                   chroot '$stage' dracut -q --force --kver $KVER /initramfs.img"

@@ -97,6 +97,8 @@ function deviceConfig(): unknown {
       deferral: { backoffSec: 120 },
       probation: { windowSec: 30, intervalSec: 3, checks: [{ name: 'rig-health', command: ['/usr/libexec/rig/health'] }] },
     },
+    // ostree and GRUB only through the socket-activated installer (outpost-installer.socket).
+    installer: { socket: '/run/outpost-installer.sock' },
   };
 }
 
@@ -117,6 +119,9 @@ async function stagePayload(payload: string, tufTemplate: string, pkiDir: string
   await mkdir(join(payload, 'usr', 'lib', 'systemd', 'system'), { recursive: true });
   await cp(join(repoRoot, 'systemd', 'outpost.service'), join(payload, 'usr', 'lib', 'systemd', 'system', 'outpost.service'));
   await cp(join(repoRoot, 'systemd', 'outpost-trial-guard.service'), join(payload, 'usr', 'lib', 'systemd', 'system', 'outpost-trial-guard.service'));
+  for (const unit of ['outpost-installer.socket', 'outpost-installer.service']) await cp(join(repoRoot, 'systemd', unit), join(payload, 'usr', 'lib', 'systemd', 'system', unit));
+  await mkdir(join(payload, 'usr', 'lib', 'sysusers.d'), { recursive: true });
+  await cp(join(repoRoot, 'systemd', 'outpost.sysusers.conf'), join(payload, 'usr', 'lib', 'sysusers.d', 'outpost.conf'));
   await mkdir(join(payload, 'usr', 'libexec'), { recursive: true });
   await cp(join(repoRoot, 'systemd', 'outpost-trial-guard'), join(payload, 'usr', 'libexec', 'outpost-trial-guard'));
   await chmod(join(payload, 'usr', 'libexec', 'outpost-trial-guard'), 0o755);

@@ -38,6 +38,7 @@ t.test('a minimal file gets every default', async (t) => {
     lifecycle: { stopTimeoutMs: 10_000 },
     api: { socketMode: '0660' },
     log: { level: 'info' },
+    installer: { stateDir: '/var/lib/outpost-installer', idleExitSec: 60 },
   });
   t.ok(Object.isFrozen(config), 'config is frozen once validated');
 });
