@@ -16,7 +16,10 @@ import { localHost, runningArch, trustedExportDir } from '../update/index.js';
 const firstListenFd = 3;
 
 function systemdSocket(env: NodeJS.ProcessEnv): { fd: number } | undefined {
-  return env.LISTEN_PID === String(process.pid) && env.LISTEN_FDS === '1' ? { fd: firstListenFd } : undefined;
+  if (env.LISTEN_FDS === undefined) return undefined;
+  // Passed but unusable: listening on the path instead would unlink systemd's socket.
+  if (env.LISTEN_PID !== String(process.pid) || env.LISTEN_FDS !== '1') throw new OutpostError('CONFIG_INVALID', `systemd passed LISTEN_FDS=${env.LISTEN_FDS} for pid ${env.LISTEN_PID ?? '?'}; the installer takes exactly one socket (Accept=no)`);
+  return { fd: firstListenFd };
 }
 
 /** Serves until idle or SIGTERM; resolves to the exit code. */
@@ -44,11 +47,12 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
       {
         host,
         requireSigned: (commit) =>
-          requireSignedCommit({ exportDir: trustedExportDir(config.paths.stateDir), rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), hardware: update.hardware, arch, now: () => new Date(), log: log.child('gate') }, commit),
+          requireSignedCommit({ exportDir: trustedExportDir(config.paths.stateDir), agentStateDir: config.paths.stateDir, rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), hardware: update.hardware, arch, now: () => new Date(), log: log.child('gate') }, commit),
         agentStateDir: config.paths.stateDir,
         ostreeUrl: update.ostreeUrl,
         log,
-        idleExitMs: config.installer.idleExitSec * 1000,
+        // Only systemd starts it again after an idle exit.
+        idleExitMs: typeof listen === 'string' ? 0 : config.installer.idleExitSec * 1000,
         onIdle: () => resolve(0),
         // Fault injection for the crash tests: die like `kill -9` once this op is done, before the agent hears of it.
         afterPerform: (op) => {

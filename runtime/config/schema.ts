@@ -144,7 +144,7 @@ const installerSchema = z.strictObject({
   socket: filePath.optional(),
   /** The installer's own state (its TUF store, checked before each deploy). */
   stateDir: filePath.default('/var/lib/outpost-installer'),
-  /** The installer exits after this long without a request (systemd starts it again); 0 never. */
+  /** Socket-activated, the installer exits after this long without a request (systemd starts it again); 0 never. */
   idleExitSec: z.number().int().min(0).max(86_400).default(60),
 });
 
@@ -164,7 +164,5 @@ export const configSchema = z.strictObject({
 export type Config = Readonly<z.output<typeof configSchema>>;
 /** Update settings, present when the device takes OTA updates. */
 export type UpdateConfig = NonNullable<Config['update']>;
-/** The privileged installer's settings. */
-export type InstallerConfig = Config['installer'];
 /** Broker settings, present only when the device talks to a fleet broker. */
 export type BrokerConfig = NonNullable<Config['broker']>;

@@ -4,10 +4,11 @@
  * from the image's root with the client the agent uses, against the installer's own store: its
  * version floor and not-earlier-than time do not depend on anything the agent can write.
  */
-import { readFile } from 'node:fs/promises';
-import { join, normalize, sep } from 'node:path';
+import { constants } from 'node:fs';
+import { open, readFile, realpath } from 'node:fs/promises';
+import { join, sep } from 'node:path';
 import type { Logger } from '../logs/index.js';
-import { OutpostError } from '../errors.js';
+import { isOutpostError, OutpostError } from '../errors.js';
 import { Store } from '../store/index.js';
 import { releaseTargetsFor, TufClient, type Fetcher, type ReleaseArch } from '../update/tuf/index.js';
 
@@ -15,6 +16,8 @@ import { releaseTargetsFor, TufClient, type Fetcher, type ReleaseArch } from '..
 export interface DeployGateOptions {
   /** The agent's export (trustedExportDir of its state dir). */
   exportDir: string;
+  /** The agent's state dir, which the export must not lead out of. */
+  agentStateDir: string;
   /** The image's initial root (update.rootFile). */
   rootFile: string;
   /** The installer's own store. */
@@ -27,33 +30,52 @@ export interface DeployGateOptions {
 
 /**
  * The export holds each role once under its plain name; a repository with consistent snapshots
- * names snapshot and targets by version, which the export's single copy answers.
+ * names snapshot and targets by version, which the export's single copy answers. The agent owns
+ * the directory: a file must be a regular file reached without a link, and is read only up to the
+ * limit, so nothing else the installer may read (or a FIFO, or /dev/zero) ends up parsed.
  */
 function exportFetcher(dir: string): Fetcher {
   return {
     fetch: async (path, maxBytes) => {
       const name = path.replace(/^\d+\.(snapshot|targets)\.json$/, '$1.json');
-      const full = normalize(join(dir, name));
-      if (!full.startsWith(normalize(dir) + sep)) throw new OutpostError('INSTALLER_REFUSED', `metadata path ${path} leaves ${dir}`);
-      const bytes = await readFile(full).catch((err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') return undefined;
-        throw err;
-      });
-      return bytes === undefined ? undefined : new Uint8Array(bytes.subarray(0, maxBytes + 1));
+      if (!/^[A-Za-z0-9._-]+$/.test(name) || name.startsWith('.')) throw new OutpostError('INSTALLER_REFUSED', `metadata name ${path} is not a plain file name`);
+      let handle;
+      try {
+        handle = await open(join(dir, name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw new OutpostError('INSTALLER_REFUSED', `${name} in ${dir}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'} (a link, or not readable)`);
+      }
+      try {
+        if (!(await handle.stat()).isFile()) throw new OutpostError('INSTALLER_REFUSED', `${name} in ${dir} is not a regular file`);
+        const buffer = Buffer.alloc(maxBytes + 1);
+        const { bytesRead } = await handle.read(buffer, 0, maxBytes + 1, 0);
+        return new Uint8Array(buffer.subarray(0, bytesRead));
+      } finally {
+        await handle.close();
+      }
     },
   };
 }
 
 /** Refuses (INSTALLER_REFUSED) unless the signed metadata names `commit` as a release for this device. */
 export async function requireSignedCommit(options: DeployGateOptions, commit: string): Promise<void> {
+  const exportDir = await realpath(options.exportDir).catch(() => options.exportDir);
+  if (!exportDir.startsWith((await realpath(options.agentStateDir)) + sep)) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: ${options.exportDir} leads out of the agent's state dir`);
   const store = await Store.open({ location: options.storeDir, version: 1 });
   try {
-    const tuf = new TufClient({ store, fetcher: exportFetcher(options.exportDir), initialRoot: await readFile(options.rootFile), now: options.now, log: options.log });
+    const tuf = new TufClient({ store, fetcher: exportFetcher(exportDir), initialRoot: await readFile(options.rootFile), now: options.now, log: options.log });
     let targets;
     try {
       targets = await tuf.refresh();
     } catch (err) {
-      throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: the signed metadata in ${options.exportDir} does not verify: ${(err as Error).message}`, { cause: err });
+      // The details stay in the installer's log: a parse error quotes what it read, and the
+      // agent must not learn the contents of files it could not read itself.
+      const code = isOutpostError(err) ? err.code : 'INTERNAL';
+      options.log.warn('the exported metadata does not verify', { commit, err });
+      // Only the installer's own store failing is worth a retry; the export stays as it is until the agent's next check.
+      const transient = code === 'STORE_IO' || code === 'STORE_LOCKED';
+      throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: the signed metadata in ${options.exportDir} does not verify (${code}; the installer's log has the details)`, { transient });
     }
     const release = releaseTargetsFor(targets.list(), options.hardware, options.arch).releases.find((r) => r.custom.commit === commit);
     if (!release) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: no release for ${options.hardware}/${options.arch} in the signed metadata (targets v${targets.versions.targets}) names it`);

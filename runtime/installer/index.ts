@@ -2,4 +2,3 @@
 export { serveInstaller, type InstallerServerOptions } from './server.js';
 export { requireSignedCommit, type DeployGateOptions } from './deploy-gate.js';
 export { remoteHost, installerCall, type RemoteHostOptions } from './client.js';
-export { installerRequestSchema, type InstallerRequest } from './protocol.js';

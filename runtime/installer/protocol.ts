@@ -20,7 +20,7 @@ export const installerRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('hasCommit'), commit }),
   z.strictObject({ op: z.literal('verifyCommit'), commit, fsck: z.boolean() }),
   z.strictObject({ op: z.literal('applyStaticDelta'), file: z.string().min(1).max(4096), expectFrom: commit.optional(), expectCommit: commit.optional() }),
-  z.strictObject({ op: z.literal('pull'), url: z.string().min(1).max(4096), refOrCommit: z.string().min(1).max(256) }),
+  z.strictObject({ op: z.literal('pull'), url: z.string().min(1).max(4096), refOrCommit: commit }),
   z.strictObject({ op: z.literal('deploy'), commit }),
   z.strictObject({ op: z.literal('undeploy'), index: z.number().int().min(0).max(64) }),
   z.strictObject({ op: z.literal('rollback') }),

@@ -8,7 +8,8 @@
  */
 import { realpath } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
-import { normalize, sep } from 'node:path';
+import { sep } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isOutpostError, OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { UpdateHost } from '../update/index.js';
@@ -38,12 +39,20 @@ const queries = new Set<InstallerRequest['op']>(['deployments', 'bootedCommit', 
 
 /** `path` after following links must lie in `dir`: a link the agent planted cannot point the installer elsewhere. */
 async function requireInside(dir: string, path: string, what: string): Promise<string> {
-  const root = normalize(await realpath(dir));
+  const root = await realpath(dir);
   const real = await realpath(path).catch((err: Error) => {
     throw new OutpostError('INSTALLER_REFUSED', `${what} ${path}: ${err.message}`);
   });
   if (!real.startsWith(root + sep)) throw new OutpostError('INSTALLER_REFUSED', `${what} ${path} is outside the agent's state dir ${dir}`);
   return real;
+}
+
+function localPath(url: string): string {
+  try {
+    return fileURLToPath(url);
+  } catch {
+    throw new OutpostError('INSTALLER_REFUSED', `pull from ${url}: not a local file URL`);
+  }
 }
 
 /** Runs one request against the host. */
@@ -66,7 +75,7 @@ async function perform(options: InstallerServerOptions, request: InstallerReques
     }
     case 'pull': {
       let url = request.url;
-      if (url.startsWith('file://')) url = `file://${await requireInside(options.agentStateDir, url.slice('file://'.length), 'bundle repository')}`;
+      if (url.startsWith('file:')) url = pathToFileURL(await requireInside(options.agentStateDir, localPath(url), 'bundle repository')).href;
       else if (options.ostreeUrl === undefined || url !== options.ostreeUrl) throw new OutpostError('INSTALLER_REFUSED', `pull from ${url}: only the configured update.ostreeUrl or a repository in the agent's state dir`);
       return ostree.pull(url, request.refOrCommit);
     }
@@ -145,7 +154,12 @@ export async function serveInstaller(options: InstallerServerOptions, listen: st
     const started = performance.now();
     log.info('request', { ...request });
     const run = () => perform(options, request);
-    const pending = queries.has(request.op) ? run() : (changes = changes.then(run, run));
+    // A change keeps the installer from idling out until it ends, even if its client went away.
+    busy += 1;
+    const pending = (queries.has(request.op) ? run() : (changes = changes.then(run, run))).finally(() => {
+      busy -= 1;
+      armIdle();
+    });
     try {
       const result = await pending;
       options.afterPerform?.(request.op);

@@ -195,7 +195,11 @@ export function createOstree(options: OstreeOptions): Ostree {
         'remote', 'add', `--repo=${repo}`, '--force', '--no-gpg-verify', '--set=gpg-verify-summary=false', remote, remoteUrl,
       ]);
       const started = performance.now();
-      await run(`pulling ${refOrCommit} from ${remoteUrl}`, ['pull', `--repo=${repo}`, remote, refOrCommit], long);
+      // ostree trusts a local (file://) source and skips re-hashing its objects unless told not
+      // to: a bundle's repository is as untrusted as the network. `--` keeps a ref from being
+      // read as an option.
+      const untrusted = remoteUrl.startsWith('file:') ? ['--untrusted'] : [];
+      await run(`pulling ${refOrCommit} from ${remoteUrl}`, ['pull', `--repo=${repo}`, ...untrusted, '--', remote, refOrCommit], long);
       const commit = isCommitChecksum(refOrCommit)
         ? refOrCommit
         : (await run(`resolving ${remote}:${refOrCommit}`, ['rev-parse', `--repo=${repo}`, `${remote}:${refOrCommit}`])).trim();

@@ -37,7 +37,7 @@ import type { Progress, Release, UpdateRecord } from './record.js';
 import { defaultSchedule, retryDelayMs, type Schedule } from './schedule.js';
 import { runningArch, selectRelease, type Selection } from './select.js';
 import { createSteps } from './steps.js';
-import { exportTrusted, exportTrustedRoot, trustedExportDir } from './trusted-export.js';
+import { exportTrusted, exportTrustedRoot, fillRootChain, trustedExportDir } from './trusted-export.js';
 import { TufClient, type Fetcher } from './tuf/index.js';
 
 
@@ -423,6 +423,7 @@ export class UpdateService implements Service {
       });
       const targets = await tuf.refresh();
       await exportTrusted(this.options.store(), exportDir, targets.versions.root);
+      await fillRootChain(fetcher, exportDir, targets.versions.root, log);
       const selection = await selectRelease(targets, {
         hardware: config.hardware,
         arch: config.arch ?? runningArch(),

@@ -5,12 +5,13 @@
  * what the fleet's keys did not sign. Every root version is kept (the chain needs each step);
  * the other roles are overwritten by each refresh.
  */
-import { mkdir } from 'node:fs/promises';
+import { access, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { writeFileAtomic } from '../platform/index.js';
 import type { Store } from '../store/index.js';
-import { TUF_COLLECTION } from './tuf/index.js';
+import type { Logger } from '../logs/index.js';
+import { defaultMetadataMaxBytes, TUF_COLLECTION, type Fetcher } from './tuf/index.js';
 
 /** Where the export lives below the agent's state dir. */
 export const trustedExportDir = (stateDir: string): string => join(stateDir, 'trusted-metadata');
@@ -40,5 +41,25 @@ export async function exportTrusted(store: Store, dir: string, rootVersion: numb
   for (const role of ['targets', 'snapshot', 'timestamp']) {
     const json = await text(role);
     if (json !== undefined) await writeFileAtomic(join(dir, `${role}.json`), json, { mode: 0o644 });
+  }
+}
+
+/**
+ * Fetches the root versions missing from the export (2 up to `rootVersion`): those the store came
+ * to trust before the export existed (a device upgraded from a release without it) cannot be
+ * handed on as they are trusted. The installer verifies each link itself, so they are written as
+ * fetched; one that cannot be fetched now is tried again at the next check.
+ */
+export async function fillRootChain(fetcher: Fetcher, dir: string, rootVersion: number, log: Logger): Promise<void> {
+  for (let version = 2; version <= rootVersion; version++) {
+    const name = `${version}.root.json`;
+    if (await access(join(dir, name)).then(() => true, () => false)) continue;
+    try {
+      const bytes = await fetcher.fetch(name, defaultMetadataMaxBytes.root);
+      if (bytes !== undefined && bytes.length <= defaultMetadataMaxBytes.root) await exportTrustedRoot(dir, version, bytes);
+      else log.warn('a root version the installer needs is not in the repository', { name });
+    } catch (err) {
+      log.warn('could not fetch a root version the installer needs', { name, err });
+    }
   }
 }

@@ -54,7 +54,7 @@ export interface TufClientOptions {
   maxBytes?: Partial<Record<TopRole, number>>;
   /** Most root versions fetched in one refresh (§5.3.3 "Y"); default 256. */
   maxRootRotations?: number;
-  /** Called with each root version as it becomes trusted (the installer re-walks the chain offline). */
+  /** Called with each new root version once verified, before it is stored (the installer re-walks the chain offline). */
   onRootTrusted?: (version: number, bytes: Uint8Array) => Promise<void>;
 }
 
@@ -146,8 +146,10 @@ export class TufClient {
       if (rotated.length > 0) batch.del(this.collection, 'timestamp').del(this.collection, 'snapshot');
       // The trusted targets' version floor came through snapshots the rotated key signed: recover it too.
       if (rotated.includes('snapshot')) batch.del(this.collection, 'targets');
-      await batch.commit();
+      // Handed on before it is stored: a crash between the two must not leave a gap in the chain
+      // the installer walks (it verifies what it is given in any case).
       await this.opts.onRootTrusted?.(next.signed.version, bytes);
+      await batch.commit();
       this.log.info('trusted root updated', { from: trusted.signed.version, to: next.signed.version, rotatedRoles: rotated });
       trusted = next;
     }

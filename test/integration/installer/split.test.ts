@@ -3,7 +3,7 @@
  * only through `outpost installer` on its socket; the installer re-checks the signed metadata
  * before a deploy and reads files only from the agent's state dir.
  */
-import { readFile, symlink, writeFile } from 'node:fs/promises';
+import { readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { installerCall } from '../../../runtime/installer/index.js';
@@ -71,6 +71,17 @@ t.test('the installer refuses what the signed metadata does not name, and paths 
   await symlink('/etc/passwd', join(device.world.stateDir, 'link.delta'));
   await t.rejects(installerCall(socket, { op: 'applyStaticDelta', file: join(device.world.stateDir, 'link.delta') }), { code: 'INSTALLER_REFUSED', message: /outside the agent's state dir/ }, 'a link out of the state dir is followed and refused');
   await t.rejects(installerCall(socket, { op: 'pull', url: 'http://example.invalid/repo', refOrCommit: v3 }), { code: 'INSTALLER_REFUSED', message: /only the configured update.ostreeUrl/ });
+  await t.rejects(installerCall(socket, { op: 'pull', url: 'file:///etc', refOrCommit: v3 }), { code: 'INSTALLER_REFUSED', message: /outside the agent's state dir/ });
+  // An option in place of the commit would reach `ostree pull` (e.g. --localcache-repo=<the agent's own objects>).
+  await t.rejects(installerCall(socket, { op: 'pull', url: 'file:///etc', refOrCommit: `--localcache-repo=${device.world.stateDir}` }), { code: 'INSTALLER_REFUSED', message: /refOrCommit: must be a 64-hex-digit OSTree commit/ });
+  // The export is the agent's: a link in it to a file the agent may not read is not followed, and nothing of that file comes back.
+  const secret = join(device.world.dir, 'root-only');
+  await writeFile(secret, 'SECRET-CONTENT', { mode: 0o600 });
+  await rm(join(exportDir, 'timestamp.json'));
+  await symlink(secret, join(exportDir, 'timestamp.json'));
+  const linked = await installerCall(socket, { op: 'deploy', commit: v3 }).then(() => undefined, (err: Error) => err);
+  t.match(linked, { code: 'INSTALLER_REFUSED', message: /does not verify \(INSTALLER_REFUSED;/ }, 'a link in the export is refused');
+  t.notMatch(linked?.message ?? '', /SECRET/, 'without a word of what it points to');
   // Requests outside the typed set never reach a handler.
   await t.rejects(installerCall(socket, { op: 'refUpdate', ref: 'ostree/0/1/0', commit: null } as never), { code: 'INSTALLER_REFUSED', message: /ref: must be a ref below outpost\// });
   await t.rejects(installerCall(socket, { op: 'exec', argv: ['sh'] } as never), { code: 'INSTALLER_REFUSED', message: /not an installer request/ });
@@ -94,15 +105,30 @@ t.test('a kill -9 of the installer after it deployed, before the agent heard: th
   t.equal(deployments.length, 2, 'one deployment of v2 beside v1: the resumed deploy did not deploy again', { deployments });
 });
 
-t.test('the installer exits by itself when idle', async (t) => {
-  const ota = await world(t);
+t.test('root versions the agent trusted before it exported them are fetched again, so the installer can walk the chain', async (t) => {
+  const ota = await createOtaWorld({ versions: [1] });
+  t.teardown(() => ota.close());
+  const keys = ota.keysDir;
+  // Two root versions, each replacing the targets key: root v1 alone cannot verify the targets any more.
+  for (const next of ['targets-2', 'targets-3']) {
+    const root = JSON.parse(await readFile(join(ota.tufDir, 'root.json'), 'utf8')) as { signed: { roles: { targets: { keyids: string[] } } } };
+    await ota.ctl(['keys', 'generate', '--role', 'targets', '--name', next, '--out', keys]);
+    await ota.ctl(['repo', 'revoke-key', ota.tufDir, '--role', 'targets', '--key-id', root.signed.roles.targets.keyids[0] ?? '', '--new-key', join(keys, `${next}.key`), '--root-key', join(keys, 'root.key'), '--snapshot-key', join(keys, 'snapshot.key'), '--timestamp-key', join(keys, 'timestamp.key')]);
+  }
+  for (const ext of ['key', 'pub']) await writeFile(join(keys, `targets.${ext}`), await readFile(join(keys, `targets-3.${ext}`)));
+  await ota.release(2, { deltaFrom: [1] });
   const device = otaDevice(ota, probation, { split: {} });
   t.teardown(device.cleanup);
-  const config = JSON.parse(await readFile(device.world.configPath, 'utf8')) as Record<string, { idleExitSec?: number }>;
-  if (config.installer) config.installer.idleExitSec = 1;
-  await writeFile(device.world.configPath, JSON.stringify(config));
-  const installer = device.world.start(['installer']);
-  const result = await installer;
-  t.equal(result.exitCode, 0);
-  t.match(result.all, /idle; exiting until the next request/);
+  const { daemon } = await device.boot();
+  t.equal((await device.cli(['update', 'check'])).exitCode, 0);
+  // As on a device that trusted root v2 before this release exported anything.
+  const link = join(device.world.stateDir, 'trusted-metadata', '2.root.json');
+  await rm(link);
+  t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
+  t.ok(await readFile(link).then(() => true, () => false), '2.root.json is in the export again');
+  // Stopped wherever it is (a stop resumes like a crash); converge boots it until the update settles.
+  daemon.kill('SIGTERM');
+  await daemon;
+  const status = await device.converge(6);
+  t.match(status.last, { result: 'committed', version: 2 }, 'the installer walked root v1 → v3 and deployed');
 });
