@@ -5,18 +5,15 @@
  * what the fleet's keys did not sign. Every root version is kept (the chain needs each step);
  * the other roles are overwritten by each refresh.
  */
-import { access, mkdir } from 'node:fs/promises';
+import { access, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { writeFileAtomic } from '../platform/index.js';
 import type { Store } from '../store/index.js';
 import type { Logger } from '../logs/index.js';
-import { defaultMetadataMaxBytes, TUF_COLLECTION, type Fetcher } from './tuf/index.js';
+import { defaultMetadataMaxBytes, storedRole, type Fetcher } from './tuf/index.js';
 
 /** Where the export lives below the agent's state dir. */
 export const trustedExportDir = (stateDir: string): string => join(stateDir, 'trusted-metadata');
-
-const storedRole = z.union([z.object({ json: z.string() }), z.object({ time: z.string() })]);
 
 /** Writes one trusted root version (called as the client trusts it). */
 export async function exportTrustedRoot(dir: string, version: number, bytes: Uint8Array): Promise<void> {
@@ -30,18 +27,15 @@ export async function exportTrustedRoot(dir: string, version: number, bytes: Uin
  * snapshot at worst (refused as a mismatch, never accepted).
  */
 export async function exportTrusted(store: Store, dir: string, rootVersion: number): Promise<void> {
-  const roles = store.collection(TUF_COLLECTION, storedRole);
-  const text = async (role: string): Promise<string | undefined> => {
-    const record = await roles.get(role);
-    return record && 'json' in record ? record.json : undefined;
-  };
   await mkdir(dir, { recursive: true, mode: 0o755 });
-  const root = await text('root');
-  if (root !== undefined) await exportTrustedRoot(dir, rootVersion, new TextEncoder().encode(root));
-  for (const role of ['targets', 'snapshot', 'timestamp']) {
-    const json = await text(role);
-    if (json !== undefined) await writeFileAtomic(join(dir, `${role}.json`), json, { mode: 0o644 });
-  }
+  // Most checks change nothing: an unchanged file is not written again (an fsync'd write per
+  // role and check would wear the flash for years for nothing).
+  const write = async (name: string, json: string | undefined) => {
+    if (json === undefined || (await readFile(join(dir, name), 'utf8').catch(() => undefined)) === json) return;
+    await writeFileAtomic(join(dir, name), json, { mode: 0o644 });
+  };
+  await write(`${rootVersion}.root.json`, await storedRole(store, 'root'));
+  for (const role of ['targets', 'snapshot', 'timestamp'] as const) await write(`${role}.json`, await storedRole(store, role));
 }
 
 /**

@@ -65,6 +65,12 @@ const recordSchema = z.union([z.strictObject({ json: z.string() }), z.strictObje
 type TufRecord = z.infer<typeof recordSchema>;
 type Md<R extends TopRole> = ParsedMetadata<R>;
 
+/** The stored bytes of a trusted top-level role (what the last refresh kept), or undefined. */
+export async function storedRole(store: Store, role: TopRole): Promise<string | undefined> {
+  const record = await store.collection(TUF_COLLECTION, recordSchema).get(role);
+  return record && 'json' in record ? record.json : undefined;
+}
+
 /** Runs TUF refreshes for one repository against one store. */
 export class TufClient {
   private readonly collection: Collection<TufRecord>;

@@ -2,7 +2,7 @@
  * TUF 1.0 for outpost: the device client (spec §5 workflow), the repository writer `outpostctl`
  * uses, metadata schemas, and outpost's release/delta target conventions.
  */
-export { TufClient, TUF_COLLECTION, type Fetcher, type TufClientOptions } from './client.js';
+export { TufClient, TUF_COLLECTION, storedRole, type Fetcher, type TufClientOptions } from './client.js';
 export { TrustedTargets, type TargetInfo } from './trusted-targets.js';
 export {
   initRepository,
