@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { OutpostError } from '../errors.js';
 import type { BootBackend, BootBackendKind, Deployment, Ostree, UpdateHost } from '../update/index.js';
-import { installerAnswerSchema, installerResultSchemas, maxLineBytes, type InstallerOp, type InstallerRequest, type InstallerResult } from './protocol.js';
+import { installerAnswerSchema, installerResultSchemas, maxLineBytes, opKinds, type InstallerRequest, type InstallerResult } from './protocol.js';
 
 /** Where the installer listens and what the agent's config says about the system it runs. */
 export interface RemoteHostOptions {
@@ -21,14 +21,12 @@ export interface RemoteHostOptions {
   onSimulatedReboot: (reason: string) => void;
 }
 
-/** Deploy, pull, apply and fsck run ostree for up to its 10-minute exec limit, then flush /boot. */
-const longOps = new Set<InstallerOp>(['applyStaticDelta', 'pull', 'deploy', 'undeploy', 'rollback', 'cancelPending', 'cleanup', 'verifyCommit']);
 const longTimeoutMs = 15 * 60_000;
 const shortTimeoutMs = 60_000;
 
 /** Sends one request and returns its checked result. */
 export async function installerCall<R extends InstallerRequest>(socket: string, request: R): Promise<InstallerResult<R['op']>> {
-  const timeoutMs = longOps.has(request.op) ? longTimeoutMs : shortTimeoutMs;
+  const timeoutMs = opKinds[request.op] === 'long' ? longTimeoutMs : shortTimeoutMs;
   const line = await new Promise<string>((resolve, reject) => {
     const unavailable = (why: string) => reject(new OutpostError('INSTALLER_UNAVAILABLE', `the installer at ${socket} did not answer ${request.op}: ${why}`, { transient: true }));
     const conn = connect({ path: socket });

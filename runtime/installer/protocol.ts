@@ -42,6 +42,36 @@ export const installerRequestSchema = z.discriminatedUnion('op', [
 export type InstallerRequest = z.infer<typeof installerRequestSchema>;
 export type InstallerOp = InstallerRequest['op'];
 
+/**
+ * How each op runs: a `query` answers at once; a `change` waits for the changes before it; a
+ * `long` change runs ostree for up to its 10-minute exec limit and flushes /boot, so its client
+ * waits longer for the answer.
+ */
+export const opKinds = {
+  deployments: 'query',
+  bootedCommit: 'query',
+  hasCommit: 'query',
+  verifyCommit: 'long',
+  applyStaticDelta: 'long',
+  pull: 'long',
+  deploy: 'long',
+  undeploy: 'long',
+  rollback: 'long',
+  cancelPending: 'long',
+  cleanup: 'long',
+  refUpdate: 'change',
+  flushBoot: 'change',
+  bootVersion: 'query',
+  'boot.atStart': 'change',
+  'boot.id': 'query',
+  'boot.markTrial': 'change',
+  'boot.markGood': 'change',
+  'boot.trialState': 'query',
+  'boot.resetCause': 'query',
+  'boot.bootedCommit': 'query',
+  'boot.reboot': 'change',
+} as const satisfies { [K in InstallerOp]: 'query' | 'change' | 'long' };
+
 const deploymentSchema = z.strictObject({
   index: z.number().int(),
   osname: z.string(),

@@ -13,7 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isOutpostError, OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { UpdateHost } from '../update/index.js';
-import { installerRequestSchema, maxLineBytes, type InstallerAnswer, type InstallerRequest } from './protocol.js';
+import { installerRequestSchema, maxLineBytes, opKinds, type InstallerAnswer, type InstallerRequest } from './protocol.js';
 
 /** What the server needs. */
 export interface InstallerServerOptions {
@@ -34,8 +34,6 @@ export interface InstallerServerOptions {
 
 /** Time a client has to send its request line. */
 const requestLineMs = 30_000;
-
-const queries = new Set<InstallerRequest['op']>(['deployments', 'bootedCommit', 'hasCommit', 'bootVersion', 'boot.id', 'boot.trialState', 'boot.resetCause', 'boot.bootedCommit']);
 
 /** `path` after following links must lie in `dir`: a link the agent planted cannot point the installer elsewhere. */
 async function requireInside(dir: string, path: string, what: string): Promise<string> {
@@ -156,7 +154,7 @@ export async function serveInstaller(options: InstallerServerOptions, listen: st
     const run = () => perform(options, request);
     // A change keeps the installer from idling out until it ends, even if its client went away.
     busy += 1;
-    const pending = (queries.has(request.op) ? run() : (changes = changes.then(run, run))).finally(() => {
+    const pending = (opKinds[request.op] === 'query' ? run() : (changes = changes.then(run, run))).finally(() => {
       busy -= 1;
       armIdle();
     });
