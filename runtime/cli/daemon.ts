@@ -123,7 +123,13 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   const link = config.broker ? createLink({ broker: config.broker, deviceId: config.deviceId, log: log.child('link'), version: outpostVersion }) : undefined;
   const onTrial = config.update ? async (store: Store) => (await import('../update/machine.js')).updateUnderWay(store) : undefined;
   const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'), onTrial);
-  let requestExit: (reason: string) => void = () => undefined;
+  // Until the daemon is up, a stop (signal or simulated reboot) is only remembered; it runs
+  // once start has finished, so no service is stopped half-started.
+  let stopRequestedDuringStart: string | undefined;
+  let stop = (reason: string): void => {
+    stopRequestedDuringStart ??= reason;
+  };
+  const requestStop = (reason: string): void => stop(reason);
   let lastUpdate: UpdateStatus | undefined;
   let lastPublish = 0;
   // STATUS= follows the update once READY=1 went out (before that it names the starting service).
@@ -141,7 +147,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     lastPublish = Date.now();
     link?.publishState(stateDocument(config, bootedCommit, lastUpdate));
   };
-  const simulatedReboot = (reason: string): void => requestExit(`simulated reboot: ${reason}`);
+  const simulatedReboot = (reason: string): void => requestStop(`simulated reboot: ${reason}`);
   // Loaded only when configured: a device without updates does not carry the update code's memory.
   const update = config.update
     ? new (await import('../update/service.js')).UpdateService({
@@ -228,6 +234,10 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     watchdogIntervalMs: watchdogIntervalMs(env, process.pid),
   });
 
+  // Handlers go in before the first service starts: systemd may stop a unit that is still
+  // starting, and node's default for SIGTERM would kill it mid-write instead of stopping cleanly.
+  process.on('SIGTERM', requestStop);
+  process.on('SIGINT', requestStop);
   log.info('starting', { version: outpostVersion, deviceId: config.deviceId, pid: process.pid, notify: notifier.mechanism, bootedCommit });
   try {
     await supervisor.start();
@@ -253,7 +263,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
 
   return new Promise<number>((resolve) => {
     let signalled = false;
-    const onSignal = (signal: string): void => {
+    stop = (signal: string): void => {
       if (signalled) {
         log.warn('second signal: exiting now', { signal });
         resolve(70);
@@ -274,8 +284,6 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
         },
       );
     };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-    requestExit = onSignal;
+    if (stopRequestedDuringStart) stop(stopRequestedDuringStart);
   });
 }

@@ -45,6 +45,22 @@ t.test('outpost run: STATUS while starting, READY=1 when up, watchdog pings, STO
   t.notOk(existsSync(world.socketPath), 'API socket removed on stop');
 });
 
+t.test('SIGTERM while the services are still starting: they finish starting, then stop cleanly, exit 0', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  const receiver = await startNotifyReceiver(join(world.dir, 'notify.sock'));
+  t.teardown(() => receiver.close());
+  const daemon = world.run({ NOTIFY_SOCKET: receiver.address });
+  t.teardown(() => daemon.kill('SIGKILL'));
+  while (!(await receiver.next(15_000)).data.startsWith('STATUS=starting store'));
+  daemon.kill('SIGTERM');
+  const result = await daemon;
+  t.equal(result.signal, undefined, 'not killed by the signal');
+  t.equal(result.exitCode, 0, result.all);
+  t.match(result.all, /stopped/);
+  t.notOk(existsSync(join(world.stateDir, 'running')), 'run marker removed: the next start sees a clean stop');
+});
+
 t.test('a blocked event loop stops the watchdog pings (so systemd would kill it)', async (t) => {
   const world = deviceWorld();
   t.teardown(world.cleanup);
