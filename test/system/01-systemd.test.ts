@@ -2,8 +2,9 @@
  * Scenario 1, systemd for real: outpost.service (Type=notify) becomes active through READY=1 with
  * a STATUS= text; a daemon whose event loop is frozen (SIGSTOP) stops its WatchdogSec pings and
  * systemd kills and restarts it; log levels reach the journal as priorities; the daemon reached
- * ostree and GRUB through the socket-activated outpost-installer; `systemd-analyze security`
- * exposure of both units goes to bench results.
+ * ostree and GRUB through the socket-activated outpost-installer; the agent runs as its own user
+ * with no capability, also after an upgrade from a root agent left root-owned state;
+ * `systemd-analyze security` exposure of both units goes to bench results.
  */
 import t from 'tap';
 import { accel } from './lib/vm.js';
@@ -54,6 +55,22 @@ t.test('systemd: READY with STATUS, watchdog restart, security exposure', async 
   t.notOk(urgent.has('info') || urgent.has('debug'), 'and no info or debug lines');
   t.ok(routine.has('info') && !routine.has('warn') && !routine.has('error'), `info lines stay below it (${[...routine].join(', ')})`);
 
+  // The agent is unprivileged (issue 18): its own user, no capability, not even in its bounding set.
+  const uid = (await vm.sh('id -u outpost')).trim();
+  const procStatus = await vm.sh(`grep -E '^(Uid|CapEff|CapBnd):' /proc/${after.MainPID ?? ''}/status`);
+  t.match(procStatus, new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, 'm'), `outpost runs as the outpost user (uid ${uid})`);
+  t.match(procStatus, /^CapEff:\s+0+$/m, 'with no effective capability');
+  t.match(procStatus, /^CapBnd:\s+0+$/m, 'and none it could gain');
+  // A device upgraded from a release whose agent ran as root: systemd hands the root-owned state
+  // over (StateDirectory=), and the agent, as its user, still reads its mTLS key and reaches the broker.
+  await vm.sh('systemctl stop outpost.service && chown -R root:root /var/lib/outpost && systemctl start outpost.service', 120_000);
+  t.equal((await vm.sh('find /var/lib/outpost ! -user outpost | wc -l')).trim(), '0', 'the state a root agent left is the outpost user\'s');
+  const linked = await until('link connected as the outpost user', async () => {
+    const status = JSON.parse(await vm.sh('outpost status --json', 20_000)) as { link: { state: string } };
+    return status.link.state === 'connected' ? status : undefined;
+  }, 60_000, 1000);
+  t.equal(linked.link.state, 'connected', 'mTLS link up: the key is readable by the agent\'s group');
+
   const exposure = async (unit: string) => {
     const security = await vm.exec(`systemd-analyze security ${unit} --no-pager`);
     const found = new RegExp(`Overall exposure level for ${unit.replace('.', '\\.')}:\\s*([\\d.]+)\\s*(\\S+)`).exec(security.out);
@@ -61,6 +78,7 @@ t.test('systemd: READY with STATUS, watchdog restart, security exposure', async 
     return found;
   };
   const m = await exposure('outpost.service');
+  t.ok(Number(m?.[1]) <= 2.0, `the agent's exposure ${m?.[1]} is at most 2.0`);
 
   // The daemon reached ostree and GRUB through the socket-activated installer, which logged each request.
   const installerLog = await vm.sh('journalctl -u outpost-installer.service --no-pager -o cat');

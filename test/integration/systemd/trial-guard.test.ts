@@ -8,7 +8,7 @@
  * where systemd is not PID 1), so a script on PATH records each call and the uptime it came at.
  */
 import t, { type Test } from 'tap';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +46,8 @@ interface Rig {
 }
 
 function runGuard(bin: string, env: Record<string, string>) {
-  return execa(script, [], { env: { PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...env }, extendEnv: false, reject: false });
+  // With the unit's UMask=0077, as systemd runs it.
+  return execa('sh', ['-c', 'umask 077 && exec "$0"', script], { env: { PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...env }, extendEnv: false, reject: false });
 }
 
 /** Resolves once a running guard says it waits on an armed, unblessed trial. */
@@ -244,6 +245,7 @@ t.test('GRUB, armed and still unblessed at the deadline: marker with the boot id
   const reason = `trial boot still not blessed ${deadline}s after boot (grub boot_counter=1 boot_success=0)`;
   t.equal(readFileSync(rig.marker, 'utf8'), `${bootId} ${reason}\n`, 'one line: boot id and reason');
   t.same(readdirSync(join(rig.dir, 'state')), ['trial-guard.fired'], 'no temp file left behind');
+  t.equal(statSync(rig.marker).mode & 0o777, 0o644, 'readable by outpost, which runs as its own user');
   const calls = rig.calls();
   t.same(calls.map((c) => c.args), [`reboot --no-block --message=outpost-trial-guard: ${reason}`]);
   t.ok((calls[0]?.uptime ?? 0) >= deadline, `rebooted at uptime ${calls[0]?.uptime}, not before the deadline ${deadline}`);

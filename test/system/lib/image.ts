@@ -98,7 +98,9 @@ function deviceConfig(): unknown {
       probation: { windowSec: 30, intervalSec: 3, checks: [{ name: 'rig-health', command: ['/usr/libexec/rig/health'] }] },
     },
     // ostree and GRUB only through the socket-activated installer (outpost-installer.socket).
-    installer: { socket: '/run/outpost-installer.sock' },
+    // Steps of one update come minutes apart on this TCG guest (downloads, probation); starting
+    // node again for each costs seconds, so one installer serves a whole update here.
+    installer: { socket: '/run/outpost-installer.sock', idleExitSec: 300 },
   };
 }
 
