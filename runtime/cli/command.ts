@@ -23,6 +23,8 @@ export interface CommandContext {
   env: NodeJS.ProcessEnv;
   out: (text: string) => void;
   err: (text: string) => void;
+  /** Rewrites one status line, when stderr is a terminal. */
+  progress?: (text: string) => void;
 }
 
 /** One subcommand, e.g. `outpost config validate`. */
@@ -94,7 +96,7 @@ function findCommand(program: Program, argv: string[]): { command: Command; rest
 }
 
 /** Parses argv, runs the chosen command, and returns the process exit code. */
-export async function runProgram(program: Program, argv: string[], io: Pick<CommandContext, 'env' | 'out' | 'err'>): Promise<number> {
+export async function runProgram(program: Program, argv: string[], io: Pick<CommandContext, 'env' | 'out' | 'err' | 'progress'>): Promise<number> {
   if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
     (argv.length === 0 ? io.err : io.out)(programHelp(program));
     return argv.length === 0 ? 64 : 0;
@@ -167,6 +169,7 @@ export async function runMain(program: Program, version: string): Promise<never>
     env: process.env,
     out: (text) => process.stdout.write(`${text}\n`),
     err: (text) => process.stderr.write(`${text}\n`),
+    ...(process.stderr.isTTY ? { progress: (text: string) => void process.stderr.write(`\r\x1b[K${text}`) } : {}),
   });
   process.exit(code);
 }

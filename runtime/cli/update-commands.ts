@@ -30,6 +30,31 @@ function describeSelection(result: unknown): string {
   return r.release ? `release ${r.release.version} (${r.release.delta ? 'static delta' : 'full pull'})` : `nothing to install: ${r.reason ?? ''}`;
 }
 
+const waitOption: OptionSpec = { type: 'boolean', description: 'follow the update through its reboots to its verdict (exit 0: committed; 1: failed, or its trial failed)' };
+
+const getStatus = (socket: string) => async (): Promise<UpdateStatus> => (await apiRequest(socket, 'GET', '/v1/update')) as UpdateStatus;
+
+/**
+ * Starts an update with `begin` and, with --wait, follows it to its outcome: progress on stderr,
+ * the outcome on stdout (JSON: the final status), the exit code from the outcome.
+ */
+async function startAndFollow(ctx: CommandContext, socket: string, begin: () => Promise<unknown>, started: (result: unknown) => string): Promise<number> {
+  const since = ctx.values.wait === true ? (await getStatus(socket)()).last : null;
+  const result = await begin();
+  const json = ctx.values.json === true;
+  const release = (result as { release: unknown }).release;
+  if (ctx.values.wait !== true || !release) {
+    ctx.out(json ? JSON.stringify(result, null, 2) : started(result));
+    return 0;
+  }
+  if (!json) ctx.out(started(result));
+  const { followUpdate } = await import('./follow-update.js');
+  const outcome = await followUpdate({ poll: getStatus(socket), since, ...(ctx.progress ? { progress: ctx.progress } : {}), note: ctx.err });
+  ctx.progress?.('');
+  ctx.out(json ? JSON.stringify({ outcome: outcome.summary, exitCode: outcome.exitCode, status: outcome.status }, null, 2) : outcome.summary);
+  return outcome.exitCode;
+}
+
 /** Builds the update commands; `options` are shared with `outpost status` (config, socket). */
 export function updateCommands(options: Record<string, OptionSpec>, socketOf: SocketOf): Command[] {
   const json: OptionSpec = { type: 'boolean', description: 'print JSON' };
@@ -57,13 +82,14 @@ export function updateCommands(options: Record<string, OptionSpec>, socketOf: So
     },
     {
       name: 'update apply',
-      summary: 'check and start installing the newest release (progress: outpost update status)',
-      options: { ...options, json },
+      summary: 'check and start installing the newest release (progress: --wait, or outpost update status)',
+      options: { ...options, json, wait: waitOption },
       run: async (ctx) => {
-        const result = await apiRequest(socketOf(ctx), 'POST', '/v1/update/apply', undefined, 120_000);
-        const { release, inProgress } = result as { release: unknown; inProgress?: string };
-        print(ctx, result, release ? `${inProgress ? `an update is already under way (${inProgress}):` : 'installing'} ${describeSelection(result)}` : describeSelection(result));
-        return 0;
+        const socket = socketOf(ctx);
+        return startAndFollow(ctx, socket, () => apiRequest(socket, 'POST', '/v1/update/apply', undefined, 120_000), (result) => {
+          const { release, inProgress } = result as { release: unknown; inProgress?: string };
+          return release ? `${inProgress ? `an update is already under way (${inProgress}):` : 'installing'} ${describeSelection(result)}` : describeSelection(result);
+        });
       },
     },
     {
@@ -71,13 +97,12 @@ export function updateCommands(options: Record<string, OptionSpec>, socketOf: So
       summary: 'install an offline bundle file (from outpostctl release bundle), no network needed',
       args: 'FILE',
       positionals: { min: 1, max: 1 },
-      options: { ...options, json },
+      options: { ...options, json, wait: waitOption },
       run: async (ctx) => {
         const file = resolve(ctx.positionals[0] ?? '');
+        const socket = socketOf(ctx);
         // Sent, not named: the daemon may not see this path (PrivateTmp, ProtectHome, another user's files).
-        const result = await apiUpload(socketOf(ctx), '/v1/update/install', file, 600_000);
-        print(ctx, result, `installing ${describeSelection(result)} from ${file}`);
-        return 0;
+        return startAndFollow(ctx, socket, () => apiUpload(socket, '/v1/update/install', file, 600_000), (result) => `installing ${describeSelection(result)} from ${file}`);
       },
     },
   ];

@@ -66,8 +66,22 @@ t.test('v1 → v2 as a static delta: download, deploy, reboot, probation, commit
   t.test('a bad v3 whose health check fails is rolled back on its own, with the reason', async (t) => {
     await ota.release(3, { deltaFrom: [2], extra: failingCheck });
     const { daemon: d } = await device.boot();
-    t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
+    // --wait follows the update through the reboot into its trial (a simulated reboot stops only
+    // the daemon) and the rollback's reboot to the verdict: exit 1 with the reason.
+    const following = device.cli(['update', 'apply', '--wait', '--json']);
     await d;
+    let verdict: Awaited<typeof following> | undefined;
+    for (let boots = 0; verdict === undefined && boots < 4; boots++) {
+      const { daemon } = await device.boot();
+      verdict = await Promise.race([following, daemon.then(() => undefined)]);
+      if (verdict) {
+        daemon.kill('SIGTERM');
+        await daemon;
+      }
+    }
+    t.equal(verdict?.exitCode, 1, verdict?.stderr ?? 'no verdict within 4 boots');
+    t.match(verdict?.stderr, /downloading release 3[^]*outpost is not answering \(.*\); waiting[^]*probation of release 3/, 'each new state on stderr (not a terminal), the wait across the reboot, the probation');
+    t.match(JSON.parse(verdict?.stdout ?? '{}'), { exitCode: 1, outcome: /^release 3 (failed its trial|rolled back): .*health checks failed during probation: app/ });
     const final = await device.converge();
     t.match(final.last, { result: 'rolledBack', version: 3, reason: /health checks failed during probation: app/ });
     t.equal(final.bootedCommit, ota.ostree.commit(2), 'back on v2');
