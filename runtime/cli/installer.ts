@@ -3,6 +3,7 @@
  * socket (outpost-installer.socket) and hands that socket over (LISTEN_FDS); without systemd it
  * listens on `installer.socket` itself. It exits when idle.
  */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/index.js';
@@ -54,9 +55,16 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
         // Only systemd starts it again after an idle exit.
         idleExitMs: typeof listen === 'string' ? 0 : config.installer.idleExitSec * 1000,
         onIdle: () => resolve(0),
-        // Fault injection for the crash tests: die like `kill -9` once this op is done, before the agent hears of it.
+        // Fault injection for the crash tests: die like `kill -9` once one of these ops is done,
+        // before the agent hears of it; once per op (noted in the installer's state dir), so
+        // one update can be cut after each of several steps.
         afterPerform: (op) => {
-          if (env.OUTPOST_FAULT_KILL_AFTER_OP === op) process.kill(process.pid, 'SIGKILL');
+          if (!(env.OUTPOST_FAULT_KILL_AFTER_OP ?? '').split(',').includes(op)) return;
+          const fired = join(config.installer.stateDir, 'fault-fired');
+          mkdirSync(fired, { recursive: true });
+          if (existsSync(join(fired, op))) return;
+          writeFileSync(join(fired, op), '');
+          process.kill(process.pid, 'SIGKILL');
         },
       },
       listen,

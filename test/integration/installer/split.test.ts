@@ -3,12 +3,13 @@
  * only through `outpost installer` on its socket; the installer re-checks the signed metadata
  * before a deploy and reads files only from the agent's state dir.
  */
-import { readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { installerCall } from '../../../runtime/installer/index.js';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaDevice } from '../../../scripts/world/ota-device.js';
+import { until } from '../../../scripts/world/until.js';
 
 const probation = { probation: { windowSec: 3, intervalSec: 1 } };
 
@@ -89,17 +90,36 @@ t.test('the installer refuses what the signed metadata does not name, and paths 
   t.notMatch(await device.adminStatus(), /f{64}/);
 });
 
-t.test('a kill -9 of the installer after it deployed, before the agent heard: the agent resumes and commits', async (t) => {
+t.test('a kill -9 of the installer after each step of the update, before the agent heard: the agent resumes each and commits', async (t) => {
   const ota = await world(t);
-  const device = otaDevice(ota, probation, { split: { installerEnv: { OUTPOST_FAULT_KILL_AFTER_OP: 'deploy' } } });
+  const cuts = ['applyStaticDelta', 'refUpdate', 'boot.markTrial', 'deploy', 'boot.markGood'];
+  const device = otaDevice(ota, probation, { split: { installerEnv: { OUTPOST_FAULT_KILL_AFTER_OP: cuts.join(',') } } });
   t.teardown(device.cleanup);
-  const { daemon } = await device.boot();
-  t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
-  const killed = await device.installer();
-  t.equal(killed?.signal, 'SIGKILL', 'the installer died after the deploy');
-  daemon.kill('SIGTERM');
-  await daemon;
-  const status = await device.converge(8);
+  let applied = false;
+  let kills = 0;
+  // Each boot starts the installer again (socket activation would, at the next request); a
+  // daemon whose installer died is stopped and started again, as a resume from any state must work.
+  for (let boots = 0; boots < 16; boots++) {
+    const { daemon } = await device.boot();
+    const installer = device.installer();
+    if (!applied) {
+      t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
+      applied = true;
+    }
+    const settled = await until('the installer killed, a reboot, or the update settled', async () => {
+      if (installer && (installer.exitCode !== null || installer.signalCode !== null)) return 'killed';
+      if (daemon.exitCode !== null || daemon.signalCode !== null) return 'rebooted';
+      const s = await device.status().catch(() => undefined);
+      return s?.state === 'idle' && s.last ? 'idle' : undefined;
+    }, 60_000);
+    if (settled === 'killed') kills++;
+    daemon.kill('SIGTERM');
+    await daemon;
+    if (settled === 'idle') break;
+  }
+  t.same((await readdir(join(device.world.dir, 'installer-state', 'fault-fired'))).sort(), [...cuts].sort(), 'the installer was killed after each of these steps');
+  t.equal(kills, cuts.length);
+  const status = await device.converge(2);
   t.match(status.last, { result: 'committed', version: 2 });
   const deployments = (await device.adminStatus()).split('\n').filter((l) => /^\s*\*?\s*\S+ [0-9a-f]{64}\.\d/.test(l));
   t.equal(deployments.length, 2, 'one deployment of v2 beside v1: the resumed deploy did not deploy again', { deployments });
