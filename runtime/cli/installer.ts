@@ -48,7 +48,7 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
       {
         host,
         requireSigned: (commit) =>
-          requireSignedCommit({ exportDir: trustedExportDir(config.paths.stateDir), agentStateDir: config.paths.stateDir, rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), hardware: update.hardware, arch, now: () => new Date(), log: log.child('gate') }, commit),
+          requireSignedCommit({ exportDir: trustedExportDir(config.paths.stateDir), agentStateDir: config.paths.stateDir, rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), hardware: update.hardware, arch, now: () => new Date(), bootedCommit: () => host.ostree.bootedCommit(), log: log.child('gate') }, commit),
         agentStateDir: config.paths.stateDir,
         ostreeUrl: update.ostreeUrl,
         log,

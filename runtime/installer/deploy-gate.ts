@@ -2,7 +2,8 @@
  * The installer's own check before a deploy: the commit must be a release for this device in the
  * signed metadata. The agent's exported copy (update/trusted-export.ts) is walked again, offline,
  * from the image's root with the client the agent uses, against the installer's own store: its
- * version floor and not-earlier-than time do not depend on anything the agent can write.
+ * version floor and not-earlier-than time do not depend on anything the agent can write. Nor does
+ * the release floor: nothing older than the running release, which ostree says is booted.
  */
 import { constants } from 'node:fs';
 import { open, readFile, realpath } from 'node:fs/promises';
@@ -25,6 +26,8 @@ export interface DeployGateOptions {
   hardware: string;
   arch: ReleaseArch;
   now: () => Date;
+  /** The running system's commit, as ostree reports it; its release is the floor. */
+  bootedCommit: () => Promise<string | null>;
   log: Logger;
 }
 
@@ -77,8 +80,14 @@ export async function requireSignedCommit(options: DeployGateOptions, commit: st
       const transient = code === 'STORE_IO' || code === 'STORE_LOCKED';
       throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: the signed metadata in ${options.exportDir} does not verify (${code}; the installer's log has the details)`, { transient });
     }
-    const release = releaseTargetsFor(targets.list(), options.hardware, options.arch).releases.find((r) => r.custom.commit === commit);
+    const { releases } = releaseTargetsFor(targets.list(), options.hardware, options.arch);
+    const release = releases.find((r) => r.custom.commit === commit);
     if (!release) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: no release for ${options.hardware}/${options.arch} in the signed metadata (targets v${targets.versions.targets}) names it`);
+    // An old release stays signed in the metadata; deploying it would bring back what a newer one
+    // fixed. Going back is the rollback's job (to the deployment kept for it), never a deploy.
+    const booted = await options.bootedCommit();
+    const running = booted === null ? undefined : releases.find((r) => r.custom.commit === booted);
+    if (running && release.custom.version < running.custom.version) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: release ${release.custom.version} is older than release ${running.custom.version}, which this device runs`);
     options.log.info('deploy checked against the signed metadata', { commit, version: release.custom.version, targets: targets.versions.targets });
   } finally {
     await store.close();

@@ -21,14 +21,22 @@ async function world(t: Test): Promise<OtaWorld> {
   return ota;
 }
 
-t.test('an update runs through the installer: every ostree and boot step is a logged request', async (t) => {
+t.test('an update runs through the installer: every ostree and boot step is a logged request; no downgrade by deploy', async (t) => {
   const ota = await world(t);
+  await ota.release(3, { deltaFrom: [1] });
   const device = otaDevice(ota, probation, { split: {} });
   t.teardown(device.cleanup);
   await device.boot();
   t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
   const status = await device.converge(6);
-  t.match(status.last, { result: 'committed', version: 2, commit: ota.ostree.commit(2) });
+  t.match(status.last, { result: 'committed', version: 3, commit: ota.ostree.commit(3) });
+  // Release 2 is still signed; a compromised agent asking for it meets the installer's floor: the running release.
+  const { daemon } = await device.boot();
+  const { installer } = JSON.parse(await readFile(device.world.configPath, 'utf8')) as { installer: { socket: string } };
+  await t.rejects(installerCall(installer.socket, { op: 'deploy', commit: ota.ostree.commit(2) }), { code: 'INSTALLER_REFUSED', message: /release 2 is older than release 3, which this device runs/ }, 'no downgrade by deploy');
+  daemon.kill('SIGTERM');
+  await daemon;
+  t.match(await device.adminStatus(), new RegExp(`^\\s*\\*? ?\\S+ ${ota.ostree.commit(3)}`), 'v3 still the default');
   const log = device.installer()?.all ?? '';
   device.installer()?.kill('SIGTERM');
   const stopped = await device.installer();
