@@ -29,7 +29,9 @@ const commands: Command[] = [
     summary: 'run the privileged installer (systemd starts it from outpost-installer.socket)',
     options: { config: configOption },
     details: 'Answers the agent\'s typed requests (stage, deploy, trial, reboot) on installer.socket or the socket systemd passes; exits when idle for installer.idleExitSec.',
-    run: async ({ values, env }) => (await import('./installer.js')).runInstaller(loadConfig({ ...configPath(values), env }), env),
+    // Only the image's config: the overlay in the state dir is the agent's to write, and through
+    // it the agent could choose the installer's root of trust, its store or its pull URL.
+    run: async ({ values, env }) => (await import('./installer.js')).runInstaller(loadConfig({ ...configPath(values), env, overlay: false }), env),
   },
   {
     name: 'status',

@@ -117,6 +117,8 @@ export interface LoadConfigOptions {
   /** Explicit path (`--config`); falls back to `OUTPOST_CONFIG`, then the default. */
   path?: string;
   env?: NodeJS.ProcessEnv;
+  /** Whether `<stateDir>/config.json` is layered on top (default true). */
+  overlay?: boolean;
 }
 
 /** Loads, layers and validates the configuration the daemon runs with. */
@@ -133,7 +135,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const basePaths = isObject(base.paths) ? base.paths : {};
   const stateDir = envPaths.stateDir ?? basePaths.stateDir ?? '/var/lib/outpost';
   let merged = base;
-  if (typeof stateDir === 'string') {
+  if (typeof stateDir === 'string' && options.overlay !== false) {
     const overlayFile = join(stateDir, 'config.json');
     const overlay = readJson(overlayFile, true);
     if (overlay) {

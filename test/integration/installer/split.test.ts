@@ -3,7 +3,7 @@
  * only through `outpost installer` on its socket; the installer re-checks the signed metadata
  * before a deploy and reads files only from the agent's state dir.
  */
-import { readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { installerCall } from '../../../runtime/installer/index.js';
@@ -51,6 +51,10 @@ t.test('the installer refuses what the signed metadata does not name, and paths 
   await ota.release(3, { deltaFrom: [1] });
   const device = otaDevice(ota, probation, { split: {} });
   t.teardown(device.cleanup);
+  // The config overlay in the agent's state dir is the agent's to write: the installer reads only
+  // the image's config, or the agent would pick its pull URL (or its root of trust, or its store).
+  await mkdir(device.world.stateDir, { recursive: true });
+  await writeFile(join(device.world.stateDir, 'config.json'), JSON.stringify({ update: { ostreeUrl: 'http://example.invalid/repo' } }));
   const { daemon } = await device.boot();
   t.teardown(async () => {
     daemon.kill('SIGTERM');
