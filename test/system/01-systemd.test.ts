@@ -61,9 +61,10 @@ t.test('systemd: READY with STATUS, watchdog restart, security exposure', async 
   t.match(procStatus, new RegExp(`^Uid:\\s+${uid}\\s+${uid}\\s+${uid}\\s+${uid}$`, 'm'), `outpost runs as the outpost user (uid ${uid})`);
   t.match(procStatus, /^CapEff:\s+0+$/m, 'with no effective capability');
   t.match(procStatus, /^CapBnd:\s+0+$/m, 'and none it could gain');
-  // A device upgraded from a release whose agent ran as root: systemd hands the root-owned state
-  // over (StateDirectory=), and the agent, as its user, still reads its mTLS key and reaches the broker.
-  await vm.sh('systemctl stop outpost.service && chown -R root:root /var/lib/outpost && systemctl start outpost.service', 120_000);
+  // A device upgraded from a release whose agent ran as root: at the next boot tmpfiles runs, then
+  // systemd hands the root-owned state over (StateDirectory=), and the agent, as its user, still
+  // reads its mTLS key and reaches the broker.
+  await vm.sh('systemctl stop outpost.service && chown -R root:root /var/lib/outpost && systemd-tmpfiles --create && systemctl start outpost.service', 120_000);
   t.equal((await vm.sh('find /var/lib/outpost ! -user outpost | wc -l')).trim(), '0', 'the state a root agent left is the outpost user\'s');
   const linked = await until('link connected as the outpost user', async () => {
     const status = JSON.parse(await vm.sh('outpost status --json', 20_000)) as { link: { state: string } };
