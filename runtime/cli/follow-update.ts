@@ -44,7 +44,10 @@ function ended(status: UpdateStatus): FollowedOutcome | undefined {
   return { exitCode: 1, summary: `release ${last.version} ${last.result === 'rolledBack' ? 'rolled back' : 'failed'}${why}`, status };
 }
 
-/** Polls until the update's verdict; API errors other than the daemon going away for a while are thrown. */
+/**
+ * Polls until the update's verdict. Called once the update has started: the daemon not answering
+ * is waited for (up to `reconnectMs`); other API errors are thrown.
+ */
 export async function followUpdate(options: FollowOptions): Promise<FollowedOutcome> {
   const intervalMs = options.intervalMs ?? 1000;
   const reconnectMs = options.reconnectMs ?? 120_000;
@@ -56,12 +59,13 @@ export async function followUpdate(options: FollowOptions): Promise<FollowedOutc
     try {
       status = await options.poll();
     } catch (err) {
-      if (!(isOutpostError(err) && err.code === 'API_UNAVAILABLE') || seen === undefined) throw err;
-      // A reboot (into the trial, or back from it) or a restart by systemd: wait on the
-      // monotonic clock, and follow on.
+      if (!(isOutpostError(err) && err.code === 'API_UNAVAILABLE')) throw err;
+      // A reboot (into the trial, or back from it; a quick update may be there before the first
+      // poll) or a restart by systemd: wait on the monotonic clock, and follow on.
       if (goneSince === undefined) {
         goneSince = performance.now();
-        options.note(`outpost is not answering (${updateStatusText(seen)}); waiting up to ${Math.round(reconnectMs / 1000)} s for it to come back`);
+        options.progress?.('');
+        options.note(`outpost is not answering (${seen ? updateStatusText(seen) : 'the update started'}); waiting up to ${Math.round(reconnectMs / 1000)} s for it to come back`);
       }
       if (performance.now() - goneSince > reconnectMs) throw err;
       await new Promise((resolve) => setTimeout(resolve, intervalMs));
