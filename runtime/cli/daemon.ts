@@ -106,9 +106,25 @@ function apiAccessOptions(api: Config['api'], native: NativeLoad, log: Logger): 
   return { mode: 0o666, access: { peer, rule } };
 }
 
+/**
+ * Without `installer.socket` the update path runs ostree and the bootloader in this process, which
+ * needs root: an unprivileged agent configured so would fail at its first deploy, or leave a trial
+ * unblessed. Said at start instead, as a config problem.
+ */
+export function updatePrivilegeProblem(config: Config, euid: number | undefined): string | undefined {
+  if (!config.update || config.installer.socket || config.update.boot.backend === 'simulated' || euid === undefined || euid === 0) return undefined;
+  return `installer.socket: not set, and outpost runs as uid ${euid}: without the installer it would run ostree and the bootloader itself, which needs root (set installer.socket to outpost-installer.socket's path, or run outpost as root)`;
+}
+
 /** Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. */
 export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise<number> {
   const log = createLogger({ level: config.log.level });
+  const privilegeProblem = updatePrivilegeProblem(config, process.geteuid?.());
+  if (privilegeProblem) {
+    log.error('cannot run the update path', { problem: privilegeProblem });
+    process.stderr.write(`${privilegeProblem}\n`);
+    return 78;
+  }
   const startedAt = new Date();
   mkdirSync(config.paths.stateDir, { recursive: true, mode: 0o700 });
   mkdirSync(config.paths.runDir, { recursive: true, mode: 0o755 });
