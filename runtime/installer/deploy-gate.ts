@@ -65,7 +65,16 @@ function exportFetcher(dir: string): Fetcher {
 export async function requireSignedCommit(options: DeployGateOptions, commit: string): Promise<void> {
   const exportDir = await realpath(options.exportDir).catch(() => options.exportDir);
   if (!exportDir.startsWith((await realpath(options.agentStateDir)) + sep)) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: ${options.exportDir} leads out of the agent's state dir`);
-  const store = await Store.open({ location: options.storeDir, version: 1 });
+  // Repaired like the agent's store: a power cut while LevelDB wrote it must not refuse every
+  // deploy from then on (found by the power-cut series). A copy of the damaged one is kept.
+  const store = await Store.open({
+    location: options.storeDir,
+    version: 1,
+    repair: true,
+    onEvent: (event) => {
+      if (event.kind === 'repaired') options.log.warn('the installer\'s metadata store was corrupt and has been repaired', { store: options.storeDir, copy: event.backup });
+    },
+  });
   try {
     const tuf = new TufClient({ store, fetcher: exportFetcher(exportDir), initialRoot: await readFile(options.rootFile), now: options.now, log: options.log });
     let targets;
