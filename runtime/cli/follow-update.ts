@@ -5,6 +5,7 @@
  * and followed on: on a real gateway the reboot ends this command too, and `--wait` run again in
  * the trial boot follows the probation to its verdict.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isOutpostError } from '../errors.js';
 import type { UpdateStatus } from '../update/index.js';
 import { updateStatusText } from '../update/status-text.js';
@@ -68,7 +69,7 @@ export async function followUpdate(options: FollowOptions): Promise<FollowedOutc
         options.note(`outpost is not answering (${seen ? updateStatusText(seen) : 'the update started'}); waiting up to ${Math.round(reconnectMs / 1000)} s for it to come back`);
       }
       if (performance.now() - goneSince > reconnectMs) throw err;
-      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+      await sleep(intervalMs);
       continue;
     }
     goneSince = undefined;
@@ -82,6 +83,6 @@ export async function followUpdate(options: FollowOptions): Promise<FollowedOutc
     if (options.progress) options.progress(text);
     else if (status.state !== shown) options.note(text);
     shown = status.state;
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    await sleep(intervalMs);
   }
 }
