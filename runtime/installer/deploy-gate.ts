@@ -10,8 +10,8 @@ import { open, readFile, realpath } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import type { Logger } from '../logs/index.js';
 import { isOutpostError, OutpostError } from '../errors.js';
-import { Store } from '../store/index.js';
-import { releaseTargetsFor, TufClient, type Fetcher, type ReleaseArch } from '../update/tuf/index.js';
+import { setAsideStore, Store } from '../store/index.js';
+import { releaseTargetsFor, TufClient, type Fetcher, type ReleaseArch, TrustedTargets } from '../update/tuf/index.js';
 
 /** What the gate needs to know. */
 export interface DeployGateOptions {
@@ -61,10 +61,37 @@ function exportFetcher(dir: string): Fetcher {
   };
 }
 
-/** Refuses (INSTALLER_REFUSED) unless the signed metadata names `commit` as a release for this device. */
-export async function requireSignedCommit(options: DeployGateOptions, commit: string): Promise<void> {
-  const exportDir = await realpath(options.exportDir).catch(() => options.exportDir);
-  if (!exportDir.startsWith((await realpath(options.agentStateDir)) + sep)) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: ${options.exportDir} leads out of the agent's state dir`);
+/** The gate store's contents can always be rebuilt from the image's root: these never refuse for good. */
+const rebuildable = ['STORE_CORRUPT', 'STORE_TOO_NEW'] as const;
+
+/**
+ * Walks the export with the installer's store. A store that LevelDB's repair cannot make readable
+ * (or one a newer release wrote, after a rollback) is set aside once and the walk starts again from
+ * the image's root, as on the first deploy: else every deploy would be refused from then on. Unlike
+ * the agent's, this store is root's alone: the agent cannot make it unreadable to force that walk.
+ */
+async function verifiedTargets(options: DeployGateOptions, exportDir: string, commit: string): Promise<TrustedTargets> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await walkExport(options, exportDir);
+    } catch (err) {
+      if (attempt === 1 && isOutpostError(err, ...rebuildable)) {
+        const kept = setAsideStore(options.storeDir);
+        options.log.warn('the installer\'s metadata store is unreadable; starting it again from the image\'s root', { store: options.storeDir, copy: kept, err });
+        continue;
+      }
+      // The details stay in the installer's log: a parse error quotes what it read, and the
+      // agent must not learn the contents of files it could not read itself.
+      const code = isOutpostError(err) ? err.code : 'INTERNAL';
+      options.log.warn('the exported metadata does not verify', { commit, err });
+      // Only the installer's own store failing is worth a retry; the export stays as it is until the agent's next check.
+      const transient = code === 'STORE_IO' || code === 'STORE_LOCKED';
+      throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: the signed metadata in ${options.exportDir} does not verify (${code}; the installer's log has the details)`, { transient });
+    }
+  }
+}
+
+async function walkExport(options: DeployGateOptions, exportDir: string): Promise<TrustedTargets> {
   // Repaired like the agent's store: a power cut while LevelDB wrote it must not refuse every
   // deploy from then on (found by the power-cut series). A copy of the damaged one is kept.
   const store = await Store.open({
@@ -76,29 +103,24 @@ export async function requireSignedCommit(options: DeployGateOptions, commit: st
     },
   });
   try {
-    const tuf = new TufClient({ store, fetcher: exportFetcher(exportDir), initialRoot: await readFile(options.rootFile), now: options.now, log: options.log });
-    let targets;
-    try {
-      targets = await tuf.refresh();
-    } catch (err) {
-      // The details stay in the installer's log: a parse error quotes what it read, and the
-      // agent must not learn the contents of files it could not read itself.
-      const code = isOutpostError(err) ? err.code : 'INTERNAL';
-      options.log.warn('the exported metadata does not verify', { commit, err });
-      // Only the installer's own store failing is worth a retry; the export stays as it is until the agent's next check.
-      const transient = code === 'STORE_IO' || code === 'STORE_LOCKED';
-      throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: the signed metadata in ${options.exportDir} does not verify (${code}; the installer's log has the details)`, { transient });
-    }
-    const { releases } = releaseTargetsFor(targets.list(), options.hardware, options.arch);
-    const release = releases.find((r) => r.custom.commit === commit);
-    if (!release) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: no release for ${options.hardware}/${options.arch} in the signed metadata (targets v${targets.versions.targets}) names it`);
-    // An old release stays signed in the metadata; deploying it would bring back what a newer one
-    // fixed. Going back is the rollback's job (to the deployment kept for it), never a deploy.
-    const booted = await options.bootedCommit();
-    const running = booted === null ? undefined : releases.find((r) => r.custom.commit === booted);
-    if (running && release.custom.version < running.custom.version) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: release ${release.custom.version} is older than release ${running.custom.version}, which this device runs`);
-    options.log.info('deploy checked against the signed metadata', { commit, version: release.custom.version, targets: targets.versions.targets });
+    return await new TufClient({ store, fetcher: exportFetcher(exportDir), initialRoot: await readFile(options.rootFile), now: options.now, log: options.log }).refresh();
   } finally {
     await store.close();
   }
+}
+
+/** Refuses (INSTALLER_REFUSED) unless the signed metadata names `commit` as a release for this device. */
+export async function requireSignedCommit(options: DeployGateOptions, commit: string): Promise<void> {
+  const exportDir = await realpath(options.exportDir).catch(() => options.exportDir);
+  if (!exportDir.startsWith((await realpath(options.agentStateDir)) + sep)) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: ${options.exportDir} leads out of the agent's state dir`);
+  const targets = await verifiedTargets(options, exportDir, commit);
+  const { releases } = releaseTargetsFor(targets.list(), options.hardware, options.arch);
+  const release = releases.find((r) => r.custom.commit === commit);
+  if (!release) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: no release for ${options.hardware}/${options.arch} in the signed metadata (targets v${targets.versions.targets}) names it`);
+  // An old release stays signed in the metadata; deploying it would bring back what a newer one
+  // fixed. Going back is the rollback's job (to the deployment kept for it), never a deploy.
+  const booted = await options.bootedCommit();
+  const running = booted === null ? undefined : releases.find((r) => r.custom.commit === booted);
+  if (running && release.custom.version < running.custom.version) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: release ${release.custom.version} is older than release ${running.custom.version}, which this device runs`);
+  options.log.info('deploy checked against the signed metadata', { commit, version: release.custom.version, targets: targets.versions.targets });
 }

@@ -17,7 +17,7 @@
  *   an open where it does not. Steps run only while opening, before anyone else can write, so no
  *   writer races a step between what it read and what it commits.
  */
-import { cpSync, rmSync, readdirSync } from 'node:fs';
+import { cpSync, renameSync, rmSync, readdirSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
@@ -267,15 +267,30 @@ function openError(err: unknown, location: string, repaired: boolean): OutpostEr
   }
 }
 
-/** Keeps one copy of the damaged store beside it (older copies are removed: disk is bounded). */
-async function repair(location: string): Promise<string> {
+/** Where the one kept copy of a damaged store goes; older copies are removed (disk is bounded). */
+function damagedCopyPath(location: string): string {
   const parent = dirname(location);
   const prefix = `${basename(location)}.corrupt-`;
   for (const old of readdirSync(parent).filter((n) => n.startsWith(prefix))) rmSync(join(parent, old), { recursive: true, force: true });
-  const backup = join(parent, `${prefix}${Date.now()}`);
+  return join(parent, `${prefix}${Date.now()}`);
+}
+
+/** Keeps one copy of the damaged store beside it, then lets LevelDB repair it. */
+async function repair(location: string): Promise<string> {
+  const backup = damagedCopyPath(location);
   cpSync(location, backup, { recursive: true });
   await ClassicLevel.repair(location);
   return backup;
+}
+
+/**
+ * Moves a closed store that repair could not make readable out of the way, so the next open starts
+ * empty; only for a store whose contents can be rebuilt. Returns where the damaged one was kept.
+ */
+export function setAsideStore(location: string): string {
+  const kept = damagedCopyPath(location);
+  renameSync(location, kept);
+  return kept;
 }
 
 const versionSchema = z.number().int().positive();

@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { installerCall } from '../../../runtime/installer/index.js';
 import { Store } from '../../../runtime/store/index.js';
+import { TUF_COLLECTION } from '../../../runtime/update/tuf/index.js';
+import { z } from 'zod';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaDevice } from '../../../scripts/world/ota-device.js';
 import { until } from '../../../scripts/world/until.js';
@@ -29,14 +31,21 @@ t.test('an update runs through the installer: every ostree and boot step is a lo
   t.teardown(device.cleanup);
   // The installer's own metadata store, damaged as a power cut while LevelDB wrote it left it on
   // the booted gateway: repaired with a copy kept, not a refusal of every deploy from then on.
+  // What repair gives back still holds a record this release cannot read (as a newer release may
+  // leave it after a rollback): the store is set aside and rebuilt from the image's root.
   const gateStore = join(device.world.dir, 'installer-state', 'tuf');
-  await (await Store.open({ location: gateStore, version: 1 })).close();
+  const damaged = await Store.open({ location: gateStore, version: 1 });
+  await damaged.batch().put(damaged.collection(TUF_COLLECTION, z.unknown()), 'root', { format: 2, signed: 'elsewhere' }).commit();
+  await damaged.close();
   for (const f of await readdir(gateStore)) if (f.startsWith('MANIFEST')) await writeFile(join(gateStore, f), 'garbage');
   await device.boot();
   t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
   const status = await device.converge(6);
   t.match(status.last, { result: 'committed', version: 3, commit: ota.ostree.commit(3) });
   t.ok((await readdir(join(device.world.dir, 'installer-state'))).some((f) => f.startsWith('tuf.corrupt-')), 'a copy of the damaged store kept');
+  const rebuilt = await Store.open({ location: gateStore, version: 1 });
+  t.equal(await rebuilt.collection(TUF_COLLECTION, z.unknown()).get('root'), undefined, 'the unreadable record is gone: the store was set aside and rebuilt');
+  await rebuilt.close();
   // Release 2 is still signed; a compromised agent asking for it meets the installer's floor: the running release.
   const { daemon } = await device.boot();
   const { installer } = JSON.parse(await readFile(device.world.configPath, 'utf8')) as { installer: { socket: string } };
