@@ -43,6 +43,8 @@ export const errorCodes = {
   UPDATE_BOOTED_UNKNOWN: { exit: 75, transient: true },
   UPDATE_STOPPING: { exit: 75, transient: true },
   UPDATE_REFUSED: { exit: 65, transient: false },
+  UPDATE_TOO_LATE: { exit: 69, transient: false },
+  UPDATE_CANCELLED: { exit: 75, transient: true },
   INSTALLER_UNAVAILABLE: { exit: 69, transient: true },
   INSTALLER_REFUSED: { exit: 65, transient: false },
   INTERNAL: { exit: 70, transient: false },

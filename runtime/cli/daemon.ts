@@ -230,6 +230,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
       'GET /v1/update': () => requireUpdate().status(),
       'POST /v1/update/check': () => requireUpdate().check(),
       'POST /v1/update/apply': () => requireUpdate().apply(),
+      'POST /v1/update/cancel': () => requireUpdate().cancel(),
+      'POST /v1/update/rollback': () => requireUpdate().rollback(),
     },
     uploads: {
       'POST /v1/update/install': (upload) => requireUpdate().installUpload(upload),

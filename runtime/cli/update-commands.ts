@@ -1,4 +1,4 @@
-/** `outpost update check|apply|status|install`: thin clients of the daemon's update API. */
+/** `outpost update check|apply|status|install|cancel|rollback`: thin clients of the daemon's update API. */
 import { resolve } from 'node:path';
 import { apiRequest, apiUpload } from '../api/index.js';
 import type { UpdateStatus } from '../update/index.js';
@@ -90,6 +90,26 @@ export function updateCommands(options: Record<string, OptionSpec>, socketOf: So
           const { release, inProgress } = result as { release: unknown; inProgress?: string };
           return release ? `${inProgress ? `an update is already under way (${inProgress}):` : 'installing'} ${describeSelection(result)}` : describeSelection(result);
         });
+      },
+    },
+    {
+      name: 'update cancel',
+      summary: 'cancel the update under way, before its deploy (the download stops; automatic checks pass the release over until an explicit apply)',
+      options: { ...options, json },
+      run: async (ctx) => {
+        const result = (await apiRequest(socketOf(ctx), 'POST', '/v1/update/cancel', undefined, 600_000)) as { cancelled: { version: number } | null; reason?: string };
+        print(ctx, result, result.cancelled ? `cancelled the update to release ${result.cancelled.version}` : `nothing to cancel: ${result.reason ?? ''}`);
+        return 0;
+      },
+    },
+    {
+      name: 'update rollback',
+      summary: 'go back to the previous deployment (the release before) and reboot into it; the running release is not offered again',
+      options: { ...options, json },
+      run: async (ctx) => {
+        const result = (await apiRequest(socketOf(ctx), 'POST', '/v1/update/rollback', undefined, 120_000)) as { from: { version: number; commit: string }; to: { commit: string } };
+        print(ctx, result, `rolling back from release ${result.from.version} to ${result.to.commit.slice(0, 12)}: the gateway reboots into it (outpost update status follows it)`);
+        return 0;
       },
     },
     {

@@ -14,7 +14,7 @@
  *   running a step again after it threw: an error that never clears is a loop too.
  */
 import { z } from 'zod';
-import { isOutpostError } from '../errors.js';
+import { isOutpostError, OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import { monotonicMs } from '../platform/index.js';
 import type { Collection, Store } from '../store/index.js';
@@ -50,6 +50,8 @@ export class UpdateStore {
   readonly failed: Collection<z.infer<typeof failedCommitSchema>>;
   readonly installed: Collection<number>;
   readonly deferred: Collection<Deferral>;
+  /** Releases an operator cancelled: automatic checks pass them over, an explicit apply does not. */
+  readonly cancelled: Collection<z.infer<typeof failedCommitSchema>>;
 
   constructor(
     readonly store: Store,
@@ -60,6 +62,7 @@ export class UpdateStore {
     this.failed = store.collection('update-failed', failedCommitSchema);
     this.deferred = store.collection('update-deferred', deferralSchema);
     this.installed = store.collection('update-installed', z.number().int().nonnegative());
+    this.cancelled = store.collection('update-cancelled', failedCommitSchema);
   }
 
   async record(now: Date): Promise<UpdateRecord> {
@@ -72,6 +75,10 @@ export class UpdateStore {
 
   async hasFailed(commit: string): Promise<boolean> {
     return (await this.failed.get(commit)) !== undefined;
+  }
+
+  async wasCancelled(commit: string): Promise<boolean> {
+    return (await this.cancelled.get(commit)) !== undefined;
   }
 
   /** Null when `commit` may be offered; else why not yet and for how long (a deferred release in its backoff). */
@@ -102,9 +109,10 @@ export class UpdateStore {
     return { result: { ...rest, patch: { ...rest.patch, reason } }, deferral: { commit, value } };
   }
 
-  async save(record: UpdateRecord, extra: Pick<StepResult, 'failedCommit' | 'installedVersion'> & { deferral?: { commit: string; value: Deferral } } = {}, now = new Date()): Promise<void> {
+  async save(record: UpdateRecord, extra: Pick<StepResult, 'failedCommit' | 'installedVersion'> & { deferral?: { commit: string; value: Deferral }; cancelledCommit?: { commit: string; reason: string } } = {}, now = new Date()): Promise<void> {
     const batch = this.store.batch().put(this.records, recordKey, record);
     if (extra.deferral) batch.put(this.deferred, extra.deferral.commit, extra.deferral.value);
+    if (extra.cancelledCommit) batch.put(this.cancelled, extra.cancelledCommit.commit, { reason: extra.cancelledCommit.reason, at: now.toISOString() });
     if (extra.failedCommit) batch.put(this.failed, extra.failedCommit.commit, { reason: extra.failedCommit.reason, at: now.toISOString() });
     if (extra.installedVersion !== undefined) batch.put(this.installed, 'version', extra.installedVersion);
     await batch.commit();
@@ -166,17 +174,49 @@ export class UpdateMachine {
     this.logTransition(record, 'begin', next);
   }
 
+  /**
+   * Ends an update that has not reached its deploy: idle again, the outcome `failed` with code
+   * UPDATE_CANCELLED (a result older releases read), the release passed over by automatic checks.
+   * Past `downloaded` the system is being changed, and only the trial's verdict or a rollback ends it.
+   */
+  async cancel(reason: string): Promise<UpdateRecord> {
+    const record = await this.record();
+    const release = record.release;
+    if (!release || !allows(record.state, 'cancelled')) {
+      throw new OutpostError('UPDATE_TOO_LATE', release ? `release ${release.version} is past its download (${record.state}): it can no longer be cancelled; once it settles, \`outpost update rollback\` goes back` : 'no update is under way');
+    }
+    const last = { result: 'failed' as const, version: release.version, commit: release.commit, reason, code: 'UPDATE_CANCELLED', at: this.now().toISOString() };
+    const next = this.advance(record, { event: 'cancelled', patch: { release: null, progress: null, reason: null, last } });
+    await this.persist(next, { cancelledCommit: { commit: release.commit, reason } });
+    this.logTransition(record, 'cancelled', next);
+    return next;
+  }
+
+  /**
+   * Starts going back from idle to the deployment kept for rollback, through the rollback states
+   * a failed trial uses; `leaving` is the running release, not offered again.
+   */
+  async rollBack(leaving: Release, reason: string): Promise<void> {
+    const record = await this.record();
+    const next = this.advance(record, { event: 'rollbackRequested', patch: { release: leaving, previousCommit: null, reason, progress: null, rebootFromBootId: null, probationBootId: null, probationStartedAt: null } });
+    await this.persist(next, { failedCommit: { commit: leaving.commit, reason } });
+    this.logTransition(record, 'rollbackRequested', next);
+  }
+
   /** Records progress without a transition (not fsync-critical, but cheap enough at 1/s). */
   async progress(progress: UpdateRecord['progress']): Promise<void> {
     const record = await this.record();
     await this.persist({ ...record, progress, updatedAt: this.now().toISOString() }, {});
   }
 
-  /** Runs steps until idle or a step pauses. Transient errors propagate; the state is kept. */
-  async run(): Promise<UpdateRecord> {
+  /**
+   * Runs steps until idle or a step pauses. Transient errors propagate; the state is kept.
+   * `holdBefore`: return before running the step of a record it matches (a cancel is waiting).
+   */
+  async run(holdBefore: (record: UpdateRecord) => boolean = () => false): Promise<UpdateRecord> {
     for (;;) {
       const record = await this.record();
-      if (record.state === 'idle') return record;
+      if (record.state === 'idle' || holdBefore(record)) return record;
       if (record.counter !== this.savedCounter) {
         // Write-ahead, like every transition: if this step kills the process again, the count stays.
         const next = this.advance(record, null);

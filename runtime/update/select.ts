@@ -17,6 +17,8 @@ export interface DeviceFacts {
   hasFailed: (commit: string) => Promise<boolean>;
   /** Why a release whose trial was cut short is not offered yet, and for how long (deferral.ts); null when it may be. */
   deferredWait: (commit: string) => Promise<DeferredWait | null>;
+  /** Whether an operator cancelled this release (an automatic check passes it over). */
+  wasCancelled: (commit: string) => Promise<boolean>;
   /** Only this target may be chosen (an offline bundle names the one it carries). */
   only?: string;
 }
@@ -49,12 +51,14 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
   const candidates = releases.filter((r) => facts.only === undefined || r.target.name === facts.only);
   if (candidates.length === 0) return { release: null, reason: [...skipped, `no release for hardware ${facts.hardware} / ${facts.arch} in the signed metadata`].join('; ') };
   const failed: number[] = [];
+  const cancelled: number[] = [];
   const waiting: string[] = [];
   let offerAgainInMs: number | undefined;
   const none = (reason: string): Selection => {
     const notes = [
       ...skipped,
       ...(failed.length > 0 ? [`release ${failed.join(', ')} failed its trial on this device and is not retried`] : []),
+      ...(cancelled.length > 0 ? [`release ${cancelled.join(', ')} was cancelled by an operator (outpost update apply installs it)`] : []),
       ...waiting,
     ];
     return { release: null, reason: [...notes, reason].join('; '), ...(offerAgainInMs === undefined ? {} : { offerAgainInMs }) };
@@ -67,6 +71,10 @@ export async function selectRelease(targets: TrustedTargets, facts: DeviceFacts)
     }
     if (await facts.hasFailed(c.commit)) {
       failed.push(c.version);
+      continue;
+    }
+    if (await facts.wasCancelled(c.commit)) {
+      cancelled.push(c.version);
       continue;
     }
     const deferred = await facts.deferredWait(c.commit);

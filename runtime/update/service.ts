@@ -36,7 +36,8 @@ import { execCheck, predicateCheck, ProbationWindows, runProbation, type Probati
 import type { Progress, Release, UpdateRecord } from './record.js';
 import { defaultSchedule, retryDelayMs, type Schedule } from './schedule.js';
 import { runningArch, selectRelease, type Selection } from './select.js';
-import { createSteps } from './steps.js';
+import { createSteps, stagedRef } from './steps.js';
+import { allows } from './transitions.js';
 import { exportTrusted, exportTrustedRoot, fillRootChain, trustedExportDir } from './trusted-export.js';
 import { TufClient, type Fetcher } from './tuf/index.js';
 
@@ -155,6 +156,10 @@ export class UpdateService implements Service {
   private bootedCommit: string | null = null;
   private boot: BootBackend | undefined;
   private stopped = false;
+  /** Set while `cancel` waits for the chain: the machine holds before any step it could still cancel. */
+  private cancelWanted = false;
+  /** Aborted by `cancel`: the download under way stops (steps.ts). */
+  private cancelling = new AbortController();
   /** Aborted by stop(): a step that judges (probation) gives no verdict while the system goes down. */
   private readonly stopping = new AbortController();
   /** CLOCK_MONOTONIC ms, like every duration here. */
@@ -219,6 +224,7 @@ export class UpdateService implements Service {
           this.progressNow = p;
           void this.publish();
         },
+        cancelSignal: () => this.cancelling.signal,
       }),
     });
     // Resume first (no network needed), then check on schedule.
@@ -265,7 +271,7 @@ export class UpdateService implements Service {
    * on a slow link) the answer is that one, at once, instead of queueing behind it until the CLI
    * gives up.
    */
-  async check(): Promise<Selection> {
+  async check(automatic = false): Promise<Selection> {
     const underWay = await this.underWay();
     if (underWay !== null) return { release: null, reason: underWay.text };
     return this.exclusive(async () => {
@@ -273,7 +279,7 @@ export class UpdateService implements Service {
       const deadline = new AbortController();
       const timer = setTimeout(() => deadline.abort(new OutpostError('UPDATE_UNAVAILABLE', `the update check exceeded its ${config.checkDeadlineSec} s deadline (update.checkDeadlineSec)`, { transient: true })), config.checkDeadlineSec * 1000);
       try {
-        return await this.select(httpFetcher(config.server, { deadlineMs: config.metadataDeadlineSec * 1000, signal: deadline.signal, log: log.child('fetch') }));
+        return await this.select(httpFetcher(config.server, { deadlineMs: config.metadataDeadlineSec * 1000, signal: deadline.signal, log: log.child('fetch') }), { automatic });
       } finally {
         clearTimeout(timer);
       }
@@ -291,6 +297,56 @@ export class UpdateService implements Service {
     const selection = await this.check();
     if (selection.release) await this.begin(selection.release);
     return selection;
+  }
+
+  /**
+   * Cancels the update under way if it has not reached its deploy: the download stops at once, a
+   * delta being applied is let finish first (ostree has no safe stop). The release is then passed
+   * over by automatic checks until an explicit `apply`. Nothing under way: says so, changes nothing.
+   */
+  async cancel(): Promise<{ cancelled: { version: number; commit: string } | null; reason?: string }> {
+    const machine = this.requireMachine();
+    const release = (await machine.record()).release;
+    if (release === null) return { cancelled: null, reason: 'no update is under way' };
+    this.cancelWanted = true;
+    this.cancelling.abort(new OutpostError('UPDATE_CANCELLED', `the update to release ${release.version} was cancelled`));
+    try {
+      return await this.exclusive(async () => {
+        const record = await machine.cancel('cancelled by an operator (outpost update cancel)');
+        // A staged commit from an apply that finished just before the cancel would pin its objects.
+        await this.requireOstree().refUpdate(stagedRef, null).catch((err: unknown) => this.options.log.warn('could not drop the staged ref', { err }));
+        await this.tidyWhenIdle();
+        const last = record.last;
+        return { cancelled: last ? { version: last.version, commit: last.commit } : null };
+      });
+    } finally {
+      this.cancelWanted = false;
+      this.cancelling = new AbortController();
+    }
+  }
+
+  /**
+   * Goes back to the deployment ostree keeps for rollback (the release before), through the same
+   * rollback states as a failed trial: the running release is not offered again. Only from idle;
+   * returns once persisted, and the machine reboots into the previous deployment.
+   */
+  async rollback(): Promise<{ from: { version: number; commit: string }; to: { commit: string } }> {
+    const result = await this.exclusive(async () => {
+      const underWay = await this.underWay();
+      if (underWay !== null) throw new OutpostError('UPDATE_BUSY', `${underWay.text}; cancel it (before its deploy) or let its trial decide, then roll back`);
+      const deployments = await this.requireOstree().deployments();
+      const booted = deployments.find((d) => d.booted);
+      const target = deployments.find((d) => d.rollback);
+      if (!booted || !target) throw new OutpostError('UPDATE_ROLLBACK_IMPOSSIBLE', `no deployment to roll back to: ${booted ? 'ostree keeps none besides the running one' : 'the running system is not an OSTree deployment'} (see outpost status)`);
+      const version = await this.requireUpdates().installedVersion();
+      if (version === 0) throw new OutpostError('UPDATE_ROLLBACK_IMPOSSIBLE', 'the running system is the factory image: outpost installed nothing to roll back from');
+      const { config } = this.options;
+      const leaving: Release = { target: 'running', version, commit: booted.commit, ref: booted.origin ?? '', arch: config.arch ?? runningArch(), hardware: config.hardware, delta: null };
+      await this.requireMachine().rollBack(leaving, `rolled back on request (outpost update rollback) to ${target.commit}`);
+      return { from: { version, commit: booted.commit }, to: { commit: target.commit } };
+    });
+    void this.exclusive(() => this.resume());
+    return result;
   }
 
   /**
@@ -369,7 +425,7 @@ export class UpdateService implements Service {
       await unpackBundle(exec, file, dir, listing, (path) => path === 'bundle.json' || path.startsWith('metadata/'));
       const manifest = bundleManifestSchema.safeParse(JSON.parse(await readFile(join(dir, 'bundle.json'), 'utf8').catch(() => 'null')));
       if (!manifest.success) throw new OutpostError('UPDATE_REFUSED', `bundle ${shown}: no valid bundle.json (not an outpost bundle?)`);
-      const chosen = await this.select(dirFetcher(join(dir, 'metadata')), manifest.data.target);
+      const chosen = await this.select(dirFetcher(join(dir, 'metadata')), { only: manifest.data.target });
       if (!chosen.release) throw new OutpostError('UPDATE_REFUSED', `bundle ${shown}: ${chosen.reason}`);
       const delta = chosen.release.delta;
       if (delta) await unpackBundle(exec, file, dir, listing, (path) => path === `targets/${delta.target}`);
@@ -408,7 +464,8 @@ export class UpdateService implements Service {
     await this.requireMachine().begin(release, this.bootedCommit);
   }
 
-  private async select(fetcher: Fetcher, only?: string): Promise<Selection> {
+  /** `automatic`: the schedule's own check, which passes over releases an operator cancelled. */
+  private async select(fetcher: Fetcher, { only, automatic = false }: { only?: string; automatic?: boolean } = {}): Promise<Selection> {
     const { config, log } = this.options;
     const updates = this.requireUpdates();
     try {
@@ -431,6 +488,7 @@ export class UpdateService implements Service {
         installedVersion: await updates.installedVersion(),
         hasFailed: (commit) => updates.hasFailed(commit),
         deferredWait: async (commit) => updates.deferredWait(commit, await this.requireBoot().bootId()),
+        wasCancelled: async (commit) => automatic && (await updates.wasCancelled(commit)),
         ...(only === undefined ? {} : { only }),
       });
       this.lastCheck = { at: this.now().toISOString(), result: selection.release ? [`release ${selection.release.version} available`, ...(selection.skipped ?? [])].join('; ') : selection.reason };
@@ -457,11 +515,13 @@ export class UpdateService implements Service {
     this.runningSince = this.clock.monotonicMs();
     this.lastProgressAt = this.runningSince;
     try {
-      const settled = await machine.run();
+      const settled = await machine.run((record) => this.cancelWanted && allows(record.state, 'cancelled'));
       this.failures = 0;
       if (settled.state === 'idle') await this.tidyWhenIdle();
       return 'ran';
     } catch (err) {
+      // The download stopped for a cancel, which runs next in the chain.
+      if (this.cancelWanted) return 'ran';
       this.failures += 1;
       const retryMs = this.nextRetryMs();
       this.options.log.warn('update paused; will retry', { err, retryInSec: Math.round(retryMs / 1000) });
@@ -496,7 +556,7 @@ export class UpdateService implements Service {
     let nextMs = this.intervalMs();
     try {
       if ((await this.exclusive(() => this.resume())) === 'idle') {
-        const selection = await this.check();
+        const selection = await this.check(true);
         this.failures = 0;
         log.info('update check', { result: selection.release ? `installing release ${selection.release.version}` : selection.reason });
         // "Offered again in 10 min" holds even with a daily check interval.

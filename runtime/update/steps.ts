@@ -50,10 +50,12 @@ export interface StepPorts {
   /** The wall clock, for reports only. */
   now: () => Date;
   onProgress: (progress: DownloadProgress & { phase: string }) => void;
+  /** Aborted by `outpost update cancel`: the download stops at once. */
+  cancelSignal: () => AbortSignal;
 }
 
 /** Ref that keeps a staged commit from being pruned between apply and deploy. */
-const stagedRef = 'outpost/staged';
+export const stagedRef = 'outpost/staged';
 
 function requireRelease(record: UpdateRecord): Release {
   if (!record.release) throw new OutpostError('INTERNAL', `update record in ${record.state} has no release`);
@@ -93,6 +95,7 @@ export function createSteps(ports: StepPorts): Steps {
       sha256: release.delta.sha256,
       applyHeadroomBytes: ports.applyHeadroomBytes,
       onProgress: (p) => ports.onProgress({ ...p, phase: 'downloading' }),
+      signal: ports.cancelSignal(),
     });
     return { event: 'downloaded', patch: { progress: { phase: 'downloaded', bytes: release.delta.length, total: release.delta.length, rateBps: 0 } } };
   };

@@ -3,9 +3,10 @@
  * table picks the next state. A test checks every (state, event) pair is either here or refused.
  *
  *   idle → downloading → downloaded → applying → deployed → rebooting → probation → committed → idle
- *                                         │                    │            │  ↺ power lost during the trial
- *                                         └→ idle (failed)     │            └→ rollingBack → rolledBack → idle
- *                                                              └→ rolledBack (bootloader fell back)
+ *               │            │           │                    │            │  ↺ power lost during the trial
+ *               └────────────┴───────────┴→ idle (failed)     │            └→ rollingBack → rolledBack → idle
+ *               └────────────┴→ idle (cancelled)              └→ rolledBack (bootloader fell back)
+ *   idle → rollingBack (an operator's rollback, to the deployment kept for it)
  */
 import { OutpostError } from '../errors.js';
 import type { UpdateState } from './record.js';
@@ -25,6 +26,8 @@ export const updateEvents = [
   'trialRestarted',
   'restored',
   'failed',
+  'cancelled',
+  'rollbackRequested',
   'loop',
   'done',
 ] as const;
@@ -34,10 +37,14 @@ export type UpdateEvent = (typeof updateEvents)[number];
 /** [from, event, to] rows. */
 export const transitions: readonly (readonly [UpdateState, UpdateEvent, UpdateState])[] = [
   ['idle', 'begin', 'downloading'],
+  // An operator's `outpost update rollback`: back to the deployment kept for it, as a failed trial goes.
+  ['idle', 'rollbackRequested', 'rollingBack'],
   ['downloading', 'downloaded', 'downloaded'],
   ['downloading', 'failed', 'idle'],
+  ['downloading', 'cancelled', 'idle'],
   ['downloaded', 'applied', 'applying'],
   ['downloaded', 'failed', 'idle'],
+  ['downloaded', 'cancelled', 'idle'],
   ['applying', 'deployed', 'deployed'],
   ['applying', 'failed', 'idle'],
   ['deployed', 'rebootRequested', 'rebooting'],

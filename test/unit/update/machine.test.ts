@@ -76,6 +76,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
         log: silentLogger,
         now: () => new Date(),
         onProgress: () => undefined,
+        cancelSignal: () => new AbortController().signal,
       }),
     });
     return { store, updates, machine };
@@ -543,4 +544,27 @@ t.test('updateUnderWay (the store holds breaking steps on it): no record or idle
   t.equal(await updateUnderWay(store), true, 'probation');
   await store.batch().put(raw, 'record', { schema: 'garbage' }).commit();
   t.equal(await updateUnderWay(store), true, 'unreadable');
+});
+
+t.test('cancel ends an update before its deploy, and is refused from the deploy on, changing nothing', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-machine-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const store = await Store.open({ location: join(dir, 'store'), version: 1 });
+  t.teardown(() => store.close());
+  const updates = new UpdateStore(store);
+  const never = async (): Promise<StepResult> => {
+    throw new Error('no step runs in this test');
+  };
+  const machine = new UpdateMachine({ store: updates, log: silentLogger, steps: { downloading: never, downloaded: never, applying: never, deployed: never, rebooting: never, probation: never, committed: never, rollingBack: never, rolledBack: never } });
+  await t.rejects(machine.cancel('by hand'), { code: 'UPDATE_TOO_LATE', message: /no update is under way/ });
+  await machine.begin(release, v1);
+  const ended = await machine.cancel('by hand');
+  t.match(ended, { state: 'idle', release: null, last: { result: 'failed', code: 'UPDATE_CANCELLED', version: 2, reason: 'by hand' } });
+  t.ok(await updates.wasCancelled(v2), 'remembered for the automatic checks');
+  t.notOk(await updates.hasFailed(v2), 'not held against the release as a failure');
+  await machine.begin(release, v1);
+  const applying = { ...(await machine.record()), state: 'applying' as const, counter: 99 };
+  await updates.save(applying);
+  await t.rejects(machine.cancel('by hand'), { code: 'UPDATE_TOO_LATE', message: /release 2 is past its download \(applying\)/ });
+  t.same(await machine.record(), applying, 'the record is untouched');
 });

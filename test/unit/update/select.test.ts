@@ -19,7 +19,7 @@ function targets(files: Record<string, unknown>): TrustedTargets {
   return new TrustedTargets(signed, { root: 1, timestamp: 1, snapshot: 1, targets: 1 }, new Date());
 }
 
-const facts = (overrides: Partial<DeviceFacts> = {}): DeviceFacts => ({ hardware: 'gw', arch: 'x86_64', bootedCommit: c(1), installedVersion: 1, hasFailed: async () => false, deferredWait: async () => null, ...overrides });
+const facts = (overrides: Partial<DeviceFacts> = {}): DeviceFacts => ({ hardware: 'gw', arch: 'x86_64', bootedCommit: c(1), installedVersion: 1, hasFailed: async () => false, deferredWait: async () => null, wasCancelled: async () => false, ...overrides });
 
 t.test('picks the newest release for this hardware and arch, with the delta from the booted commit', async (t) => {
   const all = targets({ ...release('gw', 'x86_64', 2, [1]), ...delta(1, 2), ...release('gw', 'x86_64', 3, [2]), ...delta(2, 3), ...release('gw', 'aarch64', 9), ...release('other', 'x86_64', 8) });
