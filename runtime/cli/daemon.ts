@@ -9,7 +9,7 @@ import type { Config } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import { markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
 import { createLink, type Link } from '../link/index.js';
-import { createLogger, type Logger } from '../logs/index.js';
+import { createLogger, isJournalStream, journalSink, journalSocketPath, streamSink, type Logger, type LogSink } from '../logs/index.js';
 import { createExec, createNotifier, groupId, kernelBootId, loadNative, peerLookup, watchdogIntervalMs, type NativeLoad } from '../platform/index.js';
 import type { StateDocument } from '../protocol/index.js';
 import { Store, type OpenEvent } from '../store/index.js';
@@ -116,9 +116,21 @@ export function updatePrivilegeProblem(config: Config, euid: number | undefined)
   return `installer.socket: not set, and outpost runs as uid ${euid}: without the installer it would run ostree and the bootloader itself, which needs root (set installer.socket to outpost-installer.socket's path, or run outpost as root)`;
 }
 
+/**
+ * Lines on stdout, which journald captures under systemd; there, records with a MESSAGE_ID go
+ * over journald's native socket through the addon (logs/journal.ts), since a line carries none.
+ */
+function daemonLogSink(native: NativeLoad): LogSink {
+  const { addon } = native;
+  const lines = streamSink();
+  if (!addon || !isJournalStream(1)) return lines;
+  return journalSink((datagram) => addon.notify(datagram, journalSocketPath), lines);
+}
+
 /** Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. */
 export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise<number> {
-  const log = createLogger({ level: config.log.level });
+  const native = loadNative({ env });
+  const log = createLogger({ level: config.log.level, sinks: [daemonLogSink(native)] });
   const privilegeProblem = updatePrivilegeProblem(config, process.geteuid?.());
   if (privilegeProblem) {
     log.error('cannot run the update path', { problem: privilegeProblem });
@@ -129,7 +141,6 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   mkdirSync(config.paths.stateDir, { recursive: true, mode: 0o700 });
   mkdirSync(config.paths.runDir, { recursive: true, mode: 0o755 });
 
-  const native = loadNative({ env });
   const notifier = createNotifier({ env, native, log: log.child('notify') });
   // Fault injection for the watchdog test (docs/architecture.md): SIGUSR2 wedges the event loop
   // the way a synchronous call that never returns would; the WATCHDOG=1 pings must stop with it.

@@ -33,7 +33,7 @@ export interface Logger {
 }
 
 /** syslog(3) priorities, as journald reads them from a `<N>` line prefix (sd-daemon(3)). */
-const syslogPriority: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
+export const syslogPriority: Record<Level, number> = { debug: 7, info: 6, warn: 4, error: 3 };
 
 /**
  * Whether file descriptor `fd` is the stream journald connected the unit to: systemd sets
@@ -57,7 +57,8 @@ export function streamSink(stream: NodeJS.WritableStream = process.stdout, journ
   };
 }
 
-function errorReplacer(_key: string, value: unknown): unknown {
+/** JSON.stringify replacer: an Error becomes its name, message and code. */
+export function errorReplacer(_key: string, value: unknown): unknown {
   if (value instanceof Error) {
     const code = (value as { code?: unknown }).code;
     return { name: value.name, message: value.message, ...(code === undefined ? {} : { code }) };

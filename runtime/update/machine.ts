@@ -20,6 +20,7 @@ import { monotonicMs } from '../platform/index.js';
 import type { Collection, Store } from '../store/index.js';
 import { backoffMs, defaultRetryPolicy, deferralSchema, waitLeftMs, type Deferral, type DeferredWait, type RetryPolicy } from './deferral.js';
 import { initialRecord, updateRecordSchema, type Release, type UpdateRecord, type UpdateState } from './record.js';
+import { updateMessageIds } from './message-ids.js';
 import { allows, nextState, type UpdateEvent } from './transitions.js';
 
 /** What a step returns: the event, changes to the record, and bookkeeping saved with it. */
@@ -235,7 +236,18 @@ export class UpdateMachine {
   }
 
   private logTransition(from: UpdateRecord, event: UpdateEvent, to: UpdateRecord): void {
-    this.options.log.info('update state', { from: from.state, event, to: to.state, version: to.release?.version, reason: to.reason });
+    const { log } = this.options;
+    log.info('update state', { from: from.state, event, to: to.state, version: to.release?.version, reason: to.reason });
+    // The outcomes once each, with their MESSAGE_ID, for journalctl and alerts.
+    if (event === 'begin' && to.release) {
+      const { version, commit, delta } = to.release;
+      log.info(`update to release ${version} started`, { messageId: updateMessageIds.started, version, commit, delta: delta !== null, bundle: to.release.bundleDir !== undefined });
+    } else if (to.state === 'idle' && to.last) {
+      const { result, version, commit, reason, code } = to.last;
+      const fields = { messageId: updateMessageIds[result], version, commit, ...(reason === null ? {} : { reason }), ...(code === undefined ? {} : { code }) };
+      if (result === 'committed') log.info(`release ${version} committed`, fields);
+      else log.warn(`release ${version} ${result === 'rolledBack' ? 'rolled back' : 'not installed'}${reason === null ? '' : `: ${reason}`}`, fields);
+    }
   }
 
   private async runStep(record: UpdateRecord): Promise<StepResult> {

@@ -14,6 +14,7 @@
 import t from 'tap';
 import { bootedRelease, nextBoot, ostreeStatus, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
 import type { Vm } from './lib/vm.js';
+import { updateMessageIds } from '../../runtime/update/message-ids.js';
 
 /** Trial boots the image's config gives a release (test/system/lib/image.ts). */
 const trialBoots = 2;
@@ -100,6 +101,9 @@ t.test('update v1 -> v2; bad release rolls back (broker down); never-booting rel
   t.equal((serial3.match(/RIG-BOOTED release=3/g) ?? []).length, 1, 'release 3 was booted exactly once');
   const env3 = await vm.sh('grub-editenv /boot/grub/grubenv list');
   t.notMatch(env3, /boot_counter/, 'no trial armed after the rollback');
+  // The outcome is a journal entry with its stable MESSAGE_ID (native protocol, from the agent's sandbox).
+  const entries = (await vm.sh(`journalctl -b -o json --no-pager MESSAGE_ID=${updateMessageIds.rolledBack}`)).split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  t.match(entries.find((e) => e.OUTPOST_VERSION === '3'), { _SYSTEMD_UNIT: 'outpost.service', PRIORITY: '4', SYSLOG_IDENTIFIER: 'outpost', OUTPOST_COMMIT: commits.get(3) }, `journalctl MESSAGE_ID=${updateMessageIds.rolledBack} finds the rollback of release 3`);
   await world.broker.start();
   const state3 = await until('retained state reports the rollback', async () => {
     const doc = await world.retainedState();
