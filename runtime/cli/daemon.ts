@@ -176,6 +176,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   };
   const simulatedReboot = (reason: string): void => requestStop(`simulated reboot: ${reason}`);
   // Loaded only when configured: a device without updates does not carry the update code's memory.
+  const exec = createExec(log.child('exec'));
   const update = config.update
     ? new (await import('../update/service.js')).UpdateService({
         config: config.update,
@@ -184,7 +185,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
           if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');
           return storeService.store;
         },
-        exec: createExec(log.child('exec')),
+        exec,
         log: log.child('update'),
         linkConnected: () => link?.status.state === 'connected',
         onSimulatedReboot: simulatedReboot,
@@ -196,6 +197,9 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
                 sysroot: config.update.sysroot,
                 osname: config.update.osname,
                 onSimulatedReboot: simulatedReboot,
+                stateDir: config.paths.stateDir,
+                exec,
+                log: log.child('pull'),
               }),
             }
           : {}),

@@ -50,7 +50,6 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
         requireSigned: (commit) =>
           requireSignedCommit({ exportDir: trustedExportDir(config.paths.stateDir), agentStateDir: config.paths.stateDir, rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), hardware: update.hardware, arch, now: () => new Date(), bootedCommit: () => host.ostree.bootedCommit(), log: log.child('gate') }, commit),
         agentStateDir: config.paths.stateDir,
-        ostreeUrl: update.ostreeUrl,
         log,
         // Only systemd starts it again after an idle exit.
         idleExitMs: typeof listen === 'string' ? 0 : config.installer.idleExitSec * 1000,

@@ -8,6 +8,9 @@
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { OutpostError } from '../errors.js';
+import type { Logger } from '../logs/index.js';
+import type { Exec } from '../platform/index.js';
+import { pullForInstaller } from '../update/agent-pull.js';
 import type { BootBackend, BootBackendKind, Deployment, Ostree, UpdateHost } from '../update/index.js';
 import { installerAnswerSchema, installerResultSchemas, maxLineBytes, opKinds, type InstallerRequest, type InstallerResult } from './protocol.js';
 
@@ -19,6 +22,10 @@ export interface RemoteHostOptions {
   osname: string;
   /** The simulated backend's reboot happens in the agent: its harness restarts the agent. */
   onSimulatedReboot: (reason: string) => void;
+  /** For the full pull, which the agent fetches itself (the installer has no network). */
+  stateDir: string;
+  exec: Exec;
+  log: Logger;
 }
 
 const longTimeoutMs = 15 * 60_000;
@@ -73,7 +80,8 @@ export function remoteHost(options: RemoteHostOptions): UpdateHost {
     hasCommit: (commit) => call({ op: 'hasCommit', commit }),
     verifyCommit: (commit, o) => none({ op: 'verifyCommit', commit, fsck: o?.fsck ?? false }),
     applyStaticDelta: (file, o) => none({ op: 'applyStaticDelta', file, ...(o?.expectFrom ? { expectFrom: o.expectFrom } : {}), ...(o?.expectCommit ? { expectCommit: o.expectCommit } : {}) }),
-    pull: (url, refOrCommit) => call({ op: 'pull', url, refOrCommit }),
+    // A bundle's repository is already local; a network repository is fetched by the agent first.
+    pull: async (url, commit) => call({ op: 'pull', url: url.startsWith('file:') ? url : await pullForInstaller(options, url, commit), refOrCommit: commit }),
     deploy: (commit) => call({ op: 'deploy', commit }),
     undeploy: (index) => none({ op: 'undeploy', index }),
     rollback: () => call({ op: 'rollback' }),

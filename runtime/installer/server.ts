@@ -22,8 +22,6 @@ export interface InstallerServerOptions {
   requireSigned: (commit: string) => Promise<void>;
   /** The agent's state dir: the only place a delta file or a bundle repository may be read from. */
   agentStateDir: string;
-  /** The configured HTTP OSTree repository the full-pull fallback may pull from. */
-  ostreeUrl: string | undefined;
   log: Logger;
   /** Closes after this long without a connection or a request in progress; 0 never. */
   idleExitMs: number;
@@ -49,7 +47,7 @@ function localPath(url: string): string {
   try {
     return fileURLToPath(url);
   } catch {
-    throw new OutpostError('INSTALLER_REFUSED', `pull from ${url}: not a local file URL`);
+    throw new OutpostError('INSTALLER_REFUSED', `pull from ${url}: only a repository in the agent's state dir (a file URL); the installer has no network`);
   }
 }
 
@@ -72,9 +70,8 @@ async function perform(options: InstallerServerOptions, request: InstallerReques
       return null;
     }
     case 'pull': {
-      let url = request.url;
-      if (url.startsWith('file:')) url = pathToFileURL(await requireInside(options.agentStateDir, localPath(url), 'bundle repository')).href;
-      else if (options.ostreeUrl === undefined || url !== options.ostreeUrl) throw new OutpostError('INSTALLER_REFUSED', `pull from ${url}: only the configured update.ostreeUrl or a repository in the agent's state dir`);
+      // No network here: the agent fetched a full pull into its own repository (update/agent-pull.ts).
+      const url = pathToFileURL(await requireInside(options.agentStateDir, localPath(request.url), 'repository')).href;
       return ostree.pull(url, request.refOrCommit);
     }
     case 'deploy':

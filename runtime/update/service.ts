@@ -36,6 +36,7 @@ import { execCheck, predicateCheck, ProbationWindows, runProbation, type Probati
 import type { Progress, Release, UpdateRecord } from './record.js';
 import { defaultSchedule, retryDelayMs, type Schedule } from './schedule.js';
 import { runningArch, selectRelease, type Selection } from './select.js';
+import { agentPullRepo } from './agent-pull.js';
 import { createSteps, stagedRef } from './steps.js';
 import { allows } from './transitions.js';
 import { exportTrusted, exportTrustedRoot, fillRootChain, trustedExportDir } from './trusted-export.js';
@@ -538,7 +539,7 @@ export class UpdateService implements Service {
    */
   private async tidyWhenIdle(): Promise<void> {
     const { log, stateDir } = this.options;
-    for (const dir of [downloadsDir(stateDir), bundleDir(stateDir)]) {
+    for (const dir of [downloadsDir(stateDir), bundleDir(stateDir), agentPullRepo(stateDir)]) {
       const left = await readdir(dir).catch(() => []);
       for (const name of left) await rm(join(dir, name), { recursive: true, force: true }).catch((err: unknown) => log.warn('cannot remove what an earlier update attempt left', { file: join(dir, name), err }));
       if (left.length > 0) log.info('removed what an earlier update attempt left', { dir, entries: left.length });

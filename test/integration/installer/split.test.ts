@@ -68,9 +68,10 @@ t.test('the installer refuses what the signed metadata does not name, and paths 
   const device = otaDevice(ota, probation, { split: {} });
   t.teardown(device.cleanup);
   // The config overlay in the agent's state dir is the agent's to write: the installer reads only
-  // the image's config, or the agent would pick its pull URL (or its root of trust, or its store).
+  // the image's config, or the agent would pick the hardware class it checks (or its root of trust,
+  // or its store): the refusal below still names the image's gw-demo.
   await mkdir(device.world.stateDir, { recursive: true });
-  await writeFile(join(device.world.stateDir, 'config.json'), JSON.stringify({ update: { ostreeUrl: 'http://example.invalid/repo' } }));
+  await writeFile(join(device.world.stateDir, 'config.json'), JSON.stringify({ update: { hardware: 'chosen-by-the-agent' } }));
   const { daemon } = await device.boot();
   t.teardown(async () => {
     daemon.kill('SIGTERM');
@@ -99,7 +100,7 @@ t.test('the installer refuses what the signed metadata does not name, and paths 
   await t.rejects(installerCall(socket, { op: 'applyStaticDelta', file: join(device.world.dir, 'outside.delta') }), { code: 'INSTALLER_REFUSED', message: /outside the agent's state dir/ });
   await symlink('/etc/passwd', join(device.world.stateDir, 'link.delta'));
   await t.rejects(installerCall(socket, { op: 'applyStaticDelta', file: join(device.world.stateDir, 'link.delta') }), { code: 'INSTALLER_REFUSED', message: /outside the agent's state dir/ }, 'a link out of the state dir is followed and refused');
-  await t.rejects(installerCall(socket, { op: 'pull', url: 'http://example.invalid/repo', refOrCommit: v3 }), { code: 'INSTALLER_REFUSED', message: /only the configured update.ostreeUrl/ });
+  await t.rejects(installerCall(socket, { op: 'pull', url: 'http://example.invalid/repo', refOrCommit: v3 }), { code: 'INSTALLER_REFUSED', message: /only a repository in the agent's state dir \(a file URL\); the installer has no network/ });
   await t.rejects(installerCall(socket, { op: 'pull', url: 'file:///etc', refOrCommit: v3 }), { code: 'INSTALLER_REFUSED', message: /outside the agent's state dir/ });
   // An option in place of the commit would reach `ostree pull` (e.g. --localcache-repo=<the agent's own objects>).
   await t.rejects(installerCall(socket, { op: 'pull', url: 'file:///etc', refOrCommit: `--localcache-repo=${device.world.stateDir}` }), { code: 'INSTALLER_REFUSED', message: /refOrCommit: must be a 64-hex-digit OSTree commit/ });
@@ -179,4 +180,24 @@ t.test('root versions the agent trusted before it exported them are fetched agai
   await daemon;
   const status = await device.converge(6);
   t.match(status.last, { result: 'committed', version: 2 }, 'the installer walked root v1 → v3 and deployed');
+});
+
+t.test('the full pull: the agent fetches the commit into a repository of its own, the installer (no network) pulls from there', async (t) => {
+  const ota = await createOtaWorld({ versions: [1] });
+  t.teardown(() => ota.close());
+  await ota.release(2, { deltaFrom: [] });
+  const device = otaDevice(ota, probation, { split: {} });
+  t.teardown(device.cleanup);
+  const { daemon } = await device.boot();
+  const objectsBefore = ota.ostree.server.requests.filter((r) => r.path.includes('/objects/')).length;
+  t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
+  await daemon;
+  const status = await device.converge(6);
+  t.match(status.last, { result: 'committed', version: 2, commit: ota.ostree.commit(2) });
+  t.ok(ota.ostree.server.requests.filter((r) => r.path.includes('/objects/')).length > objectsBefore, 'the objects came over HTTP');
+  device.installer()?.kill('SIGTERM');
+  const pulls = ((await device.installer())?.all ?? '').split('\n').filter((l) => l.includes('"msg":"request"') && l.includes('"op":"pull"'));
+  t.equal(pulls.length, 1, 'one pull request reached the installer');
+  t.match(pulls[0], new RegExp(`"url":"file://${join(device.world.stateDir, 'pull-repo')}"`), 'naming the agent\'s repository, not the network');
+  t.same(await readdir(join(device.world.stateDir, 'pull-repo')), [], 'emptied once the update settled');
 });

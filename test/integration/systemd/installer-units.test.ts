@@ -32,7 +32,7 @@ t.test('systemd-analyze verify accepts the installer socket and service', async 
 
 t.test('the installer unit keeps the hardening the issue asks for', async (t) => {
   const text = unit('outpost-installer.service');
-  for (const line of ['MemoryDenyWriteExecute=yes', 'ProtectKernelTunables=yes', 'NoNewPrivileges=yes', 'ProtectSystem=strict']) t.match(text, new RegExp(`^${line}$`, 'm'), line);
+  for (const line of ['MemoryDenyWriteExecute=yes', 'ProtectKernelTunables=yes', 'NoNewPrivileges=yes', 'ProtectSystem=strict', 'PrivateNetwork=yes', 'IPAddressDeny=any', 'RestrictAddressFamilies=AF_UNIX']) t.match(text, new RegExp(`^${line}$`, 'm'), line);
   t.match(text, /--jitless/, 'node runs without a JIT, which MemoryDenyWriteExecute needs');
   t.match(unit('outpost-installer.socket'), /^SocketMode=0660$/m, 'only root and the agent group may connect');
 });
