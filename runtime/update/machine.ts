@@ -212,12 +212,13 @@ export class UpdateMachine {
 
   /**
    * Runs steps until idle or a step pauses. Transient errors propagate; the state is kept.
-   * `holdBefore`: return before running the step of a record it matches (a cancel is waiting).
+   * `holdBefore`: return before running the step of a record it matches (a cancel is waiting);
+   * `beforeStep`: runs before each step (e.g. fresh metadata for the installer's check).
    */
-  async run(holdBefore: (record: UpdateRecord) => boolean = () => false): Promise<UpdateRecord> {
+  async run(hooks: { holdBefore?: (record: UpdateRecord) => boolean; beforeStep?: (record: UpdateRecord) => Promise<void> } = {}): Promise<UpdateRecord> {
     for (;;) {
       const record = await this.record();
-      if (record.state === 'idle' || holdBefore(record)) return record;
+      if (record.state === 'idle' || hooks.holdBefore?.(record) === true) return record;
       if (record.counter !== this.savedCounter) {
         // Write-ahead, like every transition: if this step kills the process again, the count stays.
         const next = this.advance(record, null);
@@ -227,6 +228,7 @@ export class UpdateMachine {
       }
       // Also after a restart: says where a resumed update picks up.
       this.options.log.info('update step', { state: record.state, version: record.release?.version });
+      await hooks.beforeStep?.(record);
       const { result, deferral } = await this.options.store.settleDeferral(await this.runStep(record), this.now());
       const next = this.advance(record, result);
       await this.persist(next, { ...result, ...(deferral ? { deferral } : {}), ...this.loopFailure(record, next) });

@@ -40,7 +40,7 @@ import { agentPullRepo } from './agent-pull.js';
 import { createSteps, stagedRef } from './steps.js';
 import { allows } from './transitions.js';
 import { exportTrusted, exportTrustedRoot, fillRootChain, trustedExportDir } from './trusted-export.js';
-import { TufClient, type Fetcher } from './tuf/index.js';
+import { TufClient, type Fetcher, type TrustedTargets } from './tuf/index.js';
 
 
 /**
@@ -466,22 +466,42 @@ export class UpdateService implements Service {
   }
 
   /** `automatic`: the schedule's own check, which passes over releases an operator cancelled. */
+  /** Refreshes the signed metadata and exports it for the installer's own check. */
+  private async refreshTrusted(fetcher: Fetcher): Promise<TrustedTargets> {
+    const { config, log } = this.options;
+    const exportDir = trustedExportDir(this.options.stateDir);
+    const tuf = new TufClient({
+      store: this.options.store(),
+      fetcher,
+      initialRoot: await readFile(config.rootFile),
+      now: this.now,
+      log: log.child('tuf'),
+      onRootTrusted: (version, bytes) => exportTrustedRoot(exportDir, version, bytes),
+    });
+    const targets = await tuf.refresh();
+    await exportTrusted(this.options.store(), exportDir, targets.versions.root);
+    await fillRootChain(fetcher, exportDir, targets.versions.root, log);
+    return targets;
+  }
+
+  /**
+   * Before the deploy step, with an installer that checks the metadata: a download that took
+   * longer than the timestamp's lifetime (hours on a slow link) would meet metadata the installer
+   * finds expired, and the release would be downloaded again and again. So it is refreshed first;
+   * offline, the installer decides with what was exported.
+   */
+  private async freshenForDeploy(record: UpdateRecord): Promise<void> {
+    const { config, log, host } = this.options;
+    if (record.state !== 'applying' || host === undefined || record.release?.bundleDir !== undefined) return;
+    const deadline = AbortSignal.timeout(config.checkDeadlineSec * 1000);
+    await this.refreshTrusted(httpFetcher(config.server, { deadlineMs: config.metadataDeadlineSec * 1000, signal: deadline, log: log.child('fetch') })).catch((err: unknown) => log.warn('cannot refresh the signed metadata before the deploy; the installer checks what was exported', { err }));
+  }
+
   private async select(fetcher: Fetcher, { only, automatic = false }: { only?: string; automatic?: boolean } = {}): Promise<Selection> {
     const { config, log } = this.options;
     const updates = this.requireUpdates();
     try {
-      const exportDir = trustedExportDir(this.options.stateDir);
-      const tuf = new TufClient({
-        store: this.options.store(),
-        fetcher,
-        initialRoot: await readFile(config.rootFile),
-        now: this.now,
-        log: log.child('tuf'),
-        onRootTrusted: (version, bytes) => exportTrustedRoot(exportDir, version, bytes),
-      });
-      const targets = await tuf.refresh();
-      await exportTrusted(this.options.store(), exportDir, targets.versions.root);
-      await fillRootChain(fetcher, exportDir, targets.versions.root, log);
+      const targets = await this.refreshTrusted(fetcher);
       const selection = await selectRelease(targets, {
         hardware: config.hardware,
         arch: config.arch ?? runningArch(),
@@ -516,7 +536,7 @@ export class UpdateService implements Service {
     this.runningSince = this.clock.monotonicMs();
     this.lastProgressAt = this.runningSince;
     try {
-      const settled = await machine.run((record) => this.cancelWanted && allows(record.state, 'cancelled'));
+      const settled = await machine.run({ holdBefore: (record) => this.cancelWanted && allows(record.state, 'cancelled'), beforeStep: (record) => this.freshenForDeploy(record) });
       this.failures = 0;
       if (settled.state === 'idle') await this.tidyWhenIdle();
       return 'ran';

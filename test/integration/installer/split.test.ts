@@ -7,7 +7,10 @@ import { mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promis
 import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { installerCall } from '../../../runtime/installer/index.js';
+import { setTimeout } from 'node:timers/promises';
 import { Store } from '../../../runtime/store/index.js';
+import { readPrivateKeyFile } from '../../../runtime/trust/index.js';
+import { openRepository } from '../../../runtime/update/tuf/writer.js';
 import { TUF_COLLECTION } from '../../../runtime/update/tuf/index.js';
 import { z } from 'zod';
 import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
@@ -200,4 +203,24 @@ t.test('the full pull: the agent fetches the commit into a repository of its own
   t.equal(pulls.length, 1, 'one pull request reached the installer');
   t.match(pulls[0], new RegExp(`"url":"file://${join(device.world.stateDir, 'pull-repo')}"`), 'naming the agent\'s repository, not the network');
   t.same(await readdir(join(device.world.stateDir, 'pull-repo')), [], 'emptied once the update settled');
+});
+
+t.test('metadata that expired between the download and the deploy is refreshed before the deploy, not refused', async (t) => {
+  const ota = await world(t);
+  const repo = await openRepository(ota.tufDir);
+  const timestampKey = await readPrivateKeyFile(join(ota.keysDir, 'timestamp.key'));
+  // A short-lived timestamp stands in for a download that outlasted the usual day.
+  const lifeMs = 20_000;
+  await repo.refresh({ timestampKey, expiresMs: { timestamp: lifeMs } });
+  const signedAt = Date.now();
+  const device = otaDevice(ota, probation, { split: {} });
+  t.teardown(device.cleanup);
+  const { daemon } = await device.boot({ OUTPOST_FAULT_KILL_AT_STATE: 'downloaded' });
+  await device.cli(['update', 'apply']);
+  t.equal((await daemon).signal, 'SIGKILL', 'stopped once the release was downloaded');
+  await setTimeout(Math.max(0, signedAt + lifeMs + 2000 - Date.now()));
+  // The repository re-signs its timestamp as a timer would; the exported copy is now expired.
+  await repo.refresh({ timestampKey });
+  const status = await device.converge(6);
+  t.match(status.last, { result: 'committed', version: 2 }, 'the agent refreshed the metadata and the installer deployed');
 });
