@@ -2,8 +2,8 @@
  * `npm run demo`: a throwaway loopback world — a CA and certificates, mosquitto with mutual TLS, an
  * OSTree build repo and update server with a TUF repository, a device sysroot running v1, and the
  * outpost daemon with the simulated bootloader — then an update v1 → v2 as a static delta, a bad
- * v3 rolled back on its own, and a v4 that never boots, deferred after the bootloader's fallback.
- * Everything lives in temp dirs removed at the end.
+ * v3 rolled back on its own, a v4 that never boots, deferred after the bootloader's fallback, a
+ * good v5 followed with `--wait`, and an operator's rollback from it. Everything lives in temp dirs removed at the end.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -43,15 +43,23 @@ async function cli(d: OtaDevice, args: string[]): Promise<string> {
   return r.exitCode === 0 ? r.stdout : `(exit ${r.exitCode}) ${r.stderr}`;
 }
 
-/** Applies whatever is newest and follows it through reboots until it settles. */
-async function updateThroughReboots(d: OtaDevice): Promise<void> {
-  show(`$ outpost update apply\n${await cli(d, ['update', 'apply'])}`);
+/**
+ * Runs an update command (`update apply` by default) and boots the daemon through the (simulated)
+ * reboots until the update settles; with --wait the command itself follows it to the verdict.
+ */
+async function updateThroughReboots(d: OtaDevice, args = ['update', 'apply']): Promise<void> {
+  const command = cli(d, args);
+  const waits = args.includes('--wait');
+  if (!waits) show(`$ outpost ${args.join(' ')}\n${await command}`);
   for (let boots = 0; boots < 4; boots++) {
-    if ((await settle(d)) === 'idle') return;
+    const daemon = running;
+    const settled = waits && daemon ? await Promise.race([command.then(() => 'idle' as const), daemon.then(() => 'rebooted' as const, () => 'rebooted' as const)]) : await settle(d);
+    if (settled === 'idle') break;
     show('… the daemon stopped for a (simulated) reboot; the bootloader starts the default deployment');
     await boot(d);
-    show(`$ outpost update status\n${await cli(d, ['update', 'status'])}`);
+    if (!waits) show(`$ outpost update status\n${await cli(d, ['update', 'status'])}`);
   }
+  if (waits) show(`$ outpost ${args.join(' ')}\n${await command}`);
 }
 
 async function main(): Promise<void> {
@@ -110,6 +118,14 @@ async function main(): Promise<void> {
   show(`$ outpost update status\n${await cli(device, ['update', 'status'])}`);
   show(`$ outpost update check\n${await cli(device, ['update', 'check'])}`);
   show('(on a booted gateway a hardware watchdog reset, or outpost-trial-guard.service rebooting a trial nobody blessed, fails the release at once: npm run demo:vm)');
+
+  heading('Operator: release a good v5; `outpost update apply --wait` follows it through its reboot to the verdict');
+  show(await ota.release(5, { deltaFrom: [2], extra: { 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' } }));
+  await updateThroughReboots(device, ['update', 'apply', '--wait']);
+
+  heading('Operator: `outpost update rollback` goes back to the deployment kept for it (v2); v5 is not offered again');
+  await updateThroughReboots(device, ['update', 'rollback']);
+  show(`$ ostree admin status\n${await device.adminStatus()}`);
 
   heading('Stopping the daemon (SIGTERM): the broker marks the device offline');
   const offline = execa('mosquitto_sub', [...sub, '-t', 'outpost/v1/gw-test-1/online', '-v', '-C', '2', '-W', '15'], { reject: false });

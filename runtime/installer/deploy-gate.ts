@@ -11,7 +11,7 @@ import { join, sep } from 'node:path';
 import type { Logger } from '../logs/index.js';
 import { isOutpostError, OutpostError } from '../errors.js';
 import { setAsideStore, Store } from '../store/index.js';
-import { releaseTargetsFor, TufClient, type Fetcher, type ReleaseArch, TrustedTargets } from '../update/tuf/index.js';
+import { releaseTargetsFor, TufClient, type Fetcher, type ReleaseArch, type TrustedTargets } from '../update/tuf/index.js';
 
 /** What the gate needs to know. */
 export interface DeployGateOptions {

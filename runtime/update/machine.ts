@@ -131,6 +131,12 @@ export async function updateUnderWay(store: Store): Promise<boolean> {
   return record === null || (record !== undefined && record.state !== 'idle');
 }
 
+/** Why the update in `record` can no longer be cancelled, or null while it can. */
+export function cancelRefusal(record: UpdateRecord): OutpostError | null {
+  if (!record.release || allows(record.state, 'cancelled')) return null;
+  return new OutpostError('UPDATE_TOO_LATE', `release ${record.release.version} is past its download (${record.state}): it can no longer be cancelled; once it settles, \`outpost update rollback\` goes back`);
+}
+
 /** Options of {@link UpdateMachine}. */
 export interface UpdateMachineOptions {
   store: UpdateStore;
@@ -180,12 +186,12 @@ export class UpdateMachine {
    * UPDATE_CANCELLED (a result older releases read), the release passed over by automatic checks.
    * Past `downloaded` the system is being changed, and only the trial's verdict or a rollback ends it.
    */
-  async cancel(reason: string): Promise<UpdateRecord> {
+  async cancel(reason: string): Promise<UpdateRecord | null> {
     const record = await this.record();
     const release = record.release;
-    if (!release || !allows(record.state, 'cancelled')) {
-      throw new OutpostError('UPDATE_TOO_LATE', release ? `release ${release.version} is past its download (${record.state}): it can no longer be cancelled; once it settles, \`outpost update rollback\` goes back` : 'no update is under way');
-    }
+    if (!release) return null;
+    const refusal = cancelRefusal(record);
+    if (refusal) throw refusal;
     const last = { result: 'failed' as const, version: release.version, commit: release.commit, reason, code: 'UPDATE_CANCELLED', at: this.now().toISOString() };
     const next = this.advance(record, { event: 'cancelled', patch: { release: null, progress: null, reason: null, last } });
     await this.persist(next, { cancelledCommit: { commit: release.commit, reason } });
@@ -246,9 +252,10 @@ export class UpdateMachine {
       log.info(`update to release ${version} started`, { messageId: updateMessageIds.started, version, commit, delta: delta !== null, bundle: to.release.bundleDir !== undefined });
     } else if (to.state === 'idle' && to.last) {
       const { result, version, commit, reason, code } = to.last;
-      const fields = { messageId: updateMessageIds[result], version, commit, ...(reason === null ? {} : { reason }), ...(code === undefined ? {} : { code }) };
+      // Bounded: the journal entry (one datagram, logs/journal.ts) must not outgrow the socket's limit.
+      const fields = { messageId: updateMessageIds[result], version, commit, ...(reason === null ? {} : { reason: reason.slice(0, 1000) }), ...(code === undefined ? {} : { code }) };
       if (result === 'committed') log.info(`release ${version} committed`, fields);
-      else log.warn(`release ${version} ${result === 'rolledBack' ? 'rolled back' : 'not installed'}${reason === null ? '' : `: ${reason}`}`, fields);
+      else log.warn(`release ${version} ${result === 'rolledBack' ? 'rolled back' : 'not installed'}`, fields);
     }
   }
 

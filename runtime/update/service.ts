@@ -28,7 +28,7 @@ import type { BootBackend } from './boot/index.js';
 import { bundleManifestSchema, listBundle, unpackBundle, unpackBundleRepo } from './bundle.js';
 import { createDownloader, freeBytes } from './download.js';
 import { dirFetcher, httpFetcher } from './fetchers.js';
-import { UpdateMachine, UpdateStore } from './machine.js';
+import { cancelRefusal, UpdateMachine, UpdateStore } from './machine.js';
 import { localHost, type UpdateHost } from './host.js';
 import type { Ostree } from './ostree.js';
 import type { Deployment } from './ostree-status.js';
@@ -276,11 +276,11 @@ export class UpdateService implements Service {
     const underWay = await this.underWay();
     if (underWay !== null) return { release: null, reason: underWay.text };
     return this.exclusive(async () => {
-      const { config, log } = this.options;
+      const { config } = this.options;
       const deadline = new AbortController();
       const timer = setTimeout(() => deadline.abort(new OutpostError('UPDATE_UNAVAILABLE', `the update check exceeded its ${config.checkDeadlineSec} s deadline (update.checkDeadlineSec)`, { transient: true })), config.checkDeadlineSec * 1000);
       try {
-        return await this.select(httpFetcher(config.server, { deadlineMs: config.metadataDeadlineSec * 1000, signal: deadline.signal, log: log.child('fetch') }), { automatic });
+        return await this.select(this.serverFetcher(deadline.signal), { automatic });
       } finally {
         clearTimeout(timer);
       }
@@ -296,8 +296,9 @@ export class UpdateService implements Service {
     const underWay = await this.underWay();
     if (underWay !== null) return { release: underWay.release, inProgress: underWay.state };
     const selection = await this.check();
-    if (selection.release) await this.begin(selection.release);
-    return selection;
+    if (!selection.release) return selection;
+    const begun = await this.begin(selection.release);
+    return 'inProgress' in begun ? begun : selection;
   }
 
   /**
@@ -307,17 +308,21 @@ export class UpdateService implements Service {
    */
   async cancel(): Promise<{ cancelled: { version: number; commit: string } | null; reason?: string }> {
     const machine = this.requireMachine();
-    const release = (await machine.record()).release;
-    if (release === null) return { cancelled: null, reason: 'no update is under way' };
+    const nothing = { cancelled: null, reason: 'no update is under way' };
+    const record = await machine.record();
+    if (record.release === null) return nothing;
+    const refusal = cancelRefusal(record);
+    if (refusal) throw refusal;
     this.cancelWanted = true;
-    this.cancelling.abort(new OutpostError('UPDATE_CANCELLED', `the update to release ${release.version} was cancelled`));
+    this.cancelling.abort(new OutpostError('UPDATE_CANCELLED', `the update to release ${record.release.version} was cancelled`));
     try {
       return await this.exclusive(async () => {
-        const record = await machine.cancel('cancelled by an operator (outpost update cancel)');
+        const ended = await machine.cancel('cancelled by an operator (outpost update cancel)');
+        if (ended === null) return nothing;
         // A staged commit from an apply that finished just before the cancel would pin its objects.
         await this.requireOstree().refUpdate(stagedRef, null).catch((err: unknown) => this.options.log.warn('could not drop the staged ref', { err }));
         await this.tidyWhenIdle();
-        const last = record.last;
+        const last = ended.last;
         return { cancelled: last ? { version: last.version, commit: last.commit } : null };
       });
     } finally {
@@ -338,7 +343,12 @@ export class UpdateService implements Service {
       const deployments = await this.requireOstree().deployments();
       const booted = deployments.find((d) => d.booted);
       const target = deployments.find((d) => d.rollback);
-      if (!booted || !target) throw new OutpostError('UPDATE_ROLLBACK_IMPOSSIBLE', `no deployment to roll back to: ${booted ? 'ostree keeps none besides the running one' : 'the running system is not an OSTree deployment'} (see outpost status)`);
+      const impossible = (why: string) => new OutpostError('UPDATE_ROLLBACK_IMPOSSIBLE', `cannot roll back: ${why} (see outpost status)`);
+      if (!booted) throw impossible('the running system is not an OSTree deployment');
+      // A deployment queued ahead of the running one would be what the rollback reboots into.
+      if (!booted.isDefault) throw impossible('another deployment is the default for the next boot');
+      if (!target || target.commit === booted.commit) throw impossible('ostree keeps no other release besides the running one');
+      if (await this.requireUpdates().hasFailed(target.commit)) throw impossible(`the deployment kept for rollback (${target.commit}) failed its trial here`);
       const version = await this.requireUpdates().installedVersion();
       if (version === 0) throw new OutpostError('UPDATE_ROLLBACK_IMPOSSIBLE', 'the running system is the factory image: outpost installed nothing to roll back from');
       const { config } = this.options;
@@ -452,10 +462,20 @@ export class UpdateService implements Service {
     return this.runningSince === undefined || this.clock.monotonicMs() - this.lastProgressAt < limit;
   }
 
-  /** Persists the start of an update and runs it in the background, unless the caller runs it. */
-  private async begin(release: Release, run = true): Promise<void> {
-    await this.exclusive(() => this.beginLocked(release));
+  /**
+   * Persists the start of an update and runs it in the background, unless the caller runs it. An
+   * update begun meanwhile (the schedule's check and an operator's apply chose at once) is the
+   * answer: what was asked for is under way.
+   */
+  private async begin(release: Release, run = true): Promise<Selection> {
+    const underWay = await this.exclusive(async () => {
+      const running = await this.underWay();
+      if (running === null) await this.beginLocked(release);
+      return running;
+    });
+    if (underWay !== null) return { release: underWay.release, inProgress: underWay.state };
     if (run) void this.exclusive(() => this.resume());
+    return { release };
   }
 
   /** Starts `release` from idle; called inside the exclusive chain. */
@@ -465,7 +485,12 @@ export class UpdateService implements Service {
     await this.requireMachine().begin(release, this.bootedCommit);
   }
 
-  /** `automatic`: the schedule's own check, which passes over releases an operator cancelled. */
+  /** The update server's metadata, each file within its deadline, all of it until `signal`. */
+  private serverFetcher(signal: AbortSignal): Fetcher {
+    const { config, log } = this.options;
+    return httpFetcher(config.server, { deadlineMs: config.metadataDeadlineSec * 1000, signal, log: log.child('fetch') });
+  }
+
   /** Refreshes the signed metadata and exports it for the installer's own check. */
   private async refreshTrusted(fetcher: Fetcher): Promise<TrustedTargets> {
     const { config, log } = this.options;
@@ -493,10 +518,11 @@ export class UpdateService implements Service {
   private async freshenForDeploy(record: UpdateRecord): Promise<void> {
     const { config, log, host } = this.options;
     if (record.state !== 'applying' || host === undefined || record.release?.bundleDir !== undefined) return;
-    const deadline = AbortSignal.timeout(config.checkDeadlineSec * 1000);
-    await this.refreshTrusted(httpFetcher(config.server, { deadlineMs: config.metadataDeadlineSec * 1000, signal: deadline, log: log.child('fetch') })).catch((err: unknown) => log.warn('cannot refresh the signed metadata before the deploy; the installer checks what was exported', { err }));
+    const signal = AbortSignal.any([AbortSignal.timeout(config.checkDeadlineSec * 1000), this.stopping.signal]);
+    await this.refreshTrusted(this.serverFetcher(signal)).catch((err: unknown) => log.warn('cannot refresh the signed metadata before the deploy; the installer checks what was exported', { err }));
   }
 
+  /** `automatic`: the schedule's own check, which passes over releases an operator cancelled. */
   private async select(fetcher: Fetcher, { only, automatic = false }: { only?: string; automatic?: boolean } = {}): Promise<Selection> {
     const { config, log } = this.options;
     const updates = this.requireUpdates();
@@ -541,8 +567,8 @@ export class UpdateService implements Service {
       if (settled.state === 'idle') await this.tidyWhenIdle();
       return 'ran';
     } catch (err) {
-      // The download stopped for a cancel, which runs next in the chain.
-      if (this.cancelWanted) return 'ran';
+      // The step stopped for a cancel, which runs next in the chain.
+      if (this.cancelling.signal.aborted) return 'ran';
       this.failures += 1;
       const retryMs = this.nextRetryMs();
       this.options.log.warn('update paused; will retry', { err, retryInSec: Math.round(retryMs / 1000) });

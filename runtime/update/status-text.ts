@@ -18,7 +18,9 @@ function describe(status: UpdateStatus): string {
   const release = version === undefined ? 'the release' : `release ${version}`;
   switch (status.state) {
     case 'idle': {
-      const running = status.installedVersion > 0 ? `release ${status.installedVersion} running` : 'running';
+      // An operator's rollback leaves the floor at the release it left (update rollback).
+      const left = status.last?.result === 'rolledBack' && status.last.version === status.installedVersion;
+      const running = left ? `running the release before ${status.installedVersion}` : status.installedVersion > 0 ? `release ${status.installedVersion} running` : 'running';
       const last = status.last && status.last.result !== 'committed' ? `; release ${status.last.version} ${status.last.result === 'rolledBack' ? 'rolled back' : 'failed'}` : '';
       return `${running}${last}`;
     }

@@ -132,6 +132,9 @@ export function createSteps(ports: StepPorts): Steps {
     }
     await ostree.verifyCommit(release.commit, { fsck: ports.fsckBeforeDeploy });
     await ostree.refUpdate(stagedRef, release.commit);
+    // A cancel that came while the commit was staged (nothing stops ostree mid-apply) holds the
+    // update here, before the deploy: the step's error keeps the state for the cancel to end.
+    ports.cancelSignal().throwIfAborted();
     return { event: 'applied', patch: { progress: null } };
   };
 

@@ -32,3 +32,17 @@ t.test('outpost stopped (systemctl stop, shutdown) during probation: no verdict;
   const done = await d.waitFor('the verdict', (s) => s.state === 'idle' && s.last !== null, 30_000);
   t.match(done.last, { result: 'committed', version: 2 }, 'judged at the next start: the app is up, release 2 commits');
 });
+
+t.test('two applies at once (an operator and the schedule choosing together): both are answered with the one update under way', async (t) => {
+  const ota = await createOtaWorld({ versions: [1] });
+  t.teardown(() => ota.close());
+  await ota.release(2, { deltaFrom: [1] });
+  const d = await otaService(ota, { schedule: { firstCheckMs: 3_600_000 } });
+  t.teardown(() => d.close());
+  const service = await d.boot();
+  // Both see an idle machine before either begins: the second used to meet UPDATE_BUSY.
+  const [first, second] = await Promise.all([service.apply(), service.apply()]);
+  t.match(first, { release: { version: 2 } });
+  t.match(second, { release: { version: 2 }, inProgress: 'downloading' }, 'the second is told what is under way');
+  await d.waitFor('the trial reboot', (s) => s.state === 'rebooting' && d.reboots.length === 1, 30_000);
+});

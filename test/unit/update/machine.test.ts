@@ -21,7 +21,7 @@ const release: Release = { target: 'releases/gw/x86_64/2', version: 2, commit: v
 const trialOfV2 = { commit: v2, bootVersion: 1 } as const;
 
 /** One device: real store, real simulated bootloader (state file), fake ostree and downloader. */
-async function device(t: Test, options: { healthy?: () => boolean; crashAt?: number; deployFailsAfterSwap?: boolean; deployFails?: 'permanent' | 'transient' } = {}) {
+async function device(t: Test, options: { healthy?: () => boolean; crashAt?: number; deployFailsAfterSwap?: boolean; deployFails?: 'permanent' | 'transient'; cancelSignal?: AbortSignal } = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-machine-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const stateFile = join(dir, 'boot.json');
@@ -76,7 +76,7 @@ async function device(t: Test, options: { healthy?: () => boolean; crashAt?: num
         log: silentLogger,
         now: () => new Date(),
         onProgress: () => undefined,
-        cancelSignal: () => new AbortController().signal,
+        cancelSignal: () => options.cancelSignal ?? new AbortController().signal,
       }),
     });
     return { store, updates, machine };
@@ -120,6 +120,41 @@ t.test('v1 → v2: download, apply, deploy, trial reboot, probation passes, comm
   t.same(await d.boot.trialState(), { armed: false, remaining: null, bootsUsed: null }, 'blessed: no fallback armed');
   t.same(d.ostree.state.deployed, [v2, v1], 'v1 kept as the rollback deployment');
   t.equal(d.reboots(), 1);
+});
+
+t.test('a cancel that comes while the commit is being staged holds the update before its deploy', async (t) => {
+  const cancel = new AbortController();
+  const d = await device(t, { cancelSignal: cancel.signal });
+  const { store, machine } = await d.open();
+  t.teardown(() => store.close());
+  await machine.begin(release, v1);
+  // Asked for as the download ended: the apply step (which nothing stops midway) runs to its end.
+  cancel.abort(new OutpostError('UPDATE_CANCELLED', 'cancelled'));
+  await t.rejects(machine.run(), { code: 'UPDATE_CANCELLED' });
+  t.equal((await machine.record()).state, 'downloaded', 'held before the deploy');
+  t.same(d.ostree.state.deployed, [v1], 'nothing deployed');
+  t.equal(d.reboots(), 0);
+  t.match(await machine.cancel('by hand'), { state: 'idle', last: { code: 'UPDATE_CANCELLED' } });
+});
+
+t.test('an operator\'s rollback from idle: back to the kept deployment through the rollback states; the release left is not offered again', async (t) => {
+  const d = await device(t);
+  const { store, machine } = await d.open();
+  await machine.begin(release, v1);
+  await store.close();
+  t.same(await drive(d), ['rebooting', 'idle'], 'v2 committed first');
+  const { store: s2, machine: m2 } = await d.open();
+  await m2.rollBack(release, 'by hand');
+  t.equal((await m2.record()).state, 'rollingBack', 'persisted before any work');
+  await s2.close();
+  t.same(await drive(d), ['rollingBack', 'idle']);
+  const { store: s3, machine: m3, updates } = await d.open();
+  t.match((await m3.record()).last, { result: 'rolledBack', version: 2, reason: 'by hand' });
+  t.ok(await updates.hasFailed(v2), 'v2 is not offered again');
+  await s3.close();
+  t.equal(await d.boot.bootedCommit(), v1, 'v1 booted');
+  t.same(await d.boot.trialState(), { armed: false, remaining: null, bootsUsed: null }, 'untrialled: v1 is known good');
+  t.same(d.ostree.state.deployed, [v1], 'v2 undeployed');
 });
 
 t.test('probation fails: automatic rollback to v1 with the reason, and v2 is never offered again', async (t) => {
@@ -556,7 +591,7 @@ t.test('cancel ends an update before its deploy, and is refused from the deploy 
     throw new Error('no step runs in this test');
   };
   const machine = new UpdateMachine({ store: updates, log: silentLogger, steps: { downloading: never, downloaded: never, applying: never, deployed: never, rebooting: never, probation: never, committed: never, rollingBack: never, rolledBack: never } });
-  await t.rejects(machine.cancel('by hand'), { code: 'UPDATE_TOO_LATE', message: /no update is under way/ });
+  t.equal(await machine.cancel('by hand'), null, 'nothing under way: nothing to cancel, nothing written');
   await machine.begin(release, v1);
   const ended = await machine.cancel('by hand');
   t.match(ended, { state: 'idle', release: null, last: { result: 'failed', code: 'UPDATE_CANCELLED', version: 2, reason: 'by hand' } });

@@ -12,6 +12,7 @@ t.test('STATUS= text for systemctl status: the release, how far, how long left',
   t.equal(updateStatusText({ ...base, state: 'downloading', release }), 'downloading release 5', 'a full pull has no byte count');
   t.equal(updateStatusText({ ...base, state: 'probation', release, probationLeftSec: 120 }), 'probation of release 5: 120 s left');
   t.equal(updateStatusText({ ...base, last: { result: 'rolledBack', version: 5, commit: release.commit, reason: 'x', at: '' } }), 'release 4 running; release 5 rolled back');
+  t.equal(updateStatusText({ ...base, installedVersion: 5, last: { result: 'rolledBack', version: 5, commit: release.commit, reason: 'rolled back on request', at: '' } }), 'running the release before 5; release 5 rolled back', 'an operator\'s rollback from the committed release');
 });
 
 t.test('a long or multi-line reason stays one short line', async (t) => {
