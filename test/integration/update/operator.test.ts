@@ -11,6 +11,12 @@ import { createOtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaDevice } from '../../../scripts/world/ota-device.js';
 import { until } from '../../../scripts/world/until.js';
 
+/** Waits for the daemon to stop for its (simulated) reboot; an update that never gets there fails here, not at tap's timeout. */
+async function rebooted(daemon: { exitCode: number | null; signalCode: string | null } & PromiseLike<unknown>): Promise<void> {
+  await until('the (simulated) reboot', async () => (daemon.exitCode !== null || daemon.signalCode !== null ? true : undefined), 120_000);
+  await daemon;
+}
+
 t.test('cancel stops the download and changes nothing; rollback goes back to the release before', async (t) => {
   const ota = await createOtaWorld({ versions: [1] });
   t.teardown(() => ota.close());
@@ -46,7 +52,7 @@ t.test('cancel stops the download and changes nothing; rollback goes back to the
   t.equal((await device.status()).state, 'idle', 'and does not install it');
   // An explicit apply does.
   t.equal((await device.cli(['update', 'apply'])).exitCode, 0);
-  await daemon;
+  await rebooted(daemon);
   const committed = await device.converge();
   t.match(committed.last, { result: 'committed', version: 2 });
 
@@ -54,7 +60,7 @@ t.test('cancel stops the download and changes nothing; rollback goes back to the
   const rollback = await device.cli(['update', 'rollback', '--json']);
   t.equal(rollback.exitCode, 0, rollback.stderr);
   t.match(JSON.parse(rollback.stdout), { from: { version: 2, commit: ota.ostree.commit(2) }, to: { commit: ota.ostree.commit(1) } });
-  await daemon;
+  await rebooted(daemon);
   const back = await device.converge();
   t.match(back, { bootedCommit: ota.ostree.commit(1), last: { result: 'rolledBack', version: 2, reason: /rolled back on request/ } });
   t.notMatch(await device.adminStatus(), new RegExp(ota.ostree.commit(2)), 'the release left is undeployed');
