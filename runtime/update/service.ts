@@ -157,9 +157,10 @@ export class UpdateService implements Service {
   private bootedCommit: string | null = null;
   private boot: BootBackend | undefined;
   private stopped = false;
-  /** Set while `cancel` waits for the chain: the machine holds before any step it could still cancel. */
-  private cancelWanted = false;
-  /** Aborted by `cancel`: the download under way stops (steps.ts). */
+  /**
+   * Aborted by `cancel` until it is done: the download under way stops (steps.ts), and the machine
+   * holds before any step it could still cancel.
+   */
   private cancelling = new AbortController();
   /** Aborted by stop(): a step that judges (probation) gives no verdict while the system goes down. */
   private readonly stopping = new AbortController();
@@ -313,7 +314,6 @@ export class UpdateService implements Service {
     if (record.release === null) return nothing;
     const refusal = cancelRefusal(record);
     if (refusal) throw refusal;
-    this.cancelWanted = true;
     this.cancelling.abort(new OutpostError('UPDATE_CANCELLED', `the update to release ${record.release.version} was cancelled`));
     try {
       return await this.exclusive(async () => {
@@ -326,7 +326,6 @@ export class UpdateService implements Service {
         return { cancelled: last ? { version: last.version, commit: last.commit } : null };
       });
     } finally {
-      this.cancelWanted = false;
       this.cancelling = new AbortController();
     }
   }
@@ -562,7 +561,7 @@ export class UpdateService implements Service {
     this.runningSince = this.clock.monotonicMs();
     this.lastProgressAt = this.runningSince;
     try {
-      const settled = await machine.run({ holdBefore: (record) => this.cancelWanted && allows(record.state, 'cancelled'), beforeStep: (record) => this.freshenForDeploy(record) });
+      const settled = await machine.run({ holdBefore: (record) => this.cancelling.signal.aborted && allows(record.state, 'cancelled'), beforeStep: (record) => this.freshenForDeploy(record) });
       this.failures = 0;
       if (settled.state === 'idle') await this.tidyWhenIdle();
       return 'ran';
