@@ -71,23 +71,21 @@ const rebuildable = ['STORE_CORRUPT', 'STORE_TOO_NEW'] as const;
  * the agent's, this store is root's alone: the agent cannot make it unreadable to force that walk.
  */
 async function verifiedTargets(options: DeployGateOptions, exportDir: string, commit: string): Promise<TrustedTargets> {
-  for (let attempt = 1; ; attempt += 1) {
-    try {
-      return await walkExport(options, exportDir);
-    } catch (err) {
-      if (attempt === 1 && isOutpostError(err, ...rebuildable)) {
-        const kept = setAsideStore(options.storeDir);
-        options.log.warn('the installer\'s metadata store is unreadable; starting it again from the image\'s root', { store: options.storeDir, copy: kept, err });
-        continue;
-      }
-      // The details stay in the installer's log: a parse error quotes what it read, and the
-      // agent must not learn the contents of files it could not read itself.
-      const code = isOutpostError(err) ? err.code : 'INTERNAL';
-      options.log.warn('the exported metadata does not verify', { commit, err });
-      // Only the installer's own store failing is worth a retry; the export stays as it is until the agent's next check.
-      const transient = code === 'STORE_IO' || code === 'STORE_LOCKED';
-      throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: the signed metadata in ${options.exportDir} does not verify (${code}; the installer's log has the details)`, { transient });
-    }
+  try {
+    return await walkExport(options, exportDir).catch((err: unknown) => {
+      if (!isOutpostError(err, ...rebuildable)) throw err;
+      const kept = setAsideStore(options.storeDir);
+      options.log.warn('the installer\'s metadata store is unreadable; starting it again from the image\'s root', { store: options.storeDir, copy: kept, err });
+      return walkExport(options, exportDir);
+    });
+  } catch (err) {
+    // The details stay in the installer's log: a parse error quotes what it read, and the
+    // agent must not learn the contents of files it could not read itself.
+    const code = isOutpostError(err) ? err.code : 'INTERNAL';
+    options.log.warn('the exported metadata does not verify', { commit, err });
+    // Only the installer's own store failing is worth a retry; the export stays as it is until the agent's next check.
+    const transient = code === 'STORE_IO' || code === 'STORE_LOCKED';
+    throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: the signed metadata in ${options.exportDir} does not verify (${code}; the installer's log has the details)`, { transient });
   }
 }
 
