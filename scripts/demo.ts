@@ -3,11 +3,16 @@
  * OSTree build repo and update server with a TUF repository, a device sysroot running v1, and the
  * outpost daemon with the simulated bootloader — then an update v1 → v2 as a static delta, a bad
  * v3 rolled back on its own, a v4 that never boots, deferred after the bootloader's fallback, a
- * good v5 followed with `--wait`, and an operator's rollback from it. Everything lives in temp dirs removed at the end.
+ * good v5 followed with `--wait`, an operator's rollback from it, a v6 cancelled mid-download over a
+ * slow link, and the update outcomes as journald indexes them (MESSAGE_ID). Everything lives in temp
+ * dirs removed at the end.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
+import { journalEntry } from '../runtime/logs/journal.js';
+import type { LogRecord } from '../runtime/logs/logger.js';
 import { simulateNeverBoots } from '../runtime/update/boot/index.js';
 import { createPki } from './world/pki.js';
 import { startMosquitto, type Mosquitto } from './world/mosquitto.js';
@@ -20,11 +25,37 @@ const healthCheck = { name: 'app', command: ['/bin/sh', '-c', 'exec "$OUTPOST_DE
 let broker: Mosquitto | undefined;
 let ota: OtaWorld | undefined;
 let device: OtaDevice | undefined;
-let running: Awaited<ReturnType<OtaDevice['boot']>>['daemon'] | undefined;
+type Daemon = Awaited<ReturnType<OtaDevice['boot']>>['daemon'];
+let running: Daemon | undefined;
+/** Every boot's daemon, for the outcomes it logged. */
+const boots: Daemon[] = [];
 
 /** Starts the daemon as the (simulated) bootloader would after a reboot. */
 async function boot(d: OtaDevice): Promise<void> {
   running = (await d.boot()).daemon;
+  boots.push(running);
+}
+
+/** Stops the daemon as `systemctl stop` would. */
+async function stop(): Promise<number | undefined> {
+  running?.kill('SIGTERM');
+  return (await running)?.exitCode;
+}
+
+/**
+ * The records that carry a journal MESSAGE_ID, from every boot's output. Without journald (this
+ * loopback world) they are stdout lines; under systemd they are journal entries (logs/journal.ts).
+ */
+async function outcomes(): Promise<(LogRecord & { messageId: string })[]> {
+  const lines = (await Promise.all(boots.map(async (daemon) => (await daemon).all ?? ''))).join('\n').split('\n');
+  return lines.flatMap((line) => {
+    if (!line.includes('"messageId"')) return [];
+    try {
+      return [JSON.parse(line) as LogRecord & { messageId: string }];
+    } catch {
+      return [];
+    }
+  });
 }
 
 /** Waits until the update settles in this boot, or the daemon exits for a simulated reboot. */
@@ -127,17 +158,36 @@ async function main(): Promise<void> {
   await updateThroughReboots(device, ['update', 'rollback']);
   show(`$ ostree admin status\n${await device.adminStatus()}`);
 
+  heading('Operator: release v6 over a slow link (capped at 1 KiB/s); `outpost update cancel` stops it before its deploy');
+  // Incompressible, so its delta takes a minute at the capped rate: the cancel meets the download.
+  show(await ota.release(6, { deltaFrom: [2], extra: { 'usr/share/outpost-world/payload.bin': randomBytes(64 * 1024), 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' } }));
+  device.world.writeConfig({ update: ota.updateConfig({ bandwidthBytesPerSec: 1024, minDownloadBytesPerSec: 0, probation: { windowSec: 8, intervalSec: 1, checks: [healthCheck] } }) });
+  await stop();
+  await boot(device);
+  show(`$ outpost update apply\n${await cli(device, ['update', 'apply'])}`);
+  await until('the download under way', async () => ((await (device as OtaDevice).status()).progress?.bytes ?? 0) > 0 || undefined, 30_000);
+  show(`$ outpost update status\n${await cli(device, ['update', 'status'])}`);
+  show(`$ outpost update cancel\n${await cli(device, ['update', 'cancel'])}`);
+  show(`$ outpost update status\n${await cli(device, ['update', 'status'])}`);
+  show('(automatic checks now pass v6 over; an explicit `outpost update apply` installs it)');
+  show(`$ ostree admin status\n${await device.adminStatus()}`);
+
   heading('Stopping the daemon (SIGTERM): the broker marks the device offline');
   const offline = execa('mosquitto_sub', [...sub, '-t', 'outpost/v1/gw-test-1/online', '-v', '-C', '2', '-W', '15'], { reject: false });
   await new Promise((resolve) => setTimeout(resolve, 500));
-  running?.kill('SIGTERM');
-  show(`daemon exited with ${(await running)?.exitCode}`);
+  show(`daemon exited with ${await stop()}`);
   show((await offline).stdout);
   const installerRun = device.installer();
   installerRun?.kill('SIGTERM');
   const installerLog = ((await installerRun)?.all ?? '').split('\n');
   const count = (text: string) => installerLog.filter((line) => line.includes(text)).length;
   show(`installer stopped: it answered ${count('"msg":"request"')} typed requests and checked ${count('deploy checked against the signed metadata')} deploys against the signed metadata itself`);
+
+  heading('The update outcomes with stable journal MESSAGE_IDs (under systemd: journalctl MESSAGE_ID=…)');
+  const logged = await outcomes();
+  show(logged.map((r) => `MESSAGE_ID=${r.messageId}  ${r.msg}${r.version === undefined ? '' : ` (release ${String(r.version)})`}${r.code === undefined ? '' : ` ${String(r.code)}`}`).join('\n'));
+  const rolledBack = logged.find((r) => r.msg.includes('rolled back'));
+  if (rolledBack) show(`the journal entry for the first rollback, as sent to journald's native socket:\n${journalEntry(rolledBack)}`);
 }
 
 async function teardown(): Promise<void> {

@@ -2,6 +2,7 @@
 import { resolve } from 'node:path';
 import { apiRequest, apiUpload } from '../api/index.js';
 import type { UpdateStatus } from '../update/index.js';
+import { runsReleaseBefore } from '../update/status-text.js';
 import type { Command, CommandContext, OptionSpec } from './command.js';
 
 /** Resolves the API socket path from the command's options (config or --socket). */
@@ -13,7 +14,8 @@ function formatBytes(n: number): string {
 
 /** Renders the update status for people. */
 export function formatUpdateStatus(s: UpdateStatus): string {
-  const lines = [`state:             ${s.state}`, `installed release: ${s.installedVersion === 0 ? 'none recorded (factory image)' : s.installedVersion}`, `booted commit:     ${s.bootedCommit ?? 'unknown'}`];
+  const installed = s.installedVersion === 0 ? 'none recorded (factory image)' : `${s.installedVersion}${runsReleaseBefore(s) ? ' (rolled back from: the release before it runs; only newer ones are offered)' : ''}`;
+  const lines = [`state:             ${s.state}`, `installed release: ${installed}`, `booted commit:     ${s.bootedCommit ?? 'unknown'}`];
   if (s.release) lines.push(`installing:        release ${s.release.version} (${s.release.delta ? 'static delta' : 'full pull'}) ${s.release.commit.slice(0, 12)}`);
   if (s.progress) {
     const pct = s.progress.total > 0 ? ` ${((100 * s.progress.bytes) / s.progress.total).toFixed(1)}%` : '';

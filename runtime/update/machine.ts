@@ -31,8 +31,8 @@ export interface StepResult {
   failedCommit?: { commit: string; reason: string };
   /** The bootloader ended this commit's trial with no evidence against it (deferral.ts); `bootId`: this boot. */
   deferredCommit?: { commit: string; reason: string; bootId: string };
-  /** The release version now committed: the anti-rollback floor. */
-  installedVersion?: number;
+  /** The release now committed: its version is the anti-rollback floor. */
+  installed?: { version: number; commit: string };
   /** Stop after saving (e.g. a reboot was requested); the next run resumes from here. */
   pause?: boolean;
 }
@@ -50,6 +50,8 @@ export class UpdateStore {
   readonly records: Collection<UpdateRecord>;
   readonly failed: Collection<z.infer<typeof failedCommitSchema>>;
   readonly installed: Collection<number>;
+  /** The committed release's commit: whether it is what runs (an operator may have rolled back from it). */
+  readonly installedCommits: Collection<string>;
   readonly deferred: Collection<Deferral>;
   /** Releases an operator cancelled: automatic checks pass them over, an explicit apply does not. */
   readonly cancelled: Collection<z.infer<typeof failedCommitSchema>>;
@@ -63,6 +65,8 @@ export class UpdateStore {
     this.failed = store.collection('update-failed', failedCommitSchema);
     this.deferred = store.collection('update-deferred', deferralSchema);
     this.installed = store.collection('update-installed', z.number().int().nonnegative());
+    // Its own collection: a previous release reads 'update-installed' with a number schema.
+    this.installedCommits = store.collection('update-installed-commit', z.string());
     this.cancelled = store.collection('update-cancelled', failedCommitSchema);
   }
 
@@ -72,6 +76,11 @@ export class UpdateStore {
 
   async installedVersion(): Promise<number> {
     return (await this.installed.get('version')) ?? 0;
+  }
+
+  /** Null on the factory image, and where a release before this field committed the last update. */
+  async installedCommit(): Promise<string | null> {
+    return (await this.installedCommits.get('commit')) ?? null;
   }
 
   async hasFailed(commit: string): Promise<boolean> {
@@ -110,12 +119,12 @@ export class UpdateStore {
     return { result: { ...rest, patch: { ...rest.patch, reason } }, deferral: { commit, value } };
   }
 
-  async save(record: UpdateRecord, extra: Pick<StepResult, 'failedCommit' | 'installedVersion'> & { deferral?: { commit: string; value: Deferral }; cancelledCommit?: { commit: string; reason: string } } = {}, now = new Date()): Promise<void> {
+  async save(record: UpdateRecord, extra: Pick<StepResult, 'failedCommit' | 'installed'> & { deferral?: { commit: string; value: Deferral }; cancelledCommit?: { commit: string; reason: string } } = {}, now = new Date()): Promise<void> {
     const batch = this.store.batch().put(this.records, recordKey, record);
     if (extra.deferral) batch.put(this.deferred, extra.deferral.commit, extra.deferral.value);
     if (extra.cancelledCommit) batch.put(this.cancelled, extra.cancelledCommit.commit, { reason: extra.cancelledCommit.reason, at: now.toISOString() });
     if (extra.failedCommit) batch.put(this.failed, extra.failedCommit.commit, { reason: extra.failedCommit.reason, at: now.toISOString() });
-    if (extra.installedVersion !== undefined) batch.put(this.installed, 'version', extra.installedVersion);
+    if (extra.installed) batch.put(this.installed, 'version', extra.installed.version).put(this.installedCommits, 'commit', extra.installed.commit);
     await batch.commit();
   }
 }

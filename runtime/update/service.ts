@@ -58,6 +58,8 @@ export interface UpdateStatus {
   reason: string | null;
   last: UpdateRecord['last'];
   installedVersion: number;
+  /** The installed release's commit; not the booted one after an operator's rollback from it. Null where unknown. */
+  installedCommit: string | null;
   bootedCommit: string | null;
   lastCheck: { at: string; result: string } | null;
   /** In probation: seconds until its window closes (CLOCK_MONOTONIC), else null. */
@@ -262,6 +264,7 @@ export class UpdateService implements Service {
       reason: record.reason,
       last: record.last,
       installedVersion: await this.requireUpdates().installedVersion(),
+      installedCommit: await this.requireUpdates().installedCommit(),
       bootedCommit: this.bootedCommit,
       lastCheck: this.lastCheck,
       probationLeftSec: record.state === 'probation' && this.probationDeadlineMs !== undefined ? Math.max(0, Math.ceil((this.probationDeadlineMs - this.clock.monotonicMs()) / 1000)) : null,

@@ -13,14 +13,20 @@ export function updateStatusText(status: UpdateStatus): string {
   return text.length > maxLength ? `${text.slice(0, maxLength - 1)}…` : text;
 }
 
+/**
+ * An operator's rollback leaves the anti-rollback floor at the release it left (update rollback):
+ * what is observed (the booted commit is not the installed one) says so, whatever happened since.
+ */
+export function runsReleaseBefore(status: Pick<UpdateStatus, 'installedCommit' | 'bootedCommit'>): boolean {
+  return status.installedCommit !== null && status.bootedCommit !== null && status.installedCommit !== status.bootedCommit;
+}
+
 function describe(status: UpdateStatus): string {
   const version = status.release?.version;
   const release = version === undefined ? 'the release' : `release ${version}`;
   switch (status.state) {
     case 'idle': {
-      // An operator's rollback leaves the floor at the release it left (update rollback).
-      const left = status.last?.result === 'rolledBack' && status.last.version === status.installedVersion;
-      const running = left ? `running the release before ${status.installedVersion}` : status.installedVersion > 0 ? `release ${status.installedVersion} running` : 'running';
+      const running = runsReleaseBefore(status) ? `running the release before ${status.installedVersion}` : status.installedVersion > 0 ? `release ${status.installedVersion} running` : 'running';
       const last = status.last && status.last.result !== 'committed' ? `; release ${status.last.version} ${status.last.result === 'rolledBack' ? 'rolled back' : 'failed'}` : '';
       return `${running}${last}`;
     }

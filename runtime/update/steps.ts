@@ -277,7 +277,7 @@ export function createSteps(ports: StepPorts): Steps {
     const verdict = await ports.probation(startMs + ports.probationWindowMs);
     if (!verdict.ok) return { event: 'unhealthy', patch: { reason: verdict.reason }, failedCommit: { commit: release.commit, reason: verdict.reason } };
     await boot.markGood();
-    return { event: 'healthy', installedVersion: release.version };
+    return { event: 'healthy', installed: { version: release.version, commit: release.commit } };
   };
 
   const rollingBack = async (record: UpdateRecord): Promise<StepResult> => {

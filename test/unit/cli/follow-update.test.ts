@@ -4,7 +4,7 @@ import { followUpdate } from '../../../runtime/cli/follow-update.js';
 import type { UpdateStatus } from '../../../runtime/update/index.js';
 
 const commit = 'a'.repeat(64);
-const base: UpdateStatus = { state: 'idle', release: null, progress: null, reason: null, last: null, installedVersion: 1, bootedCommit: commit, lastCheck: null, probationLeftSec: null };
+const base: UpdateStatus = { state: 'idle', release: null, progress: null, reason: null, last: null, installedVersion: 1, installedCommit: commit, bootedCommit: commit, lastCheck: null, probationLeftSec: null };
 const gone = new OutpostError('API_UNAVAILABLE', 'cannot reach outpost');
 
 /** A daemon that answers with `script` in turn (an Error is thrown), then the last entry forever. */

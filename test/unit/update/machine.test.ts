@@ -115,6 +115,7 @@ t.test('v1 → v2: download, apply, deploy, trial reboot, probation passes, comm
   const record = await m2.record();
   t.match(record.last, { result: 'committed', version: 2, commit: v2 });
   t.equal(await updates.installedVersion(), 2, 'anti-rollback floor raised');
+  t.equal(await updates.installedCommit(), v2, 'with the commit, to tell whether it is what runs');
   await s2.close();
   t.equal(await d.boot.bootedCommit(), v2);
   t.same(await d.boot.trialState(), { armed: false, remaining: null, bootsUsed: null }, 'blessed: no fallback armed');
