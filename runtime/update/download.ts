@@ -290,15 +290,20 @@ export function createDownloader(options: DownloaderOptions): Downloader {
               throw bad(`${req.url} sent more than the signed length of ${expected} bytes`);
             }
             received += buf.length;
-            heldSince = performance.now();
-            await bucket.take(buf.length);
-            heldMs += performance.now() - heldSince;
-            heldSince = undefined;
-            await fh.write(buf);
-            hash.update(buf);
-            have += buf.length;
-            transferred += buf.length;
-            progress();
+            for (let offset = 0; offset < buf.length; offset += bucket.sliceBytes) {
+              // A cancel stops within one slice, not after the whole chunk's wait.
+              if (req.signal?.aborted === true) throw fail(`download of ${req.url} cancelled`, true, req.signal.reason);
+              const slice = buf.subarray(offset, offset + bucket.sliceBytes);
+              heldSince = performance.now();
+              await bucket.take(slice.length);
+              heldMs += performance.now() - heldSince;
+              heldSince = undefined;
+              await fh.write(slice);
+              hash.update(slice);
+              have += slice.length;
+              transferred += slice.length;
+              progress();
+            }
             arm();
           }
           await fh.sync(); // the part is durable so a reboot resumes from here

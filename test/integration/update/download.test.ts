@@ -238,6 +238,21 @@ t.test('cancelling keeps the part', async (t) => {
   t.ok(kept > 0 && kept < size, `part of ${kept} bytes kept`);
 });
 
+t.test('a slow cap (1 KiB/s): progress and a cancel come within a slice, not after the socket\'s whole chunk', async (t) => {
+  const f = await fixture(t);
+  const controller = new AbortController();
+  const progress: DownloadProgress[] = [];
+  const t0 = performance.now();
+  setTimeout(() => controller.abort(), 2000);
+  // The socket hands over 16-64 KiB at a time: 16-64 s of credit at this cap, taken at once before.
+  await rejection(t, downloader({ bandwidthBytesPerSec: 1024 }).download(f.request({ signal: controller.signal, onProgress: (p) => progress.push(p) })), 'DOWNLOAD_FAILED', /cancelled/);
+  const seconds = (performance.now() - t0) / 1000;
+  t.ok(seconds < 8, `the cancel after 2 s ended the download after ${seconds.toFixed(1)} s`);
+  t.ok(progress.some((p) => p.bytes > 0 && p.bytes < 4096), `progress while it trickles: ${progress.map((p) => p.bytes).join(', ')} bytes`);
+  const kept = await sizeOf(f.part);
+  t.ok(kept > 0 && kept < 4096, `the part holds what passed the cap: ${kept} bytes`);
+});
+
 t.test('the bandwidth cap limits the rate; progress comes at most every 500 ms', async (t) => {
   const f = await fixture(t);
   const head = content.subarray(0, 200 * 1024);
