@@ -17,6 +17,9 @@
  * a resumed step carries the update past a phase, the cut goes to the first later phase that
  * shows up; a boot with no trigger at all gets a cut at a random moment. Counts and timings go to
  * bench/results.
+ * The rig's TPM rides along (it was scenario 7, with boots of its own): an NV index of the swtpm
+ * TPM written once must read back after every cut (qemu and swtpm SIGKILLed, started again on the
+ * same state) and every reboot, the ground the trust work will stand on.
  * Cuts: 20 here, OUTPOST_LONG=1 -> 45, OUTPOST_SYSTEM_CUTS=N -> N; OUTPOST_SYSTEM_PHASES=a,b
  * restricts the phases (e.g. deploy-swap,rollback-swap).
  */
@@ -122,6 +125,20 @@ interface Cut {
   double: boolean;
 }
 
+/** A TPM NV index the rig writes once and reads after the series. */
+const tpmNv = '0x1500016';
+const tpmRead = `TPM2TOOLS_TCTI=device:/dev/tpmrm0 tpm2_nvread ${tpmNv} -C o -s 8`;
+
+/** Defines and writes the NV index; resolves to how long that took. */
+async function writeTpmNv(vm: Vm): Promise<number> {
+  const t0 = performance.now();
+  await vm.sh(`export TPM2TOOLS_TCTI=device:/dev/tpmrm0
+tpm2_getrandom 8 --hex >/dev/null
+tpm2_nvdefine ${tpmNv} -C o -s 8 -a "ownerread|ownerwrite"
+printf outpost1 > /run/nv && tpm2_nvwrite ${tpmNv} -C o -i /run/nv`);
+  return Math.round(performance.now() - t0);
+}
+
 const random = (min: number, max: number) => Math.round(min + Math.random() * (max - min));
 
 /** Boots the disk after a cut and tells whether it came back to `allowed`; never helps it. */
@@ -150,6 +167,9 @@ t.test(`power cuts during updates and a rollback: ${totalCuts} cuts, zero bricke
   await s.vm.start();
   // The layout that closes ostree's swap window: GRUB reads /boot without replaying a journal.
   t.notMatch(await s.vm.sh('tune2fs -l "$(findmnt -no SOURCE /boot)" | grep -i features'), /has_journal/, '/boot has no journal');
+  t.match(await s.vm.sh('ls /dev/tpmrm0'), /tpmrm0/, 'rig: /dev/tpmrm0 exists');
+  const tpmWriteMs = await writeTpmNv(s.vm);
+  t.equal(await s.vm.sh(tpmRead), 'outpost1', 'rig: TPM NV index written and read back');
   let running = 1;
   for (let i = 1; i < chain.length && cuts.length < totalCuts; i++) {
     const version = chain[i] ?? 2;
@@ -213,6 +233,8 @@ t.test(`power cuts during updates and a rollback: ${totalCuts} cuts, zero bricke
   const bricked = cuts.filter((c) => c.bricked).length;
   t.equal(cuts.length, totalCuts, `${totalCuts} cuts made`);
   t.equal(bricked, 0, 'zero bricked devices');
+  t.equal(await s.vm.sh(tpmRead), 'outpost1', `rig: the TPM NV index survived ${cuts.length} cuts (qemu and swtpm SIGKILLed) and the reboots`);
+  await recordResult('tpm', { defineWriteMs: tpmWriteMs, survivedCuts: cuts.length });
   const phaseNames = [...new Set([...forward, ...rollback, ...neverBoots].map((p) => p.name))];
   await recordResult(process.env.OUTPOST_LONG === '1' ? 'powercutLong' : 'powercut', {
     cuts: cuts.length,

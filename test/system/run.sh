@@ -6,13 +6,13 @@
 # With no files named, two lanes run side by side, each VM with one vCPU (a TCG guest keeps one
 # host core busy most of the time, two only in bursts while booting, so this nearly halves the
 # wall time on 2 cores), balanced by measured durations (CI, 2 cores: 02 26 min, 06 24 min, 05
-# ~21-40 min, 08 5 min, 07 4 min, 01 2 min): the power-cut series, bundle, TPM and systemd
-# scenarios in one, the update/rollback and watchdog scenarios in the other (tap).
+# ~33-58 min, 08 5 min, 01 2 min): the power-cut series (with the rig's TPM check), bundle and
+# systemd scenarios in one, the update/rollback and watchdog scenarios in the other (tap).
 # Named files run one at a time with 2 vCPUs. OUTPOST_LONG=1 runs the long power-cut series.
 # `run.sh --demo` (npm run demo:vm) runs demo-vm.ts in the same namespace instead of the tests.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-lane_a=(test/system/05-powercut.test.ts test/system/08-bundle.test.ts test/system/07-rig-tpm.test.ts test/system/01-systemd.test.ts)
+lane_a=(test/system/05-powercut.test.ts test/system/08-bundle.test.ts test/system/01-systemd.test.ts)
 if [ "${1:-}" = --lanes ]; then
   # Inside the namespace. A second tap process in the same checkout would stop the first, so
   # lane A runs its files with node directly (tap's own output, no summary) into a log.
