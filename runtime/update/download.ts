@@ -292,7 +292,7 @@ export function createDownloader(options: DownloaderOptions): Downloader {
             received += buf.length;
             for (let offset = 0; offset < buf.length; offset += bucket.sliceBytes) {
               // A cancel stops within one slice, not after the whole chunk's wait.
-              if (req.signal?.aborted === true) throw fail(`download of ${req.url} cancelled`, true, req.signal.reason);
+              req.signal?.throwIfAborted();
               const slice = buf.subarray(offset, offset + bucket.sliceBytes);
               heldSince = performance.now();
               await bucket.take(slice.length);
@@ -309,8 +309,8 @@ export function createDownloader(options: DownloaderOptions): Downloader {
           await fh.sync(); // the part is durable so a reboot resumes from here
         } catch (err) {
           await fh.sync().catch(() => undefined);
-          if (err instanceof OutpostError) throw err;
           if (req.signal?.aborted === true) throw fail(`download of ${req.url} cancelled`, true, err);
+          if (err instanceof OutpostError) throw err;
           throw fail(`connection lost fetching ${req.url} at ${have}/${expected} bytes: ${err instanceof Error ? err.message : String(err)}`, true, err);
         } finally {
           clearTimeout(idle);

@@ -1,6 +1,6 @@
 import t from 'tap';
 import type { UpdateStatus } from '../../../runtime/update/index.js';
-import { updateStatusText } from '../../../runtime/update/status-text.js';
+import { runsReleaseBefore, updateStatusText } from '../../../runtime/update/status-text.js';
 
 const base: UpdateStatus = { state: 'idle', release: null, progress: null, reason: null, last: null, installedVersion: 4, installedCommit: null, bootedCommit: null, lastCheck: null, probationLeftSec: null };
 const release = { version: 5, commit: 'c'.repeat(64), delta: true };
@@ -17,6 +17,8 @@ t.test('STATUS= text for systemctl status: the release, how far, how long left',
   // What runs is observed, not read from the last outcome: a later cancelled update does not hide it.
   t.equal(updateStatusText({ ...rolledBackFrom5, last: { result: 'failed', version: 6, commit: 'd'.repeat(64), reason: 'cancelled', at: '' } }), 'running the release before 5; release 6 failed', 'and after a later update that did not install');
   t.equal(updateStatusText({ ...rolledBackFrom5, bootedCommit: release.commit }), 'release 5 running', 'the installed commit is booted');
+  t.equal(updateStatusText({ ...base, installedVersion: 5, last: { result: 'rolledBack', version: 5, commit: release.commit, reason: 'rolled back on request', at: '' } }), 'running the release before 5; release 5 rolled back', 'no installed commit kept (an older release committed): the last outcome tells');
+  t.notOk(runsReleaseBefore({ ...rolledBackFrom5, state: 'probation' }), 'on trial the booted commit is the new release\'s: not a rollback');
 });
 
 t.test('a long or multi-line reason stays one short line', async (t) => {
