@@ -15,14 +15,14 @@ export function updateStatusText(status: UpdateStatus): string {
 
 /**
  * An operator's rollback leaves the anti-rollback floor at the release it left (update rollback):
- * when idle, what is observed (the booted commit is not the installed one) says so, whatever
- * happened since. (On trial the booted commit is the new release's.) Where a release from before
- * the installed commit was kept committed the last update, the last outcome is all there is.
+ * what is observed says so, whatever happened since: the booted commit is neither the installed
+ * one nor the one on trial. Where a release from before the installed commit was kept committed
+ * the last update, the last outcome is all there is.
  */
-export function runsReleaseBefore(status: Pick<UpdateStatus, 'state' | 'installedVersion' | 'installedCommit' | 'bootedCommit' | 'last'>): boolean {
-  if (status.state !== 'idle') return false;
-  if (status.installedCommit === null) return status.last?.result === 'rolledBack' && status.last.version === status.installedVersion;
-  return status.bootedCommit !== null && status.installedCommit !== status.bootedCommit;
+export function runsReleaseBefore(status: Pick<UpdateStatus, 'state' | 'release' | 'installedVersion' | 'installedCommit' | 'bootedCommit' | 'last'>): boolean {
+  const { bootedCommit, installedCommit } = status;
+  if (installedCommit === null) return status.state === 'idle' && status.last?.result === 'rolledBack' && status.last.version === status.installedVersion;
+  return bootedCommit !== null && bootedCommit !== installedCommit && bootedCommit !== status.release?.commit;
 }
 
 function describe(status: UpdateStatus): string {

@@ -18,7 +18,9 @@ t.test('STATUS= text for systemctl status: the release, how far, how long left',
   t.equal(updateStatusText({ ...rolledBackFrom5, last: { result: 'failed', version: 6, commit: 'd'.repeat(64), reason: 'cancelled', at: '' } }), 'running the release before 5; release 6 failed', 'and after a later update that did not install');
   t.equal(updateStatusText({ ...rolledBackFrom5, bootedCommit: release.commit }), 'release 5 running', 'the installed commit is booted');
   t.equal(updateStatusText({ ...base, installedVersion: 5, last: { result: 'rolledBack', version: 5, commit: release.commit, reason: 'rolled back on request', at: '' } }), 'running the release before 5; release 5 rolled back', 'no installed commit kept (an older release committed): the last outcome tells');
-  t.notOk(runsReleaseBefore({ ...rolledBackFrom5, state: 'probation' }), 'on trial the booted commit is the new release\'s: not a rollback');
+  const v6 = { version: 6, commit: 'e'.repeat(64), delta: true };
+  t.notOk(runsReleaseBefore({ ...rolledBackFrom5, state: 'probation', release: v6, bootedCommit: v6.commit }), 'on trial the booted commit is the new release\'s: not a rollback');
+  t.ok(runsReleaseBefore({ ...rolledBackFrom5, state: 'downloading', release: v6 }), 'while the next one downloads, the release before 5 still runs');
 });
 
 t.test('a long or multi-line reason stays one short line', async (t) => {
