@@ -265,6 +265,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     log: log.child('lifecycle'),
     stopTimeoutMs: config.lifecycle.stopTimeoutMs,
     watchdogIntervalMs: watchdogIntervalMs(env, process.pid),
+    // TimeoutStartSec (60 s) stays the limit for a start that does not move; see the unit.
+    startExtension: { byMs: 60_000, maxMs: 300_000 },
   });
 
   // Handlers go in before the first service starts: systemd may stop a unit that is still

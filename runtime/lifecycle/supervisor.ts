@@ -4,6 +4,8 @@
  *
  * Invariants:
  * - READY=1 is sent only after every service's start() resolved.
+ * - While services start, systemd is asked for more time (EXTEND_TIMEOUT_USEC) up to a cap: a
+ *   start slowed by a loaded device is not killed at TimeoutStartSec; one that hangs still is.
  * - A start failure stops the services already started (reverse order) before rethrowing.
  * - stop() is idempotent and never takes longer than `stopTimeoutMs`; a service that hangs in
  *   stop is abandoned with an error rather than holding the whole daemon.
@@ -35,6 +37,11 @@ export interface SupervisorOptions {
   stopTimeoutMs: number;
   /** Half of WATCHDOG_USEC (sd_watchdog_enabled); undefined when systemd does not watch us. */
   watchdogIntervalMs?: number;
+  /**
+   * Asks for `byMs` more start time every `byMs / 2` while services start, for at most `maxMs`
+   * in all; without it the unit's TimeoutStartSec alone applies.
+   */
+  startExtension?: { byMs: number; maxMs: number };
   timers?: Timers;
 }
 
@@ -52,20 +59,43 @@ export class Supervisor {
 
   /** Starts every service in order, then sends READY=1. */
   async start(): Promise<void> {
-    for (const service of this.options.services) {
-      await this.status(`starting ${service.name}`);
-      try {
-        await service.start();
-      } catch (err) {
-        this.options.log.error('service failed to start', { service: service.name, err });
-        await this.stopStarted();
-        throw toOutpostError(err, 'INTERNAL', `service ${service.name} failed to start`);
+    const stopExtending = this.extendStartTimeout();
+    try {
+      for (const service of this.options.services) {
+        await this.status(`starting ${service.name}`);
+        try {
+          await service.start();
+        } catch (err) {
+          this.options.log.error('service failed to start', { service: service.name, err });
+          await this.stopStarted();
+          throw toOutpostError(err, 'INTERNAL', `service ${service.name} failed to start`);
+        }
+        this.started.push(service);
       }
-      this.started.push(service);
+    } finally {
+      stopExtending();
     }
     this.startWatchdog();
     await this.options.notify({ READY: '1', STATUS: 'running' }).catch((err: unknown) => this.options.log.warn('cannot notify systemd', { err }));
     this.options.log.info('ready', { services: this.started.map((s) => s.name) });
+  }
+
+  /**
+   * On a slow device (a TCG guest, a loaded gateway) the update service's start waits for the
+   * socket-activated installer's own start; together they outlast TimeoutStartSec, and systemd
+   * killed the agent and started it again from scratch, minutes lost per boot.
+   */
+  private extendStartTimeout(): () => void {
+    const extension = this.options.startExtension;
+    if (extension === undefined) return () => undefined;
+    const everyMs = Math.max(1, Math.floor(extension.byMs / 2));
+    let askedMs = 0;
+    const handle = this.timers.setInterval(() => {
+      if (askedMs >= extension.maxMs) return;
+      askedMs += everyMs;
+      this.options.notify({ EXTEND_TIMEOUT_USEC: String(extension.byMs * 1000) }).catch((err: unknown) => this.options.log.debug('cannot send EXTEND_TIMEOUT_USEC', { err }));
+    }, everyMs);
+    return () => this.timers.clearInterval(handle);
   }
 
   /** Reports progress to systemd (`systemctl status` shows it). */

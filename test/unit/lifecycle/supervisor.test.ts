@@ -101,3 +101,20 @@ t.test('no watchdog timer when systemd does not watch the daemon', async (t) => 
   t.equal(m.intervals.size, 0);
   await sup.stop();
 });
+
+t.test('while services start, systemd is asked for more time, up to the cap; none once READY', async (t) => {
+  const r = recorder();
+  const m = manualTimers();
+  let finishStart!: () => void;
+  const slow: Service = { name: 'update', start: () => new Promise<void>((resolve) => (finishStart = resolve)), stop: async () => undefined };
+  const sup = new Supervisor({ services: [slow], notify: r.notify, log: silentLogger, stopTimeoutMs: 1000, timers: m.timers, startExtension: { byMs: 60_000, maxMs: 90_000 } });
+  const started = sup.start();
+  await new Promise((resolve) => setImmediate(resolve));
+  for (let i = 0; i < 5; i++) m.tickIntervals();
+  const extensions = r.events.filter((e) => e.startsWith('EXTEND_TIMEOUT_USEC'));
+  t.same(extensions, ['EXTEND_TIMEOUT_USEC=60000000', 'EXTEND_TIMEOUT_USEC=60000000', 'EXTEND_TIMEOUT_USEC=60000000'], 'every 30 s for 90 s, then no more: a hung start still times out');
+  finishStart();
+  await started;
+  t.equal(m.intervals.size, 0, 'no extension timer left once READY');
+  t.ok(r.events.at(-1)?.startsWith('READY=1'));
+});
