@@ -81,6 +81,8 @@ export interface UpdateServiceOptions {
   /** OSTree and the bootloader through the installer; default: this process runs them (localHost). */
   host?: UpdateHost;
   onChange: (status: UpdateStatus) => void;
+  /** Called with the targets of every successful metadata refresh (the command issuers live there). */
+  onTrusted?: (targets: TrustedTargets) => void;
   /** The wall clock (reports, TUF expiry) and CLOCK_MONOTONIC (windows, timers); default the host's. */
   clock?: Clock;
   /** When scheduled work runs; defaults in schedule.ts. */
@@ -269,6 +271,15 @@ export class UpdateService implements Service {
       lastCheck: this.lastCheck,
       probationLeftSec: record.state === 'probation' && this.probationDeadlineMs !== undefined ? Math.max(0, Math.ceil((this.probationDeadlineMs - this.clock.monotonicMs()) / 1000)) : null,
     };
+  }
+
+  /**
+   * Reboots through the update path's own adapter (the installer, or the bootloader backend), so
+   * a trial under way counts the boot as it counts its own.
+   */
+  async reboot(reason: string): Promise<void> {
+    if (!this.boot) throw new OutpostError('UPDATE_STOPPING', 'the update service is not running, so it cannot reboot');
+    await this.boot.reboot(reason);
   }
 
   /**
@@ -495,9 +506,28 @@ export class UpdateService implements Service {
 
   /** Refreshes the signed metadata and exports it for the installer's own check. */
   private async refreshTrusted(fetcher: Fetcher): Promise<TrustedTargets> {
-    const { config, log } = this.options;
     const exportDir = trustedExportDir(this.options.stateDir);
-    const tuf = new TufClient({
+    const tuf = await this.tufClient(fetcher, exportDir);
+    const targets = await tuf.refresh();
+    this.options.onTrusted?.(targets);
+    await exportTrusted(this.options.store(), exportDir, targets.versions.root);
+    await fillRootChain(fetcher, exportDir, targets.versions.root, this.options.log);
+    return targets;
+  }
+
+  /**
+   * What the store trusts without the network (stored targets, not judged for expiry) and the
+   * newest trusted time: for commands, which must work while the update server is unreachable.
+   */
+  async storedTrust(): Promise<{ targets: TrustedTargets | undefined; notEarlierThan: Date | undefined }> {
+    const offline: Fetcher = { fetch: async () => undefined };
+    const tuf = await this.tufClient(offline, trustedExportDir(this.options.stateDir));
+    return { targets: await tuf.stored(), notEarlierThan: await tuf.notEarlierThan() };
+  }
+
+  private async tufClient(fetcher: Fetcher, exportDir: string): Promise<TufClient> {
+    const { config, log } = this.options;
+    return new TufClient({
       store: this.options.store(),
       fetcher,
       initialRoot: await readFile(config.rootFile),
@@ -505,10 +535,6 @@ export class UpdateService implements Service {
       log: log.child('tuf'),
       onRootTrusted: (version, bytes) => exportTrustedRoot(exportDir, version, bytes),
     });
-    const targets = await tuf.refresh();
-    await exportTrusted(this.options.store(), exportDir, targets.versions.root);
-    await fillRootChain(fetcher, exportDir, targets.versions.root, log);
-    return targets;
   }
 
   /**

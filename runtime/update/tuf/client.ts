@@ -113,6 +113,25 @@ export class TufClient {
     return new TrustedTargets(targets.signed, versions, reference, root.signed.consistent_snapshot);
   }
 
+  /**
+   * What the store trusts now, offline: the stored targets checked against the stored root, with
+   * no expiry judged (what a past refresh verified). For what a device acts on between refreshes
+   * while its repository is unreachable, such as who may send it commands; never for installing.
+   */
+  async stored(): Promise<TrustedTargets | undefined> {
+    const root = await this.loadRoot();
+    const targets = await this.loadLocal('targets', root);
+    if (!targets) return undefined;
+    const floor = (await this.loadFloor()) ?? this.opts.now();
+    const versions = { root: root.signed.version, timestamp: 0, snapshot: 0, targets: targets.signed.version };
+    return new TrustedTargets(targets.signed, versions, floor, root.signed.consistent_snapshot);
+  }
+
+  /** The newest reference time a refresh succeeded at: the device's only clock it can trust. */
+  notEarlierThan(): Promise<Date | undefined> {
+    return this.loadFloor();
+  }
+
   // ---- §5.2 / §5.3: root ---------------------------------------------------------------------
 
   private async loadRoot(): Promise<Md<'root'>> {

@@ -376,3 +376,23 @@ t.test('an initial root that does not verify itself is refused', async (t) => {
   const client = new TufClient({ store: w.store, fetcher: w.fetcher, initialRoot: unsigned, now: w.clock.now, log: silentLogger });
   await rejects(t, client.refresh(), 'UPDATE_SIGNATURE', /initial root\.json: no valid signature by a root key of itself/);
 });
+
+t.test('stored(): what the store trusts, offline, expired or not; nothing before the first refresh', async (t) => {
+  const w = await world(t);
+  t.equal(await w.client.stored(), undefined, 'nothing refreshed yet');
+  t.equal(await w.client.notEarlierThan(), undefined);
+  const r1 = releaseTarget(1, commitA);
+  w.repo.addTarget(r1.name, r1.file);
+  await w.publish();
+  w.clock.set(HOUR);
+  await w.client.refresh();
+  // Long past every expiry, with the repository gone: the stored targets are still what was verified.
+  w.clock.set(400 * DAY);
+  w.fetcher.requests.length = 0;
+  const stored = await w.client.stored();
+  t.same(stored?.get(r1.name), { name: r1.name, ...r1.file });
+  t.equal(stored?.versions.targets, 2);
+  t.equal(stored?.referenceTime.getTime(), T0.getTime() + HOUR, 'judged at the last trusted time, not the wall clock');
+  t.equal((await w.client.notEarlierThan())?.getTime(), T0.getTime() + HOUR);
+  t.same(w.fetcher.requests, [], 'nothing fetched');
+});
