@@ -1,11 +1,19 @@
 import t from 'tap';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { stateJsonSchema } from '../../../runtime/protocol/index.js';
+import { commandEnvelopeJsonSchema, commandResultJsonSchema, stateJsonSchema } from '../../../runtime/protocol/index.js';
 
-t.test('docs/protocol.md embeds the current generated state JSON Schema', async (t) => {
+const generated: Array<[marker: string, schema: () => Record<string, unknown>, name: string]> = [
+  ['state-json-schema', stateJsonSchema, 'stateJsonSchema()'],
+  ['command-envelope-json-schema', commandEnvelopeJsonSchema, 'commandEnvelopeJsonSchema()'],
+  ['command-result-json-schema', commandResultJsonSchema, 'commandResultJsonSchema()'],
+];
+
+t.test('docs/protocol.md embeds the current generated JSON Schemas', async (t) => {
   const doc = await readFile(join(import.meta.dirname, '../../../docs/protocol.md'), 'utf8');
-  const block = /<!-- generated:state-json-schema -->\n```json\n([\s\S]*?)\n```\n<!-- \/generated:state-json-schema -->/.exec(doc);
-  t.ok(block, 'the generated block is present');
-  t.same(JSON.parse(block?.[1] ?? 'null'), stateJsonSchema(), 'regenerate it with stateJsonSchema() after changing the schema');
+  for (const [marker, schema, name] of generated) {
+    const block = new RegExp(`<!-- generated:${marker} -->\\n\`\`\`json\\n([\\s\\S]*?)\\n\`\`\`\\n<!-- /generated:${marker} -->`).exec(doc);
+    t.ok(block, `the ${marker} block is present`);
+    t.same(JSON.parse(block?.[1] ?? 'null'), schema(), `regenerate it with ${name} after changing the schema`);
+  }
 });
