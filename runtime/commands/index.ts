@@ -15,3 +15,11 @@ export {
 } from './issuers.js';
 export { verifyCommand, type VerifyContext, type Verdict, type Accepted, type Refused } from './verify.js';
 export { newCommand, signCommand, type NewCommand } from './sign.js';
+export {
+  CommandService,
+  DEFAULT_HANDLER_TIMEOUT_MS,
+  type CommandServiceOptions,
+  type CommandHandler,
+  type HandlerContext,
+  type InboundMessage,
+} from './service.js';

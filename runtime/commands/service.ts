@@ -1,0 +1,231 @@
+/**
+ * Runs the signed commands the broker delivers: each one verified, run at most once, and answered
+ * with exactly one final result through the persistent outbox.
+ *
+ * Invariants:
+ * - A message is in the store (`command-inbox`) before `receive()` resolves, and the link sends
+ *   its PUBACK only then: a power cut after the PUBACK cannot lose it.
+ * - One message at a time, in arrival order. The inbox entry is removed in the batch that records
+ *   what became of it (started, refused, or answered again), so a crash between two steps neither
+ *   drops a message nor runs one twice: ledger.ts records `started` before the handler runs.
+ * - Refusals are answered too (every failure gets a result with its reason), but only authentic
+ *   ones are recorded: an unsigned message cannot fill the replay store or burn a real id.
+ * - A command that arrives again is answered with the recorded result, never run again; one still
+ *   running is answered when it finishes.
+ */
+import { z } from 'zod';
+import type { Logger } from '../logs/index.js';
+import type { Service } from '../lifecycle/index.js';
+import type { Outbox } from '../link/index.js';
+import { COMMAND_CORRELATION_MAX_BYTES, COMMAND_RESULT_SCHEMA_ID, commandResultTopicFor, encodeCommandResult, UNKNOWN_COMMAND_ID, type CommandResult, type CommandSigned } from '../protocol/index.js';
+import type { Collection, Store } from '../store/index.js';
+import type { IssuerSet } from './issuers.js';
+import { CommandLedger, type LedgerEntry } from './ledger.js';
+import { verifyCommand } from './verify.js';
+
+/** What a handler is given besides its validated args. */
+export interface HandlerContext {
+  readonly command: CommandSigned;
+  /** Aborted at the handler's timeout and when the daemon stops. */
+  readonly signal: AbortSignal;
+}
+
+/** One command type. */
+export interface CommandHandler<A = unknown> {
+  readonly args: z.ZodType<A>;
+  /** Bound on one run; default {@link DEFAULT_HANDLER_TIMEOUT_MS}. */
+  readonly timeoutMs?: number;
+  /** Resolves with the result's `output` (JSON), or throws: the command `failed` with the message. */
+  run(args: A, context: HandlerContext): Promise<unknown>;
+}
+
+/** A message as the link hands it over, before its PUBACK. */
+export interface InboundMessage {
+  readonly topic: string;
+  readonly payload: Uint8Array;
+  readonly responseTopic?: string;
+  readonly correlationData?: Uint8Array;
+}
+
+export const DEFAULT_HANDLER_TIMEOUT_MS = 60_000;
+
+/** What the service needs; the functions are read at each message so trust changes take effect. */
+export interface CommandServiceOptions {
+  readonly deviceId: string;
+  readonly groups: readonly string[];
+  readonly store: () => Store;
+  readonly outbox: () => Outbox;
+  readonly issuers: () => IssuerSet;
+  /** The newest signed time seen (the TUF floor): the device has no RTC. */
+  readonly notEarlierThan: () => Promise<Date | undefined>;
+  readonly handlers: ReadonlyMap<string, CommandHandler>;
+  readonly skewMs: number;
+  readonly log: Logger;
+  readonly now?: () => Date;
+}
+
+const inboxSchema = z.strictObject({
+  payload: z.string(),
+  responseTopic: z.string().optional(),
+  correlationData: z.string().optional(),
+});
+type InboxEntry = z.infer<typeof inboxSchema>;
+
+export class CommandService implements Service {
+  readonly name = 'commands';
+  private inbox: Collection<InboxEntry> | undefined;
+  private ledger: CommandLedger | undefined;
+  private sequence = 0;
+  private draining: Promise<void> | undefined;
+  private stopping = false;
+  private readonly stopController = new AbortController();
+  private readonly now: () => Date;
+
+  constructor(private readonly options: CommandServiceOptions) {
+    this.now = options.now ?? (() => new Date());
+  }
+
+  /** Answers every command a crash cut short as `interrupted`, then works off what the inbox holds. */
+  async start(): Promise<void> {
+    const store = this.options.store();
+    this.inbox = store.collection('command-inbox', inboxSchema);
+    this.ledger = new CommandLedger(store);
+    const keys = (await this.inbox.entries()).map(([key]) => key);
+    this.sequence = keys.length === 0 ? 0 : Number(keys[keys.length - 1]) + 1;
+    for (const [id, entry] of await this.ledger.unfinished()) {
+      this.options.log.warn('a command was cut short by a stop or power cut; it is reported interrupted, not run again', { id, type: entry.type });
+      await this.finish(id, entry, { outcome: 'interrupted', message: 'outpost stopped while the command ran; it was not run again' });
+    }
+    const reference = await this.referenceTime();
+    const pruned = await this.ledger.prune(reference);
+    if (pruned > 0) this.options.log.debug('expired commands left the replay store', { pruned });
+    this.kick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    this.stopController.abort();
+    await this.draining;
+  }
+
+  /** Stores one delivered message; the link acknowledges it once this resolves. */
+  async receive(message: InboundMessage): Promise<void> {
+    if (!this.inbox || this.stopping) throw new Error('the command service is not running');
+    const key = String(this.sequence++).padStart(16, '0');
+    const entry: InboxEntry = {
+      payload: Buffer.from(message.payload).toString('base64'),
+      ...(message.responseTopic === undefined ? {} : { responseTopic: message.responseTopic }),
+      ...(message.correlationData === undefined ? {} : { correlationData: Buffer.from(message.correlationData).toString('base64') }),
+    };
+    await this.options.store().batch().put(this.inbox, key, entry).commit();
+    this.kick();
+  }
+
+  private kick(): void {
+    this.draining ??= this.drain().finally(() => {
+      this.draining = undefined;
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (!this.stopping && this.inbox) {
+      const [next] = await this.inbox.entries().then((all) => all.slice(0, 1));
+      if (!next) return;
+      try {
+        await this.handle(next[0], next[1]);
+      } catch (err) {
+        // A store failure: the entry stays in the inbox and is tried again at the next message or start.
+        this.options.log.error('cannot process a command; it stays queued', { err });
+        return;
+      }
+    }
+  }
+
+  private async referenceTime(): Promise<Date> {
+    const wall = this.now();
+    const floor = await this.options.notEarlierThan().catch(() => undefined);
+    return floor !== undefined && floor.getTime() > wall.getTime() ? floor : wall;
+  }
+
+  private async handle(key: string, entry: InboxEntry): Promise<void> {
+    const { options } = this;
+    const ledger = this.ledger!;
+    const inbox = this.inbox!;
+    const replyTopic = commandResultTopicFor(options.deviceId, entry.responseTopic);
+    // Echoed as it came, up to the limit; longer is not echoed (docs/protocol.md).
+    const correlation = entry.correlationData !== undefined && Buffer.from(entry.correlationData, 'base64').length <= COMMAND_CORRELATION_MAX_BYTES ? entry.correlationData : undefined;
+    const reply = { replyTopic, ...(correlation === undefined ? {} : { correlationData: correlation }) };
+    const notEarlierThan = await options.notEarlierThan().catch(() => undefined);
+    const verdict = await verifyCommand(Buffer.from(entry.payload, 'base64'), {
+      deviceId: options.deviceId,
+      groups: options.groups,
+      issuers: options.issuers(),
+      now: this.now(),
+      ...(notEarlierThan ? { notEarlierThan } : {}),
+      skewMs: options.skewMs,
+      seen: (id, nonce) => ledger.seen(id, nonce),
+      argsSchemas: new Map([...options.handlers].map(([type, handler]) => [type, handler.args])),
+    });
+    const batch = options.store().batch().del(inbox as Collection<unknown>, key);
+    if (!verdict.ok) {
+      if (verdict.reason === 'replayed-id' && verdict.id !== undefined) {
+        const recorded = await ledger.get(verdict.id);
+        if (recorded?.result !== undefined) {
+          options.log.info('a command arrived again; its result is sent again, the command is not run again', { id: verdict.id });
+          await options.outbox().put({ class: 'result', topic: recorded.replyTopic, payload: recorded.result, ...(recorded.correlationData ? { correlationData: recorded.correlationData } : {}) }, batch);
+        }
+        // Still running: its one final result is on its way.
+        await batch.commit();
+        return;
+      }
+      const outcome = verdict.reason === 'expired' ? 'expired' : 'rejected';
+      const result = this.result(verdict.id ?? UNKNOWN_COMMAND_ID, verdict.type, { outcome, reason: verdict.reason, message: verdict.message });
+      options.log.warn('command refused', { id: verdict.id, reason: verdict.reason, message: verdict.message, authentic: verdict.authentic });
+      const encoded = encodeCommandResult(result);
+      // A refused replay keeps the original's entry; only a first authentic refusal is recorded.
+      if (verdict.authentic && verdict.reason !== 'replayed-nonce' && verdict.command !== undefined && (await ledger.get(verdict.command.id)) === undefined) {
+        ledger.record(batch, result.id, { state: 'finished', type: verdict.command.type, nonce: verdict.command.nonce, expires: verdict.command.expires, ...reply, result: encoded });
+      }
+      await options.outbox().put({ class: 'result', topic: replyTopic, payload: encoded, ...(correlation ? { correlationData: correlation } : {}) }, batch);
+      await batch.commit();
+      return;
+    }
+    const { command } = verdict;
+    const started: LedgerEntry = { state: 'started', type: command.type, nonce: command.nonce, expires: command.expires, ...reply, startedAt: this.now().toISOString() };
+    await ledger.record(batch, command.id, started).commit();
+    options.log.info('command started', { id: command.id, type: command.type, issuer: command.issuer });
+    const outcome = await this.run(command, verdict.args);
+    await this.finish(command.id, started, outcome);
+  }
+
+  private async run(command: CommandSigned, args: unknown): Promise<{ outcome: 'succeeded' | 'failed'; message: string; output?: unknown }> {
+    const handler = this.options.handlers.get(command.type)!;
+    const timeoutMs = handler.timeoutMs ?? DEFAULT_HANDLER_TIMEOUT_MS;
+    const timeout = AbortSignal.timeout(timeoutMs);
+    const signal = AbortSignal.any([timeout, this.stopController.signal]);
+    try {
+      const output = await Promise.race([
+        handler.run(args, { command, signal }),
+        new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error(timeout.aborted ? `timed out after ${timeoutMs} ms` : 'outpost is stopping')), { once: true })),
+      ]);
+      return { outcome: 'succeeded', message: 'done', ...(output === undefined ? {} : { output }) };
+    } catch (err) {
+      return { outcome: 'failed', message: (err instanceof Error ? err.message : String(err)).slice(0, 1024) };
+    }
+  }
+
+  private result(id: string, type: string | undefined, fields: Pick<CommandResult, 'outcome' | 'message'> & Partial<Pick<CommandResult, 'reason' | 'output' | 'startedAt'>>): CommandResult {
+    return { schema: COMMAND_RESULT_SCHEMA_ID, id, deviceId: this.options.deviceId, ...(type === undefined ? {} : { type }), ...fields, finishedAt: this.now().toISOString() };
+  }
+
+  /** Records the final result and queues it, in one batch. */
+  private async finish(id: string, entry: LedgerEntry, fields: { outcome: CommandResult['outcome']; message: string; output?: unknown }): Promise<void> {
+    const result = this.result(id, entry.type, { ...fields, ...(entry.startedAt ? { startedAt: entry.startedAt } : {}) });
+    const encoded = encodeCommandResult(result);
+    const batch = this.options.store().batch();
+    this.ledger!.record(batch, id, { ...entry, state: 'finished', result: encoded });
+    await this.options.outbox().put({ class: 'result', topic: entry.replyTopic, payload: encoded, ...(entry.correlationData ? { correlationData: entry.correlationData } : {}) }, batch);
+    await batch.commit();
+    this.options.log.info('command finished', { id, type: entry.type, outcome: fields.outcome });
+  }
+}

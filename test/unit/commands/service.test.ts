@@ -1,0 +1,181 @@
+/**
+ * The command service on a real store and outbox: run at most once, exactly one final result per
+ * command, answered again (never run again) when the same command arrives again, refusals answered
+ * with their reason, a run cut short reported `interrupted` at the next start.
+ */
+import t, { type Test } from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { CommandService, issuersFromJson, newCommand, signCommand, type CommandHandler, type IssuerSet, type NewCommand } from '../../../runtime/commands/index.js';
+import { CommandLedger } from '../../../runtime/commands/ledger.js';
+import { Outbox, type OutboxEntry } from '../../../runtime/link/index.js';
+import { createLogger } from '../../../runtime/logs/index.js';
+import { parseCommandResult, type CommandResult } from '../../../runtime/protocol/index.js';
+import { Store } from '../../../runtime/store/index.js';
+import { generateKey } from '../../../runtime/trust/index.js';
+
+const now = new Date('2030-05-01T12:00:00.000Z');
+const operator = generateKey();
+const resultTopic = 'outpost/v1/gw-1/cmd/result';
+const log = createLogger({ level: 'error', sinks: [] });
+
+function trusted(): IssuerSet {
+  const parsed = issuersFromJson({ schema: 'outpost.command-issuers/1', issuers: { [operator.keyid]: { key: operator.key, types: ['touch', 'hang', 'diagnostics'], maxValiditySec: 3600 } }, revoked: [] });
+  if (!parsed.ok) throw new Error(parsed.reason);
+  return parsed.issuers;
+}
+
+interface World {
+  location: string;
+  store: Store;
+  outbox: Outbox;
+  service: CommandService;
+  runs: string[];
+  /** Every queued result, in send order, acked as read. */
+  sent(): Promise<(OutboxEntry & { result: CommandResult })[]>;
+  restart(): Promise<void>;
+}
+
+async function world(t: Test, handlers: Record<string, CommandHandler> = {}, location?: string): Promise<World> {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-commands-'));
+  if (!location) t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const at = location ?? join(dir, 'db');
+  const runs: string[] = [];
+  const touch: CommandHandler = { args: z.strictObject({ n: z.number().int().default(0) }), run: async (args, { command }) => (runs.push(command.id), { n: (args as { n: number }).n }) };
+  const hang: CommandHandler = { args: z.strictObject({}), timeoutMs: 100, run: () => new Promise(() => undefined) };
+  const w = {} as World;
+  w.location = at;
+  w.runs = runs;
+  const open = async () => {
+    w.store = await Store.open({ location: at, version: 1 });
+    w.outbox = await Outbox.open(w.store, { maxBytes: 1024 * 1024, log });
+    w.service = new CommandService({
+      deviceId: 'gw-1',
+      groups: ['site-a'],
+      store: () => w.store,
+      outbox: () => w.outbox,
+      issuers: trusted,
+      notEarlierThan: async () => undefined,
+      handlers: new Map(Object.entries({ touch, hang, ...handlers })),
+      skewMs: 0,
+      log,
+      now: () => now,
+    });
+    await w.service.start();
+  };
+  w.restart = async () => {
+    await w.service.stop();
+    await w.store.close();
+    await open();
+  };
+  w.sent = async () => {
+    await settle(w);
+    const out: (OutboxEntry & { result: CommandResult })[] = [];
+    for (let entry = await w.outbox.next(); entry; entry = await w.outbox.next()) {
+      out.push({ ...entry, result: parseCommandResult(entry.payload) });
+      await w.outbox.ack(entry.key);
+    }
+    return out;
+  };
+  await open();
+  t.teardown(async () => {
+    await w.service.stop();
+    await w.store.close();
+  });
+  return w;
+}
+
+/** Lets the service work off its inbox. */
+async function settle(w: World): Promise<void> {
+  for (let i = 0; i < 50; i++) await new Promise((r) => setTimeout(r, 5));
+  await (w.service as unknown as { draining?: Promise<void> }).draining;
+}
+
+const command = (overrides: Partial<NewCommand> = {}) => newCommand({ id: 'c-1', issuer: operator.keyid, target: { device: 'gw-1' }, type: 'touch', args: { n: 7 }, validitySec: 600, now, ...overrides });
+const message = (signed = command(), extra: { responseTopic?: string; correlationData?: Uint8Array } = {}) => ({ topic: 'outpost/v1/gw-1/cmd', payload: Buffer.from(JSON.stringify(signCommand(signed, operator))), ...extra });
+
+t.test('a command runs once; its result goes to the response topic with the correlation data', async (t) => {
+  const w = await world(t);
+  await w.service.receive(message(command(), { responseTopic: 'outpost/v1/ops/replies', correlationData: Buffer.from('req-1') }));
+  const [sent, ...more] = await w.sent();
+  t.same(w.runs, ['c-1']);
+  t.equal(more.length, 0, 'one result');
+  t.equal(sent?.topic, 'outpost/v1/ops/replies');
+  t.equal(Buffer.from(sent?.correlationData ?? '', 'base64').toString(), 'req-1');
+  t.match(sent?.result, { id: 'c-1', deviceId: 'gw-1', type: 'touch', outcome: 'succeeded', output: { n: 7 } });
+});
+
+t.test('the same command again (QoS 1 duplicate, redelivery, replay): the result again, never a second run; also after a restart', async (t) => {
+  const w = await world(t);
+  await w.service.receive(message());
+  const [first] = await w.sent();
+  await w.service.receive(message());
+  const [again] = await w.sent();
+  t.same(w.runs, ['c-1'], 'ran once');
+  t.equal(again?.payload, first?.payload, 'the recorded result, as it was');
+  await w.restart();
+  await w.service.receive(message());
+  const [afterRestart] = await w.sent();
+  t.same(w.runs, ['c-1'], 'still once after a restart');
+  t.equal(afterRestart?.payload, first?.payload);
+});
+
+t.test('a response topic outside outpost/v1 or with a wildcard is not used: the default is', async (t) => {
+  const w = await world(t);
+  await w.service.receive(message(command({ id: 'c-a' }), { responseTopic: 'elsewhere/replies' }));
+  await w.service.receive(message(command({ id: 'c-b' }), { responseTopic: 'outpost/v1/+/x' }));
+  t.same((await w.sent()).map((s) => s.topic), [resultTopic, resultTopic]);
+});
+
+t.test('refusals are answered with their reason and run nothing; only authentic ones are recorded', async (t) => {
+  const w = await world(t);
+  const forged = signCommand(command({ id: 'c-forged' }), generateKey());
+  forged.signatures = [{ keyid: operator.keyid, sig: forged.signatures[0]!.sig }];
+  await w.service.receive({ topic: 'x', payload: Buffer.from(JSON.stringify(forged)) });
+  await w.service.receive({ topic: 'x', payload: Buffer.from('{not json') });
+  await w.service.receive(message(command({ id: 'c-late', now: new Date(now.getTime() - 3_600_000) })));
+  await w.service.receive(message(command({ id: 'c-type', type: 'reboot' })));
+  const sent = await w.sent();
+  t.same(sent.map((s) => [s.result.id, s.result.outcome, s.result.reason]), [
+    ['c-forged', 'rejected', 'bad-signature'],
+    ['unknown', 'rejected', 'malformed-json'],
+    ['c-late', 'expired', 'expired'],
+    ['c-type', 'rejected', 'unknown-type'],
+  ]);
+  t.same(w.runs, []);
+  const ledger = new CommandLedger(w.store);
+  t.equal(await ledger.get('c-forged'), undefined, 'a forgery burns no id');
+  t.equal((await ledger.get('c-type'))?.state, 'finished', 'an authentic refusal is recorded');
+  // The forged id is still free for the real command.
+  await w.service.receive(message(command({ id: 'c-forged' })));
+  t.same((await w.sent()).map((s) => s.result.outcome), ['succeeded']);
+});
+
+t.test('a handler past its timeout fails the command, which is answered once', async (t) => {
+  const w = await world(t);
+  await w.service.receive(message(command({ id: 'c-hang', type: 'hang', args: {} })));
+  await new Promise((r) => setTimeout(r, 300));
+  const sent = await w.sent();
+  t.same(sent.map((s) => [s.result.outcome, s.result.message]), [['failed', 'timed out after 100 ms']]);
+});
+
+t.test('a run cut short (started, never finished) is reported interrupted at the next start, and not run again', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-commands-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const location = join(dir, 'db');
+  // What a kill -9 mid-run leaves: the id recorded as started, no result.
+  const store = await Store.open({ location, version: 1 });
+  const ledger = new CommandLedger(store);
+  const signed = command({ id: 'c-cut' });
+  await ledger.record(store.batch(), 'c-cut', { state: 'started', type: 'touch', nonce: signed.nonce, expires: signed.expires, replyTopic: resultTopic, startedAt: now.toISOString() }).commit();
+  await store.close();
+  const w = await world(t, {}, location);
+  const sent = await w.sent();
+  t.same(sent.map((s) => [s.result.id, s.result.outcome]), [['c-cut', 'interrupted']]);
+  await w.service.receive(message(signed));
+  const again = await w.sent();
+  t.same(w.runs, [], 'never run');
+  t.same(again.map((s) => s.result.outcome), ['interrupted'], 'the same command again gets the recorded result');
+});
