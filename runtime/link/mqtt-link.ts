@@ -12,12 +12,20 @@
  *   'close' from an old socket can never change the status or schedule a second retry loop.
  * - Every (re)connect publishes `online`='true' then the latest state, both retained QoS 1, so
  *   the broker's retained copies are right even after it lost them (restart without persistence).
+ * - `publish` settles exactly once and never hangs: at PUBACK, or with LINK_UNAVAILABLE when not
+ *   connected, when its connection closes first, or after `publishTimeoutMs`. It keeps no queue of
+ *   its own: what must survive an outage waits in the persistent outbox (outbox.ts, drain.ts).
+ * - With an `inbox`, a command is acknowledged only after it is stored: the PUBACK of a delivered
+ *   message is sent once `inbox` resolved, and when it rejects the connection is ended without that
+ *   PUBACK, so the broker (persistent session) delivers the message again after the reconnect.
+ *   mqtt.js handles one incoming packet at a time and waits for that callback, so the inbox must
+ *   not wait for anything that needs the link.
  * - Idle memory is part of the contract (bench/README.md): the client is built on our own TLS
  *   stream (tls-stream.ts) rather than mqtt.js's `connect()`, and without mqtt-packet's number
  *   cache (`writeCache: false`), which together keep ~8 MiB of heap the daemon would never use.
  */
 import { isIP } from 'node:net';
-import { MqttClient, type IClientOptions } from 'mqtt';
+import { MqttClient, type IClientOptions, type IPublishPacket } from 'mqtt';
 import { OutpostError } from '../errors.js';
 import type { BrokerConfig } from '../config/index.js';
 import type { Logger } from '../logs/index.js';
@@ -52,6 +60,30 @@ export interface LinkOptions {
   readonly stopTimeoutMs?: number;
   /** Environment read at each connect attempt (`MQTTJS_SOCKS_PROXY`, as mqtt.js honours it); default process.env. */
   readonly env?: NodeJS.ProcessEnv;
+  /** Bound for publish() to see its PUBACK; default 3 × broker.connectTimeoutMs. */
+  readonly publishTimeoutMs?: number;
+  /**
+   * Where messages on the device's `cmd` topic go; the link subscribes to it (QoS 1) on every
+   * connect when given. Must resolve only once the message is stored: its PUBACK waits for that.
+   * A rejection ends the connection without the PUBACK, and the broker delivers it again.
+   */
+  readonly inbox?: (message: InboxMessage) => Promise<void>;
+}
+
+/** A message delivered to the device (its `cmd` topic), as the inbox gets it. */
+export interface InboxMessage {
+  readonly topic: string;
+  readonly payload: Buffer;
+  /** MQTT 5 response topic, when the sender gave one. */
+  readonly responseTopic?: string;
+  /** MQTT 5 correlation data, when the sender gave it. */
+  readonly correlationData?: Buffer;
+}
+
+/** Options of Link.publish. */
+export interface PublishOptions {
+  /** MQTT 5 correlation data (echoed from the command a result answers). */
+  readonly correlationData?: Uint8Array;
 }
 
 /** The device's connection to the fleet broker. */
@@ -62,6 +94,15 @@ export interface Link {
   stop(): Promise<void>;
   /** Retained QoS 1 on the state topic now if connected, and again after every (re)connect. */
   publishState(doc: StateDocument): void;
+  /**
+   * QoS 1, not retained. Resolves at PUBACK; rejects with LINK_UNAVAILABLE at once when not
+   * connected, when the connection drops before the PUBACK, or after publishTimeoutMs (all
+   * transient), and with LINK_UNAVAILABLE marked not transient when the broker refused the message
+   * (PUBACK reason code ≥ 0x80: sending it again cannot help).
+   */
+  publish(topic: string, payload: string | Uint8Array, options?: PublishOptions): Promise<void>;
+  /** The device id this link connects as (its topics are built from it). */
+  readonly deviceId: string;
   /** The current status snapshot. */
   readonly status: LinkStatus;
   /** Registers a status listener; returns the function that removes it. */
@@ -71,6 +112,18 @@ export interface Link {
 function serverName(host: string): string | undefined {
   // SNI must not carry an IP address (RFC 6066 §3); certificate checks still use the IP SAN.
   return isIP(host) === 0 ? host : undefined;
+}
+
+/** A publish waiting for its PUBACK, with the client it went out on. */
+interface PendingPublish {
+  readonly client: MqttClient;
+  fail(reason: string): void;
+}
+
+/** The reason code of an mqtt.js ack error (a refused PUBACK), if it is one. */
+function reasonCodeOf(err: unknown): number | undefined {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'number' ? code : undefined;
 }
 
 function withTimeout(work: Promise<unknown>, ms: number): Promise<boolean> {
@@ -99,6 +152,8 @@ export function createLink(options: LinkOptions): Link {
   const random = options.random ?? Math.random;
   const stopTimeoutMs = options.stopTimeoutMs ?? DEFAULT_STOP_TIMEOUT_MS;
   const env = options.env ?? process.env;
+  const publishTimeoutMs = options.publishTimeoutMs ?? broker.connectTimeoutMs * 3;
+  const inbox = options.inbox;
   const topics = deviceTopics(deviceId);
   const address = brokerAddress(broker.url);
   const servername = serverName(address.host);
@@ -111,6 +166,13 @@ export function createLink(options: LinkOptions): Link {
   let stopping: Promise<void> | undefined;
   let latestState: string | undefined;
   let lastLoggedFailure: string | undefined;
+  const pending = new Set<PendingPublish>();
+  /** Connections ended in a row because the inbox could not store a command: the retry backs off. */
+  let inboxFailures = 0;
+
+  const failPending = (c: MqttClient, reason: string): void => {
+    for (const p of [...pending]) if (p.client === c) p.fail(reason);
+  };
 
   try {
     loadTlsMaterial(broker);
@@ -144,6 +206,42 @@ export function createLink(options: LinkOptions): Link {
     else log.debug('still cannot connect to broker', fields);
     lastLoggedFailure = reason;
     retryTimer = setTimeout(connectOnce, delayMs);
+  };
+
+  /** Gates the PUBACK of each delivered message on the inbox having stored it (see the invariants). */
+  const attachInbox = (c: MqttClient, deliver: (message: InboxMessage) => Promise<void>, fail: (reason: string) => void): void => {
+    c.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void): void => {
+      // An abandoned client's connection is going away: no PUBACK, the broker delivers it again.
+      if (client !== c) return;
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload, 'utf8') : packet.payload;
+      const { responseTopic, correlationData } = packet.properties ?? {};
+      const message: InboxMessage = {
+        topic: packet.topic,
+        payload,
+        ...(responseTopic === undefined ? {} : { responseTopic }),
+        ...(correlationData === undefined ? {} : { correlationData: Buffer.from(correlationData) }),
+      };
+      let delivering: Promise<void>;
+      try {
+        delivering = deliver(message);
+      } catch (err) {
+        delivering = Promise.reject(err);
+      }
+      delivering.then(
+        () => {
+          inboxFailures = 0;
+          if (client === c) callback();
+        },
+        (err: unknown) => {
+          if (client !== c) return;
+          inboxFailures += 1;
+          log.error('a delivered command could not be stored; reconnecting without acknowledging it, so the broker delivers it again', { topic: packet.topic, err });
+          fail(`a delivered command could not be stored: ${err instanceof Error ? err.message : String(err)}`);
+          // No DISCONNECT: the stream is cut, 'close' follows and schedules the retry as for any drop.
+          c.end(true);
+        },
+      );
+    };
   };
 
   function connectOnce(): void {
@@ -181,16 +279,28 @@ export function createLink(options: LinkOptions): Link {
     client = c;
     let connected = false;
     let failure: string | undefined;
+    if (inbox !== undefined) attachInbox(c, inbox, (reason) => (failure ??= reason));
 
     c.on('connect', (connack) => {
       if (client !== c) return;
       connected = true;
-      attempt = 0;
+      // Not 0 while the inbox keeps failing: each of those connections ends at once.
+      attempt = inboxFailures;
       lastLoggedFailure = undefined;
       status.update({ state: 'connected', connected: true });
       log.info('connected to broker', { url: broker.url, sessionPresent: connack.sessionPresent });
       publishRetained(c, topics.online, ONLINE_PAYLOAD.online).catch(() => undefined);
       if (latestState !== undefined) publishRetained(c, topics.state, latestState).catch(() => undefined);
+      if (inbox !== undefined) {
+        // The session keeps the subscription, but a session the broker lost (restart without
+        // persistence, expiry) does not: subscribing again on every connect costs one SUBACK.
+        c.subscribe(topics.cmd, { qos: 1 }, (err, granted) => {
+          if (client !== c) return;
+          const refused = granted?.find((g) => g.qos >= 0x80);
+          if (err !== undefined && err !== null) log.warn('cannot subscribe to the command topic; subscribing again on the next connect', { topic: topics.cmd, err });
+          else if (refused !== undefined) log.error('the broker refused the subscription to the command topic (ACL?): no remote commands reach this device', { topic: topics.cmd, reasonCode: refused.qos });
+        });
+      }
     });
     c.on('disconnect', (packet) => {
       if (client !== c) return;
@@ -204,6 +314,8 @@ export function createLink(options: LinkOptions): Link {
       failure ??= describeLinkError(err, broker);
     });
     c.on('close', () => {
+      // This client's own publishes, even for an abandoned client: they can no longer be acked.
+      failPending(c, 'the connection to the broker closed before the PUBACK');
       if (client !== c) return;
       client = undefined;
       c.end(true);
@@ -225,6 +337,7 @@ export function createLink(options: LinkOptions): Link {
       }
       const ended = await withTimeout(c.endAsync(!c.connected), Math.max(0, deadline - Date.now()));
       if (!ended) c.stream?.destroy();
+      failPending(c, 'the link stopped before the PUBACK');
     }
     status.update({ state: 'stopped' });
     log.info('link stopped');
@@ -248,6 +361,41 @@ export function createLink(options: LinkOptions): Link {
       latestState = encodeStateDocument(doc);
       if (client?.connected === true) publishRetained(client, topics.state, latestState).catch(() => undefined);
     },
+    publish(topic, payload, publishOptions = {}) {
+      const c = client;
+      if (c?.connected !== true) {
+        return Promise.reject(new OutpostError('LINK_UNAVAILABLE', `not connected to the broker (${status.current.state}); cannot publish to ${topic}`));
+      }
+      return new Promise<void>((resolve, reject) => {
+        let timer: NodeJS.Timeout | undefined;
+        const settle = (err?: OutpostError): void => {
+          if (!pending.delete(entry)) return;
+          clearTimeout(timer);
+          if (err === undefined) resolve();
+          else reject(err);
+        };
+        const entry: PendingPublish = { client: c, fail: (reason) => settle(new OutpostError('LINK_UNAVAILABLE', `publish to ${topic} failed: ${reason}`)) };
+        pending.add(entry);
+        timer = setTimeout(() => entry.fail(`no PUBACK within ${publishTimeoutMs} ms`), publishTimeoutMs);
+        const { correlationData } = publishOptions;
+        c.publish(
+          topic,
+          typeof payload === 'string' ? payload : Buffer.from(payload),
+          { qos: 1, retain: false, ...(correlationData === undefined ? {} : { properties: { correlationData: Buffer.from(correlationData) } }) },
+          (err) => {
+            if (err === undefined || err === null) {
+              settle();
+              return;
+            }
+            const code = reasonCodeOf(err);
+            if (code !== undefined && code >= 0x80) {
+              settle(new OutpostError('LINK_UNAVAILABLE', `the broker refused the message on ${topic}: ${err.message} (reason code ${code})`, { cause: err, transient: false }));
+            } else entry.fail(err.message);
+          },
+        );
+      });
+    },
+    deviceId,
     get status() {
       return status.current;
     },

@@ -28,18 +28,48 @@ const jsonSublevel = (db: Db, name: string) => db.sublevel<string, unknown>(name
 type Sub = ReturnType<typeof jsonSublevel>;
 type BatchOps = ({ type: 'put'; sublevel: Sub; key: string; value: unknown } | { type: 'del'; sublevel: Sub; key: string })[];
 
+/**
+ * A key range of a collection, in key order (string order of the keys' UTF-8 bytes). Bounds are
+ * keys, not prefixes: `{ gte: 'a/', lt: 'a0' }` is every key starting with `a/` ('0' follows '/').
+ */
+export interface RangeOptions {
+  gte?: string;
+  lt?: string;
+  /** At most this many entries (a non-negative integer); all when absent. */
+  limit?: number;
+  /** From the upper bound down. */
+  reverse?: boolean;
+}
+
 /** A typed keyspace inside the store. */
 export interface Collection<T> {
   readonly name: string;
   get(key: string): Promise<T | undefined>;
   /** All entries in key order; for small collections (state, counters), not log data. */
   entries(): Promise<[string, T][]>;
+  /** The entries of a range, validated like entries(); bound it with `limit` on large collections. */
+  range(options: RangeOptions): Promise<[string, T][]>;
+  /**
+   * The entries of a range one at a time, validated as they are read: memory stays flat however
+   * large the collection is (queues of 100k entries are counted at start this way).
+   */
+  iterate(options?: RangeOptions): AsyncIterable<[string, T]>;
+  /** The keys of a range one at a time, without reading or validating values. */
+  keys(options?: RangeOptions): AsyncIterable<string>;
 }
 
 /** An atomic, fsync'd group of writes across collections. */
 export interface WriteBatch {
   put<T>(collection: Collection<T>, key: string, value: T): WriteBatch;
   del(collection: Collection<unknown>, key: string): WriteBatch;
+  /**
+   * Runs `hook` once the batch is on disk, before `commit()` resolves; not when the commit fails.
+   * For modules that add writes to a caller's batch and keep in-memory counters of what is on
+   * disk (the link's outbox): the counters move with the data, never ahead of it. A hook that
+   * throws is a bug; it cannot undo the commit, so it is reported to `onHookError` when given and
+   * otherwise ignored, and the commit still resolves.
+   */
+  afterCommit(hook: () => void, onHookError?: (err: unknown) => void): WriteBatch;
   commit(): Promise<void>;
 }
 
@@ -105,10 +135,32 @@ class LevelCollection<T> implements Collection<T> {
     for await (const [key, value] of this.sub.iterator()) out.push([key, this.check(key, value)]);
     return out;
   }
+
+  async range(options: RangeOptions): Promise<[string, T][]> {
+    const out: [string, T][] = [];
+    for await (const entry of this.iterate(options)) out.push(entry);
+    return out;
+  }
+
+  async *iterate(options: RangeOptions = {}): AsyncIterable<[string, T]> {
+    for await (const [key, value] of this.sub.iterator(this.levelRange(options))) yield [key, this.check(key, value)];
+  }
+
+  async *keys(options: RangeOptions = {}): AsyncIterable<string> {
+    yield* this.sub.keys(this.levelRange(options));
+  }
+
+  /** Checks the options (a caller's bug must not silently read everything) and drops absent fields. */
+  private levelRange(options: RangeOptions): { gte?: string; lt?: string; limit?: number; reverse?: boolean } {
+    const { gte, lt, limit, reverse } = options;
+    if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0)) throw new OutpostError('INTERNAL', `range limit on ${this.name} must be a non-negative integer, not ${limit}`);
+    return { ...(gte === undefined ? {} : { gte }), ...(lt === undefined ? {} : { lt }), ...(limit === undefined ? {} : { limit }), ...(reverse === undefined ? {} : { reverse }) };
+  }
 }
 
 class LevelBatch implements WriteBatch {
   private readonly ops: BatchOps = [];
+  private readonly hooks: { hook: () => void; onHookError: ((err: unknown) => void) | undefined }[] = [];
   constructor(private readonly db: Db) {}
 
   private subOf(collection: Collection<unknown>): Sub {
@@ -126,12 +178,26 @@ class LevelBatch implements WriteBatch {
     return this;
   }
 
+  afterCommit(hook: () => void, onHookError?: (err: unknown) => void): WriteBatch {
+    this.hooks.push({ hook, onHookError });
+    return this;
+  }
+
   async commit(): Promise<void> {
-    if (this.ops.length === 0) return;
-    try {
-      await this.db.batch(this.ops, { sync: true });
-    } catch (err) {
-      throw toOutpostError(err, 'STORE_IO', `cannot write the state store at ${this.db.location}`);
+    if (this.ops.length > 0) {
+      try {
+        await this.db.batch(this.ops, { sync: true });
+      } catch (err) {
+        throw toOutpostError(err, 'STORE_IO', `cannot write the state store at ${this.db.location}`);
+      }
+    }
+    // Taken out first: a second commit() of the same batch must not count the same writes twice.
+    for (const { hook, onHookError } of this.hooks.splice(0)) {
+      try {
+        hook();
+      } catch (err) {
+        onHookError?.(err);
+      }
     }
   }
 }
