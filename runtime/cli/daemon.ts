@@ -2,7 +2,7 @@
  * `outpost run`: wires the domains into one daemon. This is the only place that knows all of
  * them; each domain sees just the narrow interfaces it is handed.
  */
-import { mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiServer, apiAccess, statusSchema, type AccessGroup, type ApiServerOptions, type Status } from '../api/index.js';
 import type { Config } from '../config/index.js';
@@ -16,6 +16,8 @@ import { Store, type OpenEvent } from '../store/index.js';
 import { readBootedCommit } from '../update/booted-commit.js';
 import type { UpdateService, UpdateStatus } from '../update/index.js';
 import { updateStatusText } from '../update/status-text.js';
+import type { InboundMessage } from '../commands/service.js';
+import type { CommandWiring } from './command-wiring.js';
 import { outpostVersion } from '../version.js';
 
 /** The store format this release writes; bump with a migration in store/migrations. */
@@ -147,7 +149,16 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
   const blockLoopMs = Number(env.OUTPOST_FAULT_BLOCK_LOOP_MS ?? 0);
   if (blockLoopMs > 0) process.on('SIGUSR2', () => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, blockLoopMs));
   let bootedCommit = await readBootedCommit();
-  const link = config.broker ? createLink({ broker: config.broker, deviceId: config.deviceId, log: log.child('link'), version: outpostVersion }) : undefined;
+  // Commands arrive through the link, which is built before the command service: bound below.
+  let receiveCommand: ((message: InboundMessage) => Promise<void>) | undefined;
+  const inbox = config.commands
+    ? {
+        inbox: (message: InboundMessage) => (receiveCommand ? receiveCommand(message) : Promise.reject(new Error('commands are not running yet'))),
+        commandGroups: config.commands.groups,
+      }
+    : {};
+  const link = config.broker ? createLink({ broker: config.broker, deviceId: config.deviceId, log: log.child('link'), version: outpostVersion, ...inbox }) : undefined;
+  let commands: CommandWiring | undefined;
   const onTrial = config.update ? async (store: Store) => (await import('../update/machine.js')).updateUnderWay(store) : undefined;
   const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'), onTrial);
   // Until the daemon is up, a stop (signal or simulated reboot) is only remembered; it runs
@@ -203,6 +214,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
               }),
             }
           : {}),
+        onTrusted: (targets) => commands?.onTrusted(targets),
         onChange: (status) => {
           // Fault injection for the crash tests (docs/architecture.md): die like `kill -9` the
           // moment this state has been persisted, so resumption is tested from every state.
@@ -254,8 +266,29 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     log: log.child('api'),
   });
 
-  const services: Service[] = [storeService];
+  if (config.commands && link && update) {
+    commands = (await import('./command-wiring.js')).commandWiring({
+      config: { ...config, commands: config.commands },
+      store: () => {
+        if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');
+        return storeService.store;
+      },
+      link,
+      update,
+      log: log.child('commands'),
+      versions: () => ({ outpost: outpostVersion, node: process.versions.node, bootedCommit: update.booted ?? bootedCommit }),
+      // Fault injection for the crash tests (docs/architecture.md): a line per step in a file the
+      // test reads (how often a handler ran), and a `kill -9` the moment a step is persisted.
+      onStep: (step, id) => {
+        if (env.OUTPOST_FAULT_COMMAND_STEPS) appendFileSync(env.OUTPOST_FAULT_COMMAND_STEPS, `${step} ${id ?? '-'}\n`);
+        if (env.OUTPOST_FAULT_KILL_AT_COMMAND === step) process.kill(process.pid, 'SIGKILL');
+      },
+    });
+    receiveCommand = commands.receive;
+  }
+  const services: Service[] = [storeService, ...(commands?.beforeLink ?? [])];
   if (link) services.push(linkService(link));
+  services.push(...(commands?.afterLink ?? []));
   if (update) services.push(update);
   services.push(api);
 

@@ -19,6 +19,7 @@ export {
   CommandService,
   DEFAULT_HANDLER_TIMEOUT_MS,
   type CommandServiceOptions,
+  type CommandStep,
   type CommandHandler,
   type HandlerContext,
   type InboundMessage,

@@ -62,7 +62,16 @@ export interface CommandServiceOptions {
   readonly skewMs: number;
   readonly log: Logger;
   readonly now?: () => Date;
+  /**
+   * Called as each step has been persisted (`stored`: in the inbox; `started`: recorded, the
+   * handler about to run; `ran`: the handler returned, its result not yet recorded; `finished`:
+   * recorded and queued). For the crash tests' fault injection (docs/architecture.md).
+   */
+  readonly onStep?: (step: CommandStep, id: string | undefined) => void;
 }
+
+/** The steps {@link CommandServiceOptions.onStep} reports. */
+export type CommandStep = 'stored' | 'started' | 'ran' | 'finished';
 
 const inboxSchema = z.strictObject({
   payload: z.string(),
@@ -118,6 +127,7 @@ export class CommandService implements Service {
       ...(message.correlationData === undefined ? {} : { correlationData: Buffer.from(message.correlationData).toString('base64') }),
     };
     await this.options.store().batch().put(this.inbox, key, entry).commit();
+    this.options.onStep?.('stored', undefined);
     this.kick();
   }
 
@@ -194,8 +204,11 @@ export class CommandService implements Service {
     const started: LedgerEntry = { state: 'started', type: command.type, nonce: command.nonce, expires: command.expires, ...reply, startedAt: this.now().toISOString() };
     await ledger.record(batch, command.id, started).commit();
     options.log.info('command started', { id: command.id, type: command.type, issuer: command.issuer });
+    options.onStep?.('started', command.id);
     const outcome = await this.run(command, verdict.args);
+    options.onStep?.('ran', command.id);
     await this.finish(command.id, started, outcome);
+    options.onStep?.('finished', command.id);
   }
 
   private async run(command: CommandSigned, args: unknown): Promise<{ outcome: 'succeeded' | 'failed'; message: string; output?: unknown }> {

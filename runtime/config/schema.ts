@@ -148,6 +148,26 @@ const installerSchema = z.strictObject({
   idleExitSec: z.number().int().min(0).max(86_400).default(60),
 });
 
+/**
+ * Everything the device sends besides its retained state (command results, events, later log
+ * batches) waits in the store until the broker acknowledged it. Bounded: when full, the lowest
+ * priority and oldest go first, and how many went is reported.
+ */
+const outboxSchema = z.strictObject({
+  maxBytes: z.number().int().min(64 * 1024).max(1024 * 1024 * 1024).default(16 * 1024 * 1024),
+});
+
+/**
+ * Signed remote commands (docs/protocol.md). Who may send what is in the signed update metadata,
+ * so commands need the `update` and `broker` sections.
+ */
+const commandsSchema = z.strictObject({
+  /** Groups this device answers for (envelopes addressed `{ "group": ... }`). */
+  groups: z.array(deviceId).max(32).default([]),
+  /** How far ahead of the device's clock a command's notBefore may be (clocks of devices without an RTC drift). */
+  skewSec: z.number().int().min(0).max(3600).default(300),
+});
+
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   deviceId,
@@ -158,7 +178,15 @@ export const configSchema = z.strictObject({
   log: logSchema.prefault({}),
   update: updateSchema.optional(),
   installer: installerSchema.prefault({}),
-});
+  outbox: outboxSchema.prefault({}),
+  commands: commandsSchema.optional(),
+})
+  .superRefine((config, ctx) => {
+    if (!config.commands) return;
+    for (const needed of ['broker', 'update'] as const) {
+      if (config[needed] === undefined) ctx.addIssue({ code: 'custom', path: ['commands'], message: `needs the "${needed}" section: ${needed === 'broker' ? 'commands arrive through the broker' : 'who may send commands is part of the signed update metadata'}` });
+    }
+  });
 
 /** The validated, defaulted configuration. Frozen once loaded; passed down, never imported. */
 export type Config = Readonly<z.output<typeof configSchema>>;

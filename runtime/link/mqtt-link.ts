@@ -29,7 +29,7 @@ import { MqttClient, type IClientOptions, type IPublishPacket } from 'mqtt';
 import { OutpostError } from '../errors.js';
 import type { BrokerConfig } from '../config/index.js';
 import type { Logger } from '../logs/index.js';
-import { ONLINE_PAYLOAD, deviceTopics, encodeStateDocument, type StateDocument } from '../protocol/index.js';
+import { ONLINE_PAYLOAD, deviceTopics, encodeStateDocument, groupCmdTopic, type StateDocument } from '../protocol/index.js';
 import { backoffDelayMs } from './backoff.js';
 import { describeLinkError } from './describe-error.js';
 import { StatusBox, type LinkStatus, type LinkStatusListener } from './status.js';
@@ -68,6 +68,8 @@ export interface LinkOptions {
    * A rejection ends the connection without the PUBACK, and the broker delivers it again.
    */
   readonly inbox?: (message: InboxMessage) => Promise<void>;
+  /** Groups whose command topic (`outpost/v1/group/<group>/cmd`) also goes to the inbox. */
+  readonly commandGroups?: readonly string[];
 }
 
 /** A message delivered to the device (its `cmd` topic), as the inbox gets it. */
@@ -155,6 +157,7 @@ export function createLink(options: LinkOptions): Link {
   const publishTimeoutMs = options.publishTimeoutMs ?? broker.connectTimeoutMs * 3;
   const inbox = options.inbox;
   const topics = deviceTopics(deviceId);
+  const commandTopics = [topics.cmd, ...(options.commandGroups ?? []).map(groupCmdTopic)];
   const address = brokerAddress(broker.url);
   const servername = serverName(address.host);
 
@@ -294,11 +297,11 @@ export function createLink(options: LinkOptions): Link {
       if (inbox !== undefined) {
         // The session keeps the subscription, but a session the broker lost (restart without
         // persistence, expiry) does not: subscribing again on every connect costs one SUBACK.
-        c.subscribe(topics.cmd, { qos: 1 }, (err, granted) => {
+        c.subscribe(commandTopics, { qos: 1 }, (err, granted) => {
           if (client !== c) return;
-          const refused = granted?.find((g) => g.qos >= 0x80);
-          if (err !== undefined && err !== null) log.warn('cannot subscribe to the command topic; subscribing again on the next connect', { topic: topics.cmd, err });
-          else if (refused !== undefined) log.error('the broker refused the subscription to the command topic (ACL?): no remote commands reach this device', { topic: topics.cmd, reasonCode: refused.qos });
+          const refused = granted?.filter((g) => g.qos >= 0x80).map((g) => g.topic) ?? [];
+          if (err !== undefined && err !== null) log.warn('cannot subscribe to the command topics; subscribing again on the next connect', { topics: commandTopics, err });
+          else if (refused.length > 0) log.error('the broker refused the subscription to command topics (ACL?): no remote commands reach this device on them', { topics: refused });
         });
       }
     });

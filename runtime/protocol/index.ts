@@ -8,6 +8,7 @@ export {
   onlineTopic,
   cmdTopic,
   cmdResultTopic,
+  groupCmdTopic,
   eventsTopic,
   logsTopic,
   desiredDeviceTopic,

@@ -76,6 +76,11 @@ export function logsTopic(deviceId: string): string {
   return `${TOPIC_ROOT}/${level(deviceId, 'device id')}/logs`;
 }
 
+/** `outpost/v1/group/<group>/cmd`: signed commands addressed to a group, QoS 1, fleet → devices. */
+export function groupCmdTopic(group: string): string {
+  return `${TOPIC_ROOT}/group/${level(group, 'group')}/cmd`;
+}
+
 /** `outpost/v1/desired/device/<device>`. */
 export function desiredDeviceTopic(deviceId: string): string {
   return `${TOPIC_ROOT}/desired/device/${level(deviceId, 'device id')}`;

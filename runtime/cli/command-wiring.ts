@@ -1,0 +1,112 @@
+/**
+ * The daemon's remote-command parts (loaded only when the config has a `commands` section, so a
+ * device without them carries none of this code): the persistent outbox, its drain to the broker,
+ * and the command service with its handlers. Who may send commands comes from the signed update
+ * metadata: the stored copy at start, then every refresh.
+ */
+import type { Config } from '../config/index.js';
+import type { Service } from '../lifecycle/index.js';
+import { Outbox, startOutboxDrain, type Link } from '../link/index.js';
+import type { Logger } from '../logs/index.js';
+import type { Store } from '../store/index.js';
+import type { UpdateService } from '../update/index.js';
+import type { TrustedTargets } from '../update/tuf/index.js';
+import { CommandService, emptyIssuers, issuersFromTargets, type CommandHandler, type CommandStep, type InboundMessage, type IssuerSet } from '../commands/index.js';
+import { diagnosticsHandler } from '../commands/handlers/diagnostics.js';
+import { rebootHandler } from '../commands/handlers/reboot.js';
+import { updateCheckHandler } from '../commands/handlers/update-check.js';
+
+/** What the wiring needs from the daemon. */
+export interface CommandWiringOptions {
+  readonly config: Config & { commands: NonNullable<Config['commands']> };
+  readonly store: () => Store;
+  readonly link: Link;
+  readonly update: UpdateService;
+  readonly log: Logger;
+  readonly versions: () => Record<string, string | null>;
+  readonly onStep?: (step: CommandStep, id: string | undefined) => void;
+}
+
+/** The services and the link's inbox. */
+export interface CommandWiring {
+  /** Start before the link, so the first delivered command finds them running. */
+  readonly beforeLink: Service[];
+  /** Starts after the link. */
+  readonly afterLink: Service[];
+  /** Hands a delivered message to the command service; rejects until it runs. */
+  receive(message: InboundMessage): Promise<void>;
+  /** For the update service: every verified refresh may change who may send commands. */
+  onTrusted(targets: TrustedTargets): void;
+}
+
+export function commandWiring(options: CommandWiringOptions): CommandWiring {
+  const { config, link, update, log } = options;
+  let outbox: Outbox | undefined;
+  let issuers: IssuerSet = emptyIssuers;
+  let floor: Date | undefined;
+  const trust = (targets: TrustedTargets, source: string): void => {
+    floor = targets.referenceTime;
+    const parsed = issuersFromTargets(targets);
+    if (!parsed.ok) {
+      log.error('the command issuers in the signed metadata are unusable; the previous list stays', { source, reason: parsed.reason });
+      return;
+    }
+    if (parsed.issuers.size !== issuers.size || source === 'store') log.info('command issuers trusted', { source, issuers: parsed.issuers.size });
+    issuers = parsed.issuers;
+  };
+  const requireOutbox = (): Outbox => {
+    if (!outbox) throw new Error('the outbox is not open');
+    return outbox;
+  };
+
+  const outboxService: Service = {
+    name: 'outbox',
+    async start() {
+      outbox = await Outbox.open(options.store(), { maxBytes: config.outbox.maxBytes, log: log.child('outbox') });
+      const stored = await update.storedTrust();
+      if (stored.targets) trust(stored.targets, 'store');
+      else floor = stored.notEarlierThan;
+    },
+    async stop() {
+      outbox = undefined;
+    },
+  };
+
+  const handlers = new Map<string, CommandHandler>([
+    ['diagnostics', diagnosticsHandler({ stateDir: config.paths.stateDir, versions: options.versions, link: () => ({ ...link.status }), outbox: () => outbox?.stats(), update: () => update.status() })],
+    ['update-check', updateCheckHandler(() => update.check())],
+    ['reboot', rebootHandler((reason) => update.reboot(reason), (err) => log.error('the reboot a command asked for failed', { err }))],
+  ] as [string, CommandHandler][]);
+
+  const commands = new CommandService({
+    deviceId: config.deviceId,
+    groups: config.commands.groups,
+    store: options.store,
+    outbox: requireOutbox,
+    issuers: () => issuers,
+    notEarlierThan: async () => floor,
+    handlers,
+    skewMs: config.commands.skewSec * 1000,
+    log: log.child('commands'),
+    ...(options.onStep ? { onStep: options.onStep } : {}),
+  });
+
+  let drain: { stop(): Promise<void> } | undefined;
+  const drainService: Service = {
+    name: 'outbox-drain',
+    async start() {
+      drain = startOutboxDrain({ outbox: requireOutbox(), link, log: log.child('outbox') });
+    },
+    async stop() {
+      await drain?.stop();
+      drain = undefined;
+    },
+  };
+
+  return {
+    beforeLink: [outboxService, commands],
+    afterLink: [drainService],
+    receive: (message) => commands.receive(message),
+    onTrusted: (targets) => trust(targets, 'refresh'),
+  };
+}

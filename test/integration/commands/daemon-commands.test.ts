@@ -1,0 +1,175 @@
+/**
+ * Remote commands end to end: the real daemon (simulated bootloader, real OSTree sysroot), a real
+ * mosquitto with mutual TLS, issuers published in the TUF repository by the real `outpostctl`.
+ * The wire format is the documented one: a command signed here and sent with `mosquitto_pub` runs,
+ * and its result is read with `mosquitto_sub`. The crash cases kill the daemon with SIGKILL at each
+ * persisted step of a command and count the handler's runs in the steps file the daemon writes.
+ */
+import t, { type Test } from 'tap';
+import { readFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { execa } from 'execa';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { newCommand, signCommand, type NewCommand } from '../../../runtime/commands/index.js';
+import { parseCommandResult, type CommandResult } from '../../../runtime/protocol/index.js';
+import { readPrivateKeyFile, type PrivateKey } from '../../../runtime/trust/index.js';
+import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
+import { createPki, issueClientCert, type CertPair, type Pki } from '../../../scripts/world/pki.js';
+import { startMosquitto, type Mosquitto } from '../../../scripts/world/mosquitto.js';
+import { until } from '../../../scripts/world/until.js';
+
+const deviceId = 'gw-test-1';
+let ota: OtaWorld;
+let pki: Pki;
+let broker: Mosquitto;
+let operatorCert: CertPair;
+let operatorKey: PrivateKey;
+
+const signingKeys = (ota: OtaWorld) => ['--targets-key', join(ota.keysDir, 'targets.key'), '--snapshot-key', join(ota.keysDir, 'snapshot.key'), '--timestamp-key', join(ota.keysDir, 'timestamp.key')];
+
+async function addIssuer(name: string, types: string[]): Promise<PrivateKey> {
+  await ota.ctl(['keys', 'generate', '--role', 'commands', '--name', name, '--out', ota.keysDir]);
+  await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(ota.keysDir, `${name}.pub`), ...types.flatMap((x) => ['--type', x]), '--max-validity', '1h', ...signingKeys(ota)]);
+  return readPrivateKeyFile(join(ota.keysDir, `${name}.key`));
+}
+
+t.before(async () => {
+  ota = await createOtaWorld({ versions: [1] });
+  pki = await createPki({ dir: join(ota.ostree.dir, 'pki'), deviceId });
+  operatorCert = await issueClientCert(pki, 'operator');
+  mkdirSync(join(ota.ostree.dir, 'broker'));
+  broker = await startMosquitto({ dir: join(ota.ostree.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
+  operatorKey = await addIssuer('operator', ['diagnostics', 'update-check']);
+});
+t.teardown(async () => {
+  await broker?.stop();
+  await ota?.close();
+});
+
+/** A device with commands on; its trust refreshed so it knows the issuers. */
+async function commandDevice(t: Test, env: Record<string, string> = {}): Promise<{ device: OtaDevice; steps: string }> {
+  const device = otaDevice(ota);
+  t.teardown(device.cleanup);
+  device.world.writeConfig({
+    broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 1000 },
+    update: ota.updateConfig(),
+    commands: { groups: ['site-a'] },
+  });
+  const steps = join(device.world.dir, 'command-steps');
+  const { daemon } = await device.boot({ OUTPOST_FAULT_COMMAND_STEPS: steps, ...env });
+  t.teardown(() => daemon.kill('SIGKILL'));
+  const check = await device.cli(['update', 'check']);
+  t.equal(check.exitCode, 0, 'the update check (which refreshes who may send commands) ran', { stderr: check.stderr });
+  return { device, steps };
+}
+
+/** A subscriber on every device's result topic, as the fleet side. */
+async function resultWatcher(t: Test): Promise<{ results: (CommandResult & { correlation?: string })[]; client: MqttClient }> {
+  const client = await connectAsync(broker.url, { protocolVersion: 5, ca: readFileSync(pki.ca.cert), cert: readFileSync(operatorCert.cert), key: readFileSync(operatorCert.key), reconnectPeriod: 0, clientId: `watch-${Math.random().toString(16).slice(2)}` });
+  t.teardown(() => client.endAsync(true));
+  const results: (CommandResult & { correlation?: string })[] = [];
+  client.on('message', (_topic, payload, packet) => {
+    const correlation = packet.properties?.correlationData?.toString();
+    results.push({ ...parseCommandResult(payload), ...(correlation ? { correlation } : {}) });
+  });
+  await client.subscribeAsync('outpost/v1/+/cmd/result', { qos: 1 });
+  return { results, client };
+}
+
+const envelope = (overrides: Partial<NewCommand> = {}, key = operatorKey) =>
+  JSON.stringify(signCommand(newCommand({ issuer: key.keyid, target: { device: deviceId }, type: 'diagnostics', validitySec: 600, ...overrides }), key));
+
+const tlsArgs = (pair: CertPair) => ['-h', '127.0.0.1', '-p', String(broker.port), '--cafile', pki.ca.cert, '--cert', pair.cert, '--key', pair.key, '-V', 'mqttv5'];
+
+t.test('the documented wire format: signed by a script, sent with mosquitto_pub, the result read with mosquitto_sub', async (t) => {
+  await commandDevice(t);
+  const sub = execa('mosquitto_sub', [...tlsArgs(operatorCert), '-t', 'outpost/v1/ops/replies', '-q', '1', '-C', '1', '-W', '30', '-F', '%J'], { reject: false });
+  t.teardown(() => sub.kill('SIGKILL'));
+  await new Promise((r) => setTimeout(r, 500));
+  const pub = await execa('mosquitto_pub', [...tlsArgs(operatorCert), '-t', `outpost/v1/${deviceId}/cmd`, '-q', '1', '-D', 'publish', 'response-topic', 'outpost/v1/ops/replies', '-D', 'publish', 'correlation-data', 'req-42', '-m', envelope({ id: 'wire-1' })], { reject: false });
+  t.equal(pub.exitCode, 0, 'published', { stderr: pub.stderr });
+  const got = await sub;
+  t.equal(got.exitCode, 0, 'a result arrived', { stderr: got.stderr });
+  const message = JSON.parse(got.stdout) as { payload: unknown; properties?: Record<string, unknown> };
+  const result = parseCommandResult(JSON.stringify(message.payload));
+  const correlation = message.properties?.['correlation-data'];
+  t.match(result, { schema: 'outpost.command-result/1', id: 'wire-1', deviceId, type: 'diagnostics', outcome: 'succeeded' });
+  t.match(result.output, { versions: { outpost: String }, link: { state: 'connected' }, outbox: { maxBytes: Number } });
+  t.equal(correlation, 'req-42', 'the correlation data is echoed');
+});
+
+t.test('outpostctl command send --wait: signs, publishes, prints the result, exit code by outcome; a group command; refusals', async (t) => {
+  await commandDevice(t);
+  const tls = ['--broker', broker.url, '--ca', pki.ca.cert, '--cert', operatorCert.cert, '--cert-key', operatorCert.key];
+  const ok = await ota.ctl(['command', 'send', ...tls, '--device', deviceId, '--type', 'diagnostics', '--key', join(ota.keysDir, 'operator.key'), '--wait', '--json']);
+  t.match(JSON.parse(ok), { deviceId, outcome: 'succeeded', output: { uptimeSec: Number } });
+  const { results } = await resultWatcher(t);
+  await ota.ctl(['command', 'send', ...tls, '--group', 'site-a', '--type', 'diagnostics', '--key', join(ota.keysDir, 'operator.key')]);
+  await ota.ctl(['command', 'send', ...tls, '--group', 'elsewhere', '--type', 'diagnostics', '--key', join(ota.keysDir, 'operator.key')]).catch(() => undefined);
+  await until('the group result', async () => (results.length > 0 ? true : undefined), 20_000);
+  t.match(results, [{ deviceId, outcome: 'succeeded', type: 'diagnostics' }], 'a group the device is in reaches it; another does not');
+  // A type the issuer may not send: rejected, exit 65.
+  const refused = await execa('node', [join('dist', 'runtime', 'cli', 'outpostctl.js'), 'command', 'send', ...tls, '--device', deviceId, '--type', 'reboot', '--key', join(ota.keysDir, 'operator.key'), '--wait'], { reject: false });
+  t.equal(refused.exitCode, 65, 'exit code of a rejection');
+  t.match(refused.stdout, /rejected \(type-not-allowed\)/);
+});
+
+t.test('rotation and revocation reach the device with its next metadata check, no reflash', async (t) => {
+  const { device } = await commandDevice(t);
+  const { results, client } = await resultWatcher(t);
+  const second = await addIssuer(`second-${Date.now()}`, ['diagnostics']);
+  await client.publishAsync(`outpost/v1/${deviceId}/cmd`, envelope({ id: 'rot-before' }, second), { qos: 1 });
+  await until('refused', async () => results.find((r) => r.id === 'rot-before'), 20_000);
+  t.match(results.find((r) => r.id === 'rot-before'), { outcome: 'rejected', reason: 'unknown-issuer' }, 'not yet known to the device');
+  t.equal((await device.cli(['update', 'check'])).exitCode, 0);
+  await client.publishAsync(`outpost/v1/${deviceId}/cmd`, envelope({ id: 'rot-after' }, second), { qos: 1 });
+  await until('run', async () => results.find((r) => r.id === 'rot-after'), 20_000);
+  t.match(results.find((r) => r.id === 'rot-after'), { outcome: 'succeeded' }, 'the new key works after the check');
+  await ota.ctl(['commands', 'issuers', 'revoke', '--repo', ota.tufDir, '--keyid', second.keyid, ...signingKeys(ota)]);
+  t.equal((await device.cli(['update', 'check'])).exitCode, 0);
+  await client.publishAsync(`outpost/v1/${deviceId}/cmd`, envelope({ id: 'rot-revoked' }, second), { qos: 1 });
+  await until('revoked', async () => results.find((r) => r.id === 'rot-revoked'), 20_000);
+  t.match(results.find((r) => r.id === 'rot-revoked'), { outcome: 'rejected', reason: 'revoked-issuer' });
+});
+
+/** Each step a crash can fall between, what must come of it, and how often the handler may have run. */
+const crashes = [
+  { step: 'stored', outcome: 'succeeded', ran: 1, why: 'stored but not acknowledged: run once after the restart (the broker redelivers too)' },
+  { step: 'started', outcome: 'interrupted', ran: 0, why: 'recorded as started, handler not yet run: never run' },
+  { step: 'ran', outcome: 'interrupted', ran: 1, why: 'ran, result not recorded: reported interrupted, not run again' },
+  { step: 'finished', outcome: 'succeeded', ran: 1, why: 'result recorded, not yet sent: sent after the restart' },
+] as const;
+
+for (const crash of crashes) {
+  t.test(`kill -9 at "${crash.step}": ${crash.why}`, async (t) => {
+    const device = otaDevice(ota);
+    t.teardown(device.cleanup);
+    device.world.writeConfig({
+      broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 1000 },
+      update: ota.updateConfig(),
+      commands: {},
+    });
+    const steps = join(device.world.dir, 'command-steps');
+    const first = await device.boot({ OUTPOST_FAULT_COMMAND_STEPS: steps, OUTPOST_FAULT_KILL_AT_COMMAND: crash.step });
+    t.teardown(() => first.daemon.kill('SIGKILL'));
+    t.equal((await device.cli(['update', 'check'])).exitCode, 0);
+    const { results, client } = await resultWatcher(t);
+    const id = `crash-${crash.step}`;
+    await client.publishAsync(`outpost/v1/${deviceId}/cmd`, envelope({ id }), { qos: 1 });
+    await until('the daemon killed at its step', async () => (first.daemon.signalCode !== null || first.daemon.exitCode !== null ? true : undefined), 20_000);
+    t.equal(first.daemon.signalCode, 'SIGKILL', 'killed at the step');
+    const second = await device.boot({ OUTPOST_FAULT_COMMAND_STEPS: steps });
+    t.teardown(() => second.daemon.kill('SIGKILL'));
+    await until('a result', async () => results.find((r) => r.id === id), 20_000);
+    // Give a redelivery, a second run or a second result time to show up.
+    await new Promise((r) => setTimeout(r, 1500));
+    const mine = results.filter((r) => r.id === id);
+    t.equal(mine[0]?.outcome, crash.outcome, `the result is ${crash.outcome}`);
+    t.ok(mine.every((r) => JSON.stringify(r) === JSON.stringify(mine[0])), 'any repeat is the same result, re-sent', { results: mine });
+    const ran = readFileSync(steps, 'utf8').split('\n').filter((line) => line === `started ${id}`).length;
+    const finishedRuns = readFileSync(steps, 'utf8').split('\n').filter((line) => line === `ran ${id}`).length;
+    t.ok(ran <= 1, 'started at most once');
+    t.equal(crash.step === 'started' ? finishedRuns : ran, crash.ran, 'the handler ran as often as it may');
+  });
+}
