@@ -39,6 +39,7 @@ t.test('a minimal file gets every default', async (t) => {
     api: { socketMode: '0660' },
     log: { level: 'info' },
     installer: { stateDir: '/var/lib/outpost-installer', idleExitSec: 60 },
+    outbox: { maxBytes: 16 * 1024 * 1024 },
   });
   t.ok(Object.isFrozen(config), 'config is frozen once validated');
 });
@@ -73,6 +74,15 @@ t.test('cross-field rules name the field to change', async (t) => {
   const dir = tempDir(t);
   const file = write(dir, 'c.json', { deviceId: 'gw-1', broker: { ...broker, reconnectMinMs: 5000, reconnectMaxMs: 2000 } });
   t.same(problemsOf(() => validateConfigFile(file)), [`${file}: broker.reconnectMaxMs: must be at least reconnectMinMs`]);
+});
+
+t.test('commands need the broker and the update sections, and say why', async (t) => {
+  const dir = tempDir(t);
+  const file = write(dir, 'c.json', { deviceId: 'gw-1', commands: {} });
+  t.same(problemsOf(() => validateConfigFile(file)), [
+    `${file}: commands: needs the "broker" section: commands arrive through the broker`,
+    `${file}: commands: needs the "update" section: who may send commands is part of the signed update metadata`,
+  ]);
 });
 
 t.test('invalid JSON names the line and column', async (t) => {
