@@ -15,6 +15,8 @@ import t from 'tap';
 import { bootedRelease, nextBoot, ostreeStatus, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
 import type { Vm } from './lib/vm.js';
 import { updateMessageIds } from '../../runtime/update/message-ids.js';
+import { newCommand, signCommand } from '../../runtime/commands/index.js';
+import { guest } from './lib/image.js';
 
 /** Trial boots the image's config gives a release (test/system/lib/image.ts). */
 const trialBoots = 2;
@@ -82,10 +84,25 @@ t.test('update v1 -> v2; bad release rolls back (broker down); never-booting rel
   const serial5 = await vm.serial(since5);
   t.equal((serial5.match(/Couldn.t find specified OSTree root/g) ?? []).length, trialBoots, `each of the ${trialBoots} trial boots failed in the initramfs and rebooted by itself`);
   t.equal(await bootedRelease(vm), 1, 'GRUB fell back to the rollback entry (release 1)');
+  // The reboot back to release 2 is a signed remote command (issue 19): it reboots the guest once,
+  // and the same command delivered again after the reboot (a redelivery, a replay) is answered
+  // with its recorded result, with no second reboot.
+  await vm.exec(`mount -o remount,rw /sysroot 2>/dev/null; mv /sysroot${bootLink}.gone /sysroot${bootLink} && grub-editenv /boot/grub/grubenv unset boot_counter outpost_trial_loader && grub-editenv /boot/grub/grubenv set boot_success=1 && sync`, 30_000);
+  const operator = await world.addCommandIssuer(['reboot', 'diagnostics']);
+  t.equal((await vm.exec('outpost update check', 300_000)).rc, 0, 'the device learns the command issuer with its metadata');
+  const rebootCommand = JSON.stringify(signCommand(newCommand({ issuer: operator.keyid, target: { device: guest.deviceId }, type: 'reboot', args: { delaySec: 2, reason: 'rig' }, validitySec: 1800 }), operator));
+  const bootIdBefore = (await vm.sh('cat /proc/sys/kernel/random/boot_id')).trim();
   const since6 = await vm.mark();
-  await vm.exec(`mount -o remount,rw /sysroot 2>/dev/null; mv /sysroot${bootLink}.gone /sysroot${bootLink} && grub-editenv /boot/grub/grubenv unset boot_counter outpost_trial_loader && grub-editenv /boot/grub/grubenv set boot_success=1 && sync && systemctl reboot`, 30_000).catch(() => undefined);
+  const rebootResult = world.command(rebootCommand, 600_000);
   await nextBoot(vm, since6);
+  t.match(await rebootResult, { outcome: 'succeeded', output: { rebootInSec: 2 } }, 'the reboot command succeeded');
+  const bootIdAfter = (await vm.sh('cat /proc/sys/kernel/random/boot_id')).trim();
+  t.not(bootIdAfter, bootIdBefore, 'the command rebooted the guest');
   t.equal(await bootedRelease(vm), 2, 'release 2 boots again once its link is back');
+  const repeated = await world.command(rebootCommand, 300_000);
+  t.match(repeated, { id: JSON.parse(rebootCommand).signed.id, outcome: 'succeeded' }, 'the same command again: its result again');
+  await new Promise((resolve) => setTimeout(resolve, 15_000));
+  t.equal((await vm.sh('cat /proc/sys/kernel/random/boot_id')).trim(), bootIdAfter, 'and no second reboot');
 
   // Scenario 3: health check of release 3 fails; the broker is down for the whole attempt.
   await world.broker.stop();

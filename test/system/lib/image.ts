@@ -101,6 +101,8 @@ function deviceConfig(): unknown {
     // Steps of one update come minutes apart on this TCG guest (downloads, probation); starting
     // node again for each costs seconds, so one installer serves a whole update here.
     installer: { socket: '/run/outpost-installer.sock', idleExitSec: 300 },
+    // Signed remote commands (scenario 02 reboots through one); issuers come with the metadata.
+    commands: {},
   };
 }
 

@@ -11,6 +11,8 @@ import { readFileSync } from 'node:fs';
 import { startFileServer, type FileServer } from '../../../scripts/world/file-server.js';
 import { startMosquitto, type Mosquitto } from '../../../scripts/world/mosquitto.js';
 import { guest, repoRoot, type BuiltImage } from './image.js';
+import { parseCommandResult, type CommandResult } from '../../../runtime/protocol/index.js';
+import { readPrivateKeyFile, type PrivateKey } from '../../../runtime/trust/index.js';
 
 /** A test's services. */
 export interface SystemWorld {
@@ -21,6 +23,13 @@ export interface SystemWorld {
   release(version: number, deltaFrom: number[]): Promise<string>;
   /** Writes an offline bundle of release `version` to `outFile`. */
   bundle(version: number, outFile: string): Promise<void>;
+  /** Lets a new commands key send `types` (a target in the signed metadata); the device learns it at its next check. */
+  addCommandIssuer(types: string[]): Promise<PrivateKey>;
+  /**
+   * Publishes a signed command envelope to the device (QoS 1, as the fleet's observer identity)
+   * and resolves to its result, waiting through reboots up to `timeoutMs`; null when none came.
+   */
+  command(envelope: string, timeoutMs: number): Promise<CommandResult | null>;
   /** The device's retained state document, read as a second mTLS client. */
   retainedState(timeoutMs?: number): Promise<Record<string, unknown> | null>;
   close(): Promise<void>;
@@ -72,6 +81,42 @@ export async function createWorld(image: BuiltImage, dir: string): Promise<Syste
       ]),
     bundle: async (version, outFile) => {
       await outpostctl(['release', 'bundle', '--repo', tufDir, '--target', targetName(version), '--out', outFile]);
+    },
+    addCommandIssuer: async (types) => {
+      const dirOfKeys = join(dir, 'command-keys');
+      await outpostctl(['keys', 'generate', '--role', 'commands', '--name', 'operator', '--out', dirOfKeys]);
+      await outpostctl([
+        'commands', 'issuers', 'add', '--repo', tufDir, '--key', join(dirOfKeys, 'operator.pub'), ...types.flatMap((type) => ['--type', type]), '--max-validity', '1h',
+        '--targets-key', key('targets'), '--snapshot-key', key('snapshot'), '--timestamp-key', key('timestamp'),
+      ]);
+      return readPrivateKeyFile(join(dirOfKeys, 'operator.key'));
+    },
+    command: async (envelope, timeoutMs) => {
+      const { id } = (JSON.parse(envelope) as { signed: { id: string } }).signed;
+      const client = await mqtt.connectAsync(broker.url, {
+        ca: readFileSync(join(pki, 'ca.crt')),
+        cert: readFileSync(join(pki, 'observer.crt')),
+        key: readFileSync(join(pki, 'observer.key')),
+        clientId: `rig-commander-${process.pid}`,
+        protocolVersion: 5,
+        reconnectPeriod: 1000,
+      });
+      try {
+        const result = new Promise<CommandResult | null>((resolve) => {
+          const timer = setTimeout(() => resolve(null), timeoutMs);
+          client.on('message', (_topic, payload) => {
+            const parsed = parseCommandResult(payload);
+            if (parsed.id !== id) return;
+            clearTimeout(timer);
+            resolve(parsed);
+          });
+        });
+        await client.subscribeAsync(`outpost/v1/${guest.deviceId}/cmd/result`, { qos: 1 });
+        await client.publishAsync(`outpost/v1/${guest.deviceId}/cmd`, envelope, { qos: 1 });
+        return await result;
+      } finally {
+        await client.endAsync(true);
+      }
     },
     retainedState: (timeoutMs = 5000) =>
       new Promise((resolve) => {
