@@ -4,8 +4,9 @@
  * outpost daemon with the simulated bootloader — then an update v1 → v2 as a static delta, a bad
  * v3 rolled back on its own, a v4 that never boots, deferred after the bootloader's fallback, a
  * good v5 followed with `--wait`, an operator's rollback from it, a v6 cancelled mid-download over a
- * slow link, and the update outcomes as journald indexes them (MESSAGE_ID). Everything lives in temp
- * dirs removed at the end.
+ * slow link, signed remote commands (issuers in the signed metadata, `outpostctl command send`, a
+ * replay answered with the recorded result, a forgery refused), and the update outcomes as journald
+ * indexes them (MESSAGE_ID). Everything lives in temp dirs removed at the end.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -14,6 +15,8 @@ import { execa } from 'execa';
 import { journalEntry } from '../runtime/logs/journal.js';
 import type { LogRecord } from '../runtime/logs/logger.js';
 import { simulateNeverBoots } from '../runtime/update/boot/index.js';
+import { newCommand, signCommand } from '../runtime/commands/index.js';
+import { generateKey, readPrivateKeyFile } from '../runtime/trust/index.js';
 import { createPki } from './world/pki.js';
 import { startMosquitto, type Mosquitto } from './world/mosquitto.js';
 import { createOtaWorld, type OtaWorld } from './world/ota-world.js';
@@ -103,11 +106,13 @@ async function main(): Promise<void> {
   mkdirSync(join(device.world.dir, 'broker'));
   broker = await startMosquitto({ dir: join(device.world.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
   show(`mosquitto ${broker.url} (require_certificate true); update server ${ota.ostree.server.url}/tuf/; sysroot ${ota.ostree.sysroot}`);
-  device.world.writeConfig({
+  const config = {
     broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 5000 },
     update: ota.updateConfig({ probation: { windowSec: 8, intervalSec: 1, checks: [healthCheck] } }),
     installer,
-  });
+    commands: { groups: ['site-a'] },
+  };
+  device.world.writeConfig(config);
   show(`agent and installer: outpost run reaches ostree and the bootloader only through outpost installer on ${installer.socket}`);
   show(`$ outpost config validate ${device.world.configPath}\n${await cli(device, ['config', 'validate', device.world.configPath])}`);
 
@@ -130,6 +135,25 @@ async function main(): Promise<void> {
   show(`$ ostree admin status\n${await device.adminStatus()}`);
   const state = await execa('mosquitto_sub', [...sub, '-t', 'outpost/v1/gw-test-1/state', '-C', '1', '-W', '10'], { reject: false });
   show(`retained state on the broker:\n${state.stdout}`);
+
+  heading('Remote commands: who may send what is signed metadata; every command is signed, runs once, is answered once');
+  const keys = ota.keysDir;
+  const signing = ['--targets-key', join(keys, 'targets.key'), '--snapshot-key', join(keys, 'snapshot.key'), '--timestamp-key', join(keys, 'timestamp.key')];
+  show(await ota.ctl(['keys', 'generate', '--role', 'commands', '--name', 'operator', '--out', keys]));
+  show(`$ outpostctl commands issuers add --key operator.pub --type diagnostics --type update-check --max-validity 1h …\n${await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(keys, 'operator.pub'), '--type', 'diagnostics', '--type', 'update-check', '--max-validity', '1h', ...signing])}`);
+  show(`$ outpost update check   (the device learns the issuers with its metadata)\n${await cli(device, ['update', 'check'])}`);
+  const tls = ['--broker', broker.url, '--ca', pki.ca.cert, '--cert', pki.observer.cert, '--cert-key', pki.observer.key];
+  show(`$ outpostctl command send --device gw-test-1 --type diagnostics --key operator.key --wait\n${await ota.ctl(['command', 'send', ...tls, '--device', 'gw-test-1', '--type', 'diagnostics', '--key', join(keys, 'operator.key'), '--wait'])}`);
+  const operator = await readPrivateKeyFile(join(keys, 'operator.key'));
+  const signed = newCommand({ id: 'demo-once', issuer: operator.keyid, target: { group: 'site-a' }, type: 'update-check', validitySec: 600 });
+  const envelope = JSON.stringify(signCommand(signed, operator));
+  const forged = JSON.stringify({ ...signCommand({ ...signed, id: 'demo-forged' }, generateKey()), signatures: [{ keyid: operator.keyid, sig: '00'.repeat(64) }] });
+  const results = execa('mosquitto_sub', [...sub, '-V', 'mqttv5', '-t', 'outpost/v1/gw-test-1/cmd/result', '-C', '3', '-W', '30'], { reject: false });
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const pub = (payload: string) => execa('mosquitto_pub', [...sub, '-V', 'mqttv5', '-q', '1', '-t', 'outpost/v1/group/site-a/cmd', '-m', payload]);
+  show('mosquitto_pub: one group command signed by a script, the same one again (a replay), and a forgery');
+  for (const payload of [envelope, envelope, forged]) await pub(payload);
+  show(`results (mosquitto_sub outpost/v1/gw-test-1/cmd/result): the replay gets the recorded result, not a second run\n${(await results).stdout}`);
 
   heading('Operator: release a bad v3 (its health check fails)');
   show(await ota.release(3, { deltaFrom: [2], extra: { 'usr/libexec/outpost/health-check': '#!/bin/sh\necho "app did not start" >&2\nexit 1\n' } }));
@@ -161,7 +185,7 @@ async function main(): Promise<void> {
   heading('Operator: release v6 over a slow link (capped at 1 KiB/s); `outpost update cancel` stops it before its deploy');
   // Incompressible, so its delta takes a minute at the capped rate: the cancel meets the download.
   show(await ota.release(6, { deltaFrom: [2], extra: { 'usr/share/outpost-world/payload.bin': randomBytes(64 * 1024), 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' } }));
-  device.world.writeConfig({ update: ota.updateConfig({ bandwidthBytesPerSec: 1024, minDownloadBytesPerSec: 0, probation: { windowSec: 8, intervalSec: 1, checks: [healthCheck] } }) });
+  device.world.writeConfig({ ...config, update: ota.updateConfig({ bandwidthBytesPerSec: 1024, minDownloadBytesPerSec: 0, probation: { windowSec: 8, intervalSec: 1, checks: [healthCheck] } }) });
   await stop();
   await boot(device);
   show(`$ outpost update apply\n${await cli(device, ['update', 'apply'])}`);
