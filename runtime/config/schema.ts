@@ -23,6 +23,11 @@ const brokerSchema = z
     connectTimeoutMs: z.number().int().min(1000).max(300_000).default(15_000),
     reconnectMinMs: z.number().int().min(100).max(600_000).default(1_000),
     reconnectMaxMs: z.number().int().min(1_000).max(3_600_000).default(120_000),
+    /**
+     * How long the broker keeps this device's session (subscriptions, queued QoS 1 commands) while
+     * it is offline. A week covers a long weekend without power; commands carry their own expiry.
+     */
+    sessionExpirySec: z.number().int().min(60).max(0xffff_fffe).default(7 * 24 * 3600),
   })
   .refine((b) => b.reconnectMaxMs >= b.reconnectMinMs, {
     message: 'must be at least reconnectMinMs',
@@ -158,6 +163,50 @@ const outboxSchema = z.strictObject({
 });
 
 /**
+ * A systemd unit name as `restart-service` and `logs` take it: a plain name with one of the unit
+ * types a gateway service uses, no escapes, no template without its instance, nothing that could
+ * read as an option (it starts with a letter or digit; systemctl also gets `--` before it).
+ */
+export const unitNameSchema = z
+  .string()
+  .max(255)
+  .regex(/^[A-Za-z0-9][A-Za-z0-9@._-]*\.(service|socket|timer|target|path)$/, 'must be a unit name such as "mosquitto.service" (A-Z a-z 0-9 @ . _ -, ending in .service, .socket, .timer, .target or .path)');
+
+/** Where the `logs` command reads: the daemon's own unit in the system journal. */
+const commandLogsSchema = z.strictObject({
+  /** The unit whose journal `logs` returns (`journalctl -u`). */
+  unit: unitNameSchema.default('outpost.service'),
+  /** Read the journal files of this directory instead of the system journal (`journalctl --directory`; tests). */
+  journalDir: filePath.optional(),
+});
+
+/**
+ * Just-in-time SSH access (`grant-access`, `revoke-access`; docs/architecture.md "Remote access").
+ * sshd must read `<keysDir>/%u` (the shipped drop-in systemd/outpost-access.sshd.conf). Each
+ * principal is a local account used for nothing else: ending a grant's sessions ends every process
+ * of that account.
+ */
+const accessSchema = z.strictObject({
+  /** Local accounts a grant may name; root never. */
+  principals: z
+    .array(z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a local user name').refine((name) => name !== 'root', 'root is never granted'))
+    .min(1)
+    .max(32),
+  /** One authorized-keys file per principal, written by outpost (by the installer when there is one); a directory of its own. */
+  keysDir: z.string().regex(/^\/[^\0]*[^/]$/, 'must be an absolute directory path').refine((dir) => !['/etc', '/etc/ssh'].includes(dir), 'must be a directory of its own, such as /etc/ssh/outpost-keys').default('/etc/ssh/outpost-keys'),
+  /** Longest grant; the installer holds entries to it too. */
+  maxDurationSec: z.number().int().min(1).max(7 * 86_400).default(3600),
+  /** The port of this device's sshd, where a reverse tunnel leads. */
+  sshdPort: z.number().int().min(1).max(65_535).default(22),
+  /** Whether a grant may open a reverse SSH tunnel to the bastion its command names. */
+  tunnels: z.boolean().default(true),
+  /** The device's tunnel key (created on first use); default <stateDir>/access/tunnel-key. */
+  tunnelKeyFile: filePath.optional(),
+  /** How often the sessions of granted principals are looked at, for the access-login events. */
+  loginPollSec: z.number().int().min(1).max(600).default(5),
+});
+
+/**
  * Signed remote commands (docs/protocol.md). Who may send what is in the signed update metadata,
  * so commands need the `update` and `broker` sections.
  */
@@ -166,6 +215,14 @@ const commandsSchema = z.strictObject({
   groups: z.array(deviceId).max(32).default([]),
   /** How far ahead of the device's clock a command's notBefore may be (clocks of devices without an RTC drift). */
   skewSec: z.number().int().min(0).max(3600).default(300),
+  /**
+   * Units `restart-service` may restart. The agent refuses others as bad args; the installer
+   * checks its own copy (the image's config, never the agent's overlay) before it runs systemctl.
+   */
+  restartUnits: z.array(unitNameSchema).max(64).default([]),
+  logs: commandLogsSchema.prefault({}),
+  /** Just-in-time SSH access; absent: the commands are unknown to the device. */
+  access: accessSchema.optional(),
 });
 
 /** The whole configuration file. */

@@ -1,7 +1,6 @@
 /** The device's MQTT link to the fleet broker (session, online flag, retained state, commands in, outbox out). */
 export {
   createLink,
-  SESSION_EXPIRY_SEC,
   DEFAULT_STOP_TIMEOUT_MS,
   type Link,
   type LinkOptions,

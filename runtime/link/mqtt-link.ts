@@ -36,12 +36,6 @@ import { StatusBox, type LinkStatus, type LinkStatusListener } from './status.js
 import { loadTlsMaterial } from './tls-files.js';
 import { brokerAddress, tlsStreamBuilder } from './tls-stream.js';
 
-/**
- * How long the broker keeps this device's session (subscriptions, queued QoS 1 messages) while it
- * is offline. A week covers a long weekend without power; commands carry their own expiry.
- */
-export const SESSION_EXPIRY_SEC = 7 * 24 * 3600;
-
 /** Default upper bound for stop(): publishing online=false and disconnecting. */
 export const DEFAULT_STOP_TIMEOUT_MS = 3_000;
 
@@ -268,7 +262,7 @@ export function createLink(options: LinkOptions): Link {
         // mqtt-packet otherwise pre-builds 65,536 two-byte Buffers on the first packet (~7 MiB
         // of heap held for the process's life) to save one 2-byte allocation per length field.
         writeCache: false,
-        properties: { sessionExpiryInterval: SESSION_EXPIRY_SEC, userProperties: { 'outpost-version': version } },
+        properties: { sessionExpiryInterval: broker.sessionExpirySec, userProperties: { 'outpost-version': version } },
         will: { topic: topics.online, payload: Buffer.from(ONLINE_PAYLOAD.offline), qos: 1, retain: true },
         ...(address.username === undefined ? {} : { username: address.username }),
         ...(address.password === undefined ? {} : { password: address.password }),

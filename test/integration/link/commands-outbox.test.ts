@@ -32,7 +32,7 @@ t.teardown(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const timing = { keepaliveSec: 5, connectTimeoutMs: 2_000, reconnectMinMs: 100, reconnectMaxMs: 800 };
+const timing = { keepaliveSec: 5, connectTimeoutMs: 2_000, reconnectMinMs: 100, reconnectMaxMs: 800, sessionExpirySec: 3600 };
 
 function brokerConfig(url: string, identity: CertPair): BrokerConfig {
   return { url, caFile: pki.ca.cert, certFile: identity.cert, keyFile: identity.key, ...timing };

@@ -30,7 +30,7 @@ t.teardown(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-const timing = { keepaliveSec: 5, connectTimeoutMs: 2_000, reconnectMinMs: 100, reconnectMaxMs: 800 };
+const timing = { keepaliveSec: 5, connectTimeoutMs: 2_000, reconnectMinMs: 100, reconnectMaxMs: 800, sessionExpirySec: 3600 };
 
 function brokerConfig(url: string, identity: CertPair, caFile = pki.ca.cert): BrokerConfig {
   return { url, caFile, certFile: identity.cert, keyFile: identity.key, ...timing };

@@ -14,6 +14,7 @@ t.test('createLink with missing TLS files: the link is down with the reason, log
       connectTimeoutMs: 1000,
       reconnectMinMs: 100,
       reconnectMaxMs: 200,
+      sessionExpirySec: 3600,
     },
     deviceId: 'gw-1',
     log: createLogger({ level: 'debug', sinks: [(r) => records.push(r)] }),

@@ -11,6 +11,7 @@ const broker: BrokerConfig = {
   connectTimeoutMs: 15_000,
   reconnectMinMs: 1_000,
   reconnectMaxMs: 120_000,
+  sessionExpirySec: 604_800,
 };
 
 const withCode = (message: string, code: string | number): Error => Object.assign(new Error(message), { code });

@@ -21,6 +21,7 @@ t.test('TLS file checks name the file and the config field', async (t) => {
     connectTimeoutMs: 15_000,
     reconnectMinMs: 1_000,
     reconnectMaxMs: 120_000,
+    sessionExpirySec: 604_800,
   };
   const tls = loadTlsMaterial(broker);
   t.ok(tls.ca.length > 0 && tls.cert.length > 0 && tls.key.length > 0, 'good files load');
