@@ -17,6 +17,7 @@ packages=(
   openssl ca-certificates
   build-essential python3
   systemd
+  systemd-journal-remote
   curl
   grub-common u-boot-tools libubootenv-tool
 )

@@ -4,7 +4,8 @@
  * and the command service with its handlers. Who may send commands comes from the signed update
  * metadata: the stored copy at start, then every refresh.
  */
-import type { Config } from '../config/index.js';
+import { join } from 'node:path';
+import { overlayFileName, type Config } from '../config/index.js';
 import type { Service } from '../lifecycle/index.js';
 import { Outbox, startOutboxDrain, type Link } from '../link/index.js';
 import type { Logger } from '../logs/index.js';
@@ -15,6 +16,12 @@ import { CommandService, emptyIssuers, issuersFromTargets, type CommandHandler, 
 import { diagnosticsHandler } from '../commands/handlers/diagnostics.js';
 import { rebootHandler } from '../commands/handlers/reboot.js';
 import { updateCheckHandler } from '../commands/handlers/update-check.js';
+import { restartServiceHandler } from '../commands/handlers/restart-service.js';
+import { setConfigHandler } from '../commands/handlers/set-config.js';
+import { logsHandler } from '../commands/handlers/logs.js';
+import { localUnits, type UnitControl } from '../commands/units.js';
+import { installerCall } from '../installer/client.js';
+import type { Exec } from '../platform/index.js';
 
 /** What the wiring needs from the daemon. */
 export interface CommandWiringOptions {
@@ -24,6 +31,11 @@ export interface CommandWiringOptions {
   readonly update: UpdateService;
   readonly log: Logger;
   readonly versions: () => Record<string, string | null>;
+  readonly exec: Exec;
+  /** Loads the config as the next start will, with `overlayDocument` as the overlay (set-config's check); throws CONFIG_INVALID. */
+  readonly loadConfig: (overlayDocument: Readonly<Record<string, unknown>>) => Config;
+  /** Stops the daemon for systemd to start it again (set-config). */
+  readonly restart: (reason: string) => void;
   readonly onStep?: (step: CommandStep, id: string | undefined) => void;
 }
 
@@ -72,10 +84,17 @@ export function commandWiring(options: CommandWiringOptions): CommandWiring {
     },
   };
 
+  // Restarting a unit needs root: the installer's when there is one (it checks its own list too).
+  const socket = config.installer.socket;
+  const units: UnitControl = socket ? { restart: async (unit) => void (await installerCall(socket, { op: 'unit.restart', unit })) } : localUnits(options.exec);
+
   const handlers = new Map<string, CommandHandler>([
     ['diagnostics', diagnosticsHandler({ stateDir: config.paths.stateDir, versions: options.versions, link: () => ({ ...link.status }), outbox: () => outbox?.stats(), update: () => update.status() })],
     ['update-check', updateCheckHandler(() => update.check())],
     ['reboot', rebootHandler((reason) => update.reboot(reason), (err) => log.error('the reboot a command asked for failed', { err }))],
+    ['restart-service', restartServiceHandler(config.commands.restartUnits, units)],
+    ['set-config', setConfigHandler({ overlayFile: join(config.paths.stateDir, overlayFileName), check: (overlay) => void options.loadConfig(overlay), restart: options.restart })],
+    ['logs', logsHandler({ exec: options.exec, unit: config.commands.logs.unit, ...(config.commands.logs.journalDir === undefined ? {} : { journalDir: config.commands.logs.journalDir }) })],
   ] as [string, CommandHandler][]);
 
   const commands = new CommandService({

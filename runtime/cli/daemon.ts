@@ -5,7 +5,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiServer, apiAccess, statusSchema, type AccessGroup, type ApiServerOptions, type Status } from '../api/index.js';
-import type { Config } from '../config/index.js';
+import { loadConfig, type Config, type LoadConfigOptions } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import { markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
 import { createLink, type Link } from '../link/index.js';
@@ -129,8 +129,11 @@ function daemonLogSink(native: NativeLoad): LogSink {
   return journalSink((datagram) => addon.notify(datagram, journalSocketPath), lines);
 }
 
-/** Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. */
-export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise<number> {
+/**
+ * Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. `source` is where `config`
+ * was loaded from, for checking a config change (`set-config`) the way the next start loads it.
+ */
+export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: Pick<LoadConfigOptions, 'path'> = {}): Promise<number> {
   const native = loadNative({ env });
   const log = createLogger({ level: config.log.level, sinks: [daemonLogSink(native)] });
   const privilegeProblem = updatePrivilegeProblem(config, process.geteuid?.());
@@ -168,6 +171,13 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
     stopRequestedDuringStart ??= reason;
   };
   const requestStop = (reason: string): void => stop(reason);
+  // A stop to take up a new config: non-zero (EX_TEMPFAIL), so systemd's Restart=on-failure starts
+  // outpost again; 75 is not in RestartPreventExitStatus.
+  let stopExitCode = 0;
+  const requestRestart = (reason: string): void => {
+    stopExitCode = 75;
+    requestStop(reason);
+  };
   let lastUpdate: UpdateStatus | undefined;
   let lastPublish = 0;
   // STATUS= follows the update once READY=1 went out (before that it names the starting service).
@@ -276,6 +286,9 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
       link,
       update,
       log: log.child('commands'),
+      exec,
+      loadConfig: (overlayDocument) => loadConfig({ ...source, env, overlayDocument }),
+      restart: requestRestart,
       versions: () => ({ outpost: outpostVersion, node: process.versions.node, bootedCommit: update.booted ?? bootedCommit }),
       // Fault injection for the crash tests (docs/architecture.md): a line per step in a file the
       // test reads (how often a handler ran), and a `kill -9` the moment a step is persisted.
@@ -343,8 +356,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv): Promise
       supervisor.stop().then(
         async () => {
           await stopped();
-          log.info('stopped');
-          resolve(0);
+          log.info('stopped', { exitCode: stopExitCode });
+          resolve(stopExitCode);
         },
         (err: unknown) => {
           log.error('stop did not complete', { err });

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import type { Config } from '../config/index.js';
 import { OutpostError } from '../errors.js';
 import { requireSignedCommit, serveInstaller } from '../installer/index.js';
+import { localUnits } from '../commands/units.js';
 import { createLogger } from '../logs/index.js';
 import { createExec } from '../platform/index.js';
 import { localHost, runningArch, trustedExportDir } from '../update/index.js';
@@ -50,6 +51,8 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
         requireSigned: (commit) =>
           requireSignedCommit({ exportDir: trustedExportDir(config.paths.stateDir), agentStateDir: config.paths.stateDir, rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), hardware: update.hardware, arch, now: () => new Date(), bootedCommit: () => host.ostree.bootedCommit(), log: log.child('gate') }, commit),
         agentStateDir: config.paths.stateDir,
+        // This config is the image's alone (cli/outpost.ts): the agent cannot widen the list.
+        units: { allowed: config.commands?.restartUnits ?? [], control: localUnits(exec) },
         log,
         // Only systemd starts it again after an idle exit.
         idleExitMs: typeof listen === 'string' ? 0 : config.installer.idleExitSec * 1000,

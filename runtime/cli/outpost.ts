@@ -22,7 +22,7 @@ const commands: Command[] = [
     summary: 'run the daemon (systemd starts this; Type=notify)',
     options: { config: configOption },
     details: 'Exits 78 on an invalid config, 65 on an unrecoverable state store, 0 after a clean stop.',
-    run: async ({ values, env }) => runDaemon(loadConfig({ ...configPath(values), env }), env),
+    run: async ({ values, env }) => runDaemon(loadConfig({ ...configPath(values), env }), env, configPath(values)),
   },
   {
     name: 'installer',

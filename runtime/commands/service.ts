@@ -28,6 +28,11 @@ export interface HandlerContext {
   readonly command: CommandSigned;
   /** Aborted at the handler's timeout and when the daemon stops. */
   readonly signal: AbortSignal;
+  /**
+   * Runs `action` once the command `succeeded` and its result is recorded and queued (never when
+   * it failed or was cut short): for what would end the daemon before it could answer.
+   */
+  readonly whenAnswered: (action: () => void) => void;
 }
 
 /** One command type. */
@@ -205,20 +210,30 @@ export class CommandService implements Service {
     await ledger.record(batch, command.id, started).commit();
     options.log.info('command started', { id: command.id, type: command.type, issuer: command.issuer });
     options.onStep?.('started', command.id);
-    const outcome = await this.run(command, verdict.args);
+    const answered: (() => void)[] = [];
+    const outcome = await this.run(command, verdict.args, answered);
     options.onStep?.('ran', command.id);
     await this.finish(command.id, started, outcome);
     options.onStep?.('finished', command.id);
+    if (outcome.outcome === 'succeeded') {
+      for (const action of answered) {
+        try {
+          action();
+        } catch (err) {
+          options.log.error('an action after a command\'s result failed', { id: command.id, err });
+        }
+      }
+    }
   }
 
-  private async run(command: CommandSigned, args: unknown): Promise<{ outcome: 'succeeded' | 'failed'; message: string; output?: unknown }> {
+  private async run(command: CommandSigned, args: unknown, answered: (() => void)[]): Promise<{ outcome: 'succeeded' | 'failed'; message: string; output?: unknown }> {
     const handler = this.options.handlers.get(command.type)!;
     const timeoutMs = handler.timeoutMs ?? DEFAULT_HANDLER_TIMEOUT_MS;
     const timeout = AbortSignal.timeout(timeoutMs);
     const signal = AbortSignal.any([timeout, this.stopController.signal]);
     try {
       const output = await Promise.race([
-        handler.run(args, { command, signal }),
+        handler.run(args, { command, signal, whenAnswered: (action) => void answered.push(action) }),
         new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error(timeout.aborted ? `timed out after ${timeoutMs} ms` : 'outpost is stopping')), { once: true })),
       ]);
       return { outcome: 'succeeded', message: 'done', ...(output === undefined ? {} : { output }) };

@@ -13,6 +13,9 @@ import { configSchema, type Config } from './schema.js';
 /** Where the configuration comes from when nothing else says. */
 export const defaultConfigPath = '/etc/outpost/config.json';
 
+/** The writable overlay's name in the state dir (the `set-config` command writes it). */
+export const overlayFileName = 'config.json';
+
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
 
@@ -119,6 +122,11 @@ export interface LoadConfigOptions {
   env?: NodeJS.ProcessEnv;
   /** Whether `<stateDir>/config.json` is layered on top (default true). */
   overlay?: boolean;
+  /**
+   * Layered in place of the overlay file's contents, its problems reported against the file's
+   * name: `set-config` checks the overlay it would write before it writes it.
+   */
+  overlayDocument?: Readonly<Record<string, unknown>>;
 }
 
 /** Loads, layers and validates the configuration the daemon runs with. */
@@ -136,8 +144,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
   const stateDir = envPaths.stateDir ?? basePaths.stateDir ?? '/var/lib/outpost';
   let merged = base;
   if (typeof stateDir === 'string' && options.overlay !== false) {
-    const overlayFile = join(stateDir, 'config.json');
-    const overlay = readJson(overlayFile, true);
+    const overlayFile = join(stateDir, overlayFileName);
+    const overlay = options.overlayDocument === undefined ? readJson(overlayFile, true) : (options.overlayDocument as JsonObject);
     if (overlay) {
       sources.push({ file: overlayFile, doc: overlay });
       merged = merge(merged, overlay);

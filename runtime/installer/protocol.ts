@@ -5,6 +5,7 @@
  * its state dir, no refs outside `outpost/`, no shell).
  */
 import { z } from 'zod';
+import { unitNameSchema } from '../config/index.js';
 import { errorCodes, type ErrorCode } from '../errors.js';
 
 /** Longest request or answer line; a deployment list of a few entries is far below it. */
@@ -37,6 +38,8 @@ export const installerRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('boot.resetCause') }),
   z.strictObject({ op: z.literal('boot.bootedCommit') }),
   z.strictObject({ op: z.literal('boot.reboot'), reason: z.string().max(1000) }),
+  // The `restart-service` command; the installer allows only its own config's commands.restartUnits.
+  z.strictObject({ op: z.literal('unit.restart'), unit: unitNameSchema }),
 ]);
 
 export type InstallerRequest = z.infer<typeof installerRequestSchema>;
@@ -70,6 +73,7 @@ export const opKinds = {
   'boot.resetCause': 'query',
   'boot.bootedCommit': 'query',
   'boot.reboot': 'change',
+  'unit.restart': 'change',
 } as const satisfies { [K in InstallerOp]: 'query' | 'change' | 'long' };
 
 const deploymentSchema = z.strictObject({
@@ -112,6 +116,7 @@ export const installerResultSchemas = {
   'boot.resetCause': z.enum(['watchdog', 'unknown']),
   'boot.bootedCommit': z.string().nullable(),
   'boot.reboot': z.null(),
+  'unit.restart': z.null(),
 } as const satisfies { [K in InstallerOp]: z.ZodType };
 
 export type InstallerResult<K extends InstallerOp> = z.infer<(typeof installerResultSchemas)[K]>;

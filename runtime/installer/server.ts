@@ -13,6 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isOutpostError, OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { UpdateHost } from '../update/index.js';
+import { restartAllowed, type UnitControl } from '../commands/units.js';
 import { installerRequestSchema, maxLineBytes, opKinds, type InstallerAnswer, type InstallerRequest } from './protocol.js';
 
 /** What the server needs. */
@@ -26,6 +27,11 @@ export interface InstallerServerOptions {
   /** Closes after this long without a connection or a request in progress; 0 never. */
   idleExitMs: number;
   onIdle: () => void;
+  /**
+   * `unit.restart`: the units the installer's own config allows (`commands.restartUnits` of the
+   * image's config, never the agent's overlay) and how it restarts one. Unset: refused.
+   */
+  units?: { allowed: readonly string[]; control: UnitControl };
   /** Called after an op was performed, before its answer is sent (the crash tests' fault hook). */
   afterPerform?: (op: InstallerRequest['op']) => void;
 }
@@ -113,6 +119,11 @@ async function perform(options: InstallerServerOptions, request: InstallerReques
       return boot.bootedCommit();
     case 'boot.reboot':
       await boot.reboot(request.reason);
+      return null;
+    case 'unit.restart':
+      // The agent checked its list too; this one holds when the agent is not to be trusted.
+      if (!options.units || !restartAllowed(request.unit, options.units.allowed)) throw new OutpostError('INSTALLER_REFUSED', `unit ${request.unit} is not in the installer's commands.restartUnits`);
+      await options.units.control.restart(request.unit);
       return null;
   }
 }

@@ -179,3 +179,25 @@ t.test('a run cut short (started, never finished) is reported interrupted at the
   t.same(w.runs, [], 'never run');
   t.same(again.map((s) => s.result.outcome), ['interrupted'], 'the same command again gets the recorded result');
 });
+
+t.test('whenAnswered: runs once the result is recorded and queued, and only when the command succeeded', async (t) => {
+  const queued: Promise<OutboxEntry | undefined>[] = [];
+  const w: World = await world(t, {
+    touch: {
+      args: z.strictObject({ n: z.number().int() }),
+      run: async (args, { whenAnswered }) => {
+        whenAnswered(() => void queued.push(w.outbox.next()));
+        if ((args as { n: number }).n < 0) throw new Error('refused by the handler');
+        return {};
+      },
+    },
+  });
+  await w.service.receive(message(command({ id: 'c-ok', args: { n: 1 } })));
+  await settle(w);
+  t.equal(queued.length, 1, 'ran after the success');
+  t.match(parseCommandResult((await queued[0])?.payload ?? '{}'), { id: 'c-ok', outcome: 'succeeded' }, 'the result was already in the outbox');
+  await w.sent();
+  await w.service.receive(message(command({ id: 'c-fail', args: { n: -1 } })));
+  t.match((await w.sent()).map((s) => s.result), [{ id: 'c-fail', outcome: 'failed' }]);
+  t.equal(queued.length, 1, 'not after a failure');
+});
