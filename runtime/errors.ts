@@ -47,6 +47,7 @@ export const errorCodes = {
   UPDATE_CANCELLED: { exit: 75, transient: true },
   INSTALLER_UNAVAILABLE: { exit: 69, transient: true },
   INSTALLER_REFUSED: { exit: 65, transient: false },
+  ACCESS_REFUSED: { exit: 65, transient: false },
   INTERNAL: { exit: 70, transient: false },
 } as const satisfies Record<string, { exit: number; transient: boolean }>;
 

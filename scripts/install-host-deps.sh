@@ -19,6 +19,8 @@ packages=(
   systemd
   systemd-journal-remote
   curl
+  # the access tests start sshd processes of their own (own config, host key, port); never the host's
+  openssh-server openssh-client
   grub-common u-boot-tools libubootenv-tool
 )
 check_only=false

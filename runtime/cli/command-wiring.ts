@@ -16,6 +16,10 @@ import { CommandService, emptyIssuers, issuersFromTargets, type CommandHandler, 
 import { diagnosticsHandler } from '../commands/handlers/diagnostics.js';
 import { rebootHandler } from '../commands/handlers/reboot.js';
 import { updateCheckHandler } from '../commands/handlers/update-check.js';
+import { grantAccessHandler } from '../commands/handlers/grant-access.js';
+import { revokeAccessHandler } from '../commands/handlers/revoke-access.js';
+import { AccessService, accessSettings, localAccessHost } from '../access/index.js';
+import { remoteAccessHost } from '../installer/index.js';
 import { restartServiceHandler } from '../commands/handlers/restart-service.js';
 import { setConfigHandler } from '../commands/handlers/set-config.js';
 import { logsHandler } from '../commands/handlers/logs.js';
@@ -88,10 +92,26 @@ export function commandWiring(options: CommandWiringOptions): CommandWiring {
   const socket = config.installer.socket;
   const units: UnitControl = socket ? { restart: async (unit) => void (await installerCall(socket, { op: 'unit.restart', unit })) } : localUnits(options.exec);
 
+  // Just-in-time access: what needs root goes through the installer when there is one.
+  const accessSection = config.commands.access;
+  const access = accessSection
+    ? new AccessService({
+        settings: accessSettings(accessSection, config.paths.stateDir),
+        deviceId: config.deviceId,
+        store: options.store,
+        outbox: requireOutbox,
+        host: config.installer.socket ? remoteAccessHost(config.installer.socket) : localAccessHost({ keysDir: accessSection.keysDir, principals: accessSection.principals, maxDurationSec: accessSection.maxDurationSec, log: log.child('access') }),
+        exec: options.exec,
+        log: log.child('access'),
+      })
+    : undefined;
+  const accessHandlers = (access ? [['grant-access', grantAccessHandler(access.settings, () => access)], ['revoke-access', revokeAccessHandler(() => access)]] : []) as [string, CommandHandler][];
+
   const handlers = new Map<string, CommandHandler>([
     ['diagnostics', diagnosticsHandler({ stateDir: config.paths.stateDir, versions: options.versions, link: () => ({ ...link.status }), outbox: () => outbox?.stats(), update: () => update.status() })],
     ['update-check', updateCheckHandler(() => update.check())],
     ['reboot', rebootHandler((reason) => update.reboot(reason), (err) => log.error('the reboot a command asked for failed', { err }))],
+    ...accessHandlers,
     ['restart-service', restartServiceHandler(config.commands.restartUnits, units)],
     ['set-config', setConfigHandler({ overlayFile: join(config.paths.stateDir, overlayFileName), check: (overlay) => void options.loadConfig(overlay), restart: options.restart })],
     ['logs', logsHandler({ exec: options.exec, unit: config.commands.logs.unit, ...(config.commands.logs.journalDir === undefined ? {} : { journalDir: config.commands.logs.journalDir }) })],
@@ -123,7 +143,7 @@ export function commandWiring(options: CommandWiringOptions): CommandWiring {
   };
 
   return {
-    beforeLink: [outboxService, commands],
+    beforeLink: [outboxService, ...(access ? [access] : []), commands],
     afterLink: [drainService],
     receive: (message) => commands.receive(message),
     onTrusted: (targets) => trust(targets, 'refresh'),

@@ -9,6 +9,7 @@ import { dirname, join } from 'node:path';
 import type { Config } from '../config/index.js';
 import { OutpostError } from '../errors.js';
 import { requireSignedCommit, serveInstaller } from '../installer/index.js';
+import { localAccessHost } from '../access/host.js';
 import { localUnits } from '../commands/units.js';
 import { createLogger } from '../logs/index.js';
 import { createExec } from '../platform/index.js';
@@ -51,6 +52,8 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
         requireSigned: (commit) =>
           requireSignedCommit({ exportDir: trustedExportDir(config.paths.stateDir), agentStateDir: config.paths.stateDir, rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), hardware: update.hardware, arch, now: () => new Date(), bootedCommit: () => host.ostree.bootedCommit(), log: log.child('gate') }, commit),
         agentStateDir: config.paths.stateDir,
+        // From the installer's own config: principals, key directory and longest grant are the image's.
+        ...(config.commands?.access ? { access: localAccessHost({ keysDir: config.commands.access.keysDir, principals: config.commands.access.principals, maxDurationSec: config.commands.access.maxDurationSec, log: log.child('access') }) } : {}),
         // This config is the image's alone (cli/outpost.ts): the agent cannot widen the list.
         units: { allowed: config.commands?.restartUnits ?? [], control: localUnits(exec) },
         log,

@@ -7,6 +7,7 @@
  */
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import type { AccessHost } from '../access/host.js';
 import { OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { Exec } from '../platform/index.js';
@@ -106,4 +107,16 @@ export function remoteHost(options: RemoteHostOptions): UpdateHost {
     },
   };
   return { ostree, boot };
+}
+
+/**
+ * The just-in-time access port through the installer (root writes sshd's key files and ends
+ * sessions); the agent's `AccessService` uses it when `installer.socket` is set.
+ */
+export function remoteAccessHost(socket: string): AccessHost {
+  return {
+    set: async (entries) => void (await installerCall(socket, { op: 'access.set', entries: entries.map((e) => ({ ...e })) })),
+    endSessions: (principal) => installerCall(socket, { op: 'access.endSessions', principal }),
+    sessions: () => installerCall(socket, { op: 'access.sessions' }),
+  };
 }

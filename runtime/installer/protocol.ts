@@ -14,6 +14,15 @@ export const maxLineBytes = 64 * 1024;
 const commit = z.string().regex(/^[0-9a-f]{64}$/, 'must be a 64-hex-digit OSTree commit');
 const bootVersion = z.union([z.literal(0), z.literal(1)]);
 
+const principalName = z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a local user name');
+const accessEntrySchema = z.strictObject({
+  id: z.string().min(1).max(128),
+  principal: principalName,
+  publicKey: z.string().min(1).max(8192),
+  from: z.string().min(1).max(1024).optional(),
+  expiresAt: z.iso.datetime(),
+});
+
 /** Every request the installer answers, by `op`. */
 export const installerRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('deployments') }),
@@ -40,6 +49,12 @@ export const installerRequestSchema = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('boot.reboot'), reason: z.string().max(1000) }),
   // The `restart-service` command; the installer allows only its own config's commands.restartUnits.
   z.strictObject({ op: z.literal('unit.restart'), unit: unitNameSchema }),
+  // Just-in-time access (access/host.ts): the whole set of granted keys, re-checked and rendered
+  // by the installer; ending a principal's processes; listing its sessions. Principals are the
+  // installer's own config's commands.access.principals.
+  z.strictObject({ op: z.literal('access.set'), entries: z.array(accessEntrySchema).max(256) }),
+  z.strictObject({ op: z.literal('access.endSessions'), principal: principalName }),
+  z.strictObject({ op: z.literal('access.sessions') }),
 ]);
 
 export type InstallerRequest = z.infer<typeof installerRequestSchema>;
@@ -74,6 +89,9 @@ export const opKinds = {
   'boot.bootedCommit': 'query',
   'boot.reboot': 'change',
   'unit.restart': 'change',
+  'access.set': 'change',
+  'access.endSessions': 'change',
+  'access.sessions': 'query',
 } as const satisfies { [K in InstallerOp]: 'query' | 'change' | 'long' };
 
 const deploymentSchema = z.strictObject({
@@ -117,6 +135,9 @@ export const installerResultSchemas = {
   'boot.bootedCommit': z.string().nullable(),
   'boot.reboot': z.null(),
   'unit.restart': z.null(),
+  'access.set': z.null(),
+  'access.endSessions': z.number().int().min(0),
+  'access.sessions': z.array(z.strictObject({ principal: z.string(), id: z.string(), pid: z.number().int(), tty: z.string().nullable() })).max(1024),
 } as const satisfies { [K in InstallerOp]: z.ZodType };
 
 export type InstallerResult<K extends InstallerOp> = z.infer<(typeof installerResultSchemas)[K]>;

@@ -13,6 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { isOutpostError, OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { UpdateHost } from '../update/index.js';
+import type { AccessHost } from '../access/host.js';
 import { restartAllowed, type UnitControl } from '../commands/units.js';
 import { installerRequestSchema, maxLineBytes, opKinds, type InstallerAnswer, type InstallerRequest } from './protocol.js';
 
@@ -32,6 +33,8 @@ export interface InstallerServerOptions {
    * image's config, never the agent's overlay) and how it restarts one. Unset: refused.
    */
   units?: { allowed: readonly string[]; control: UnitControl };
+  /** The `access.*` ops (access/host.ts's local adapter over the installer's own config). Unset: refused. */
+  access?: AccessHost;
   /** Called after an op was performed, before its answer is sent (the crash tests' fault hook). */
   afterPerform?: (op: InstallerRequest['op']) => void;
 }
@@ -120,6 +123,16 @@ async function perform(options: InstallerServerOptions, request: InstallerReques
     case 'boot.reboot':
       await boot.reboot(request.reason);
       return null;
+    case 'access.set':
+    case 'access.endSessions':
+    case 'access.sessions': {
+      if (!options.access) throw new OutpostError('INSTALLER_REFUSED', `${request.op}: no commands.access section in the installer's config`);
+      if (request.op === 'access.set') {
+        await options.access.set(request.entries.map((e) => ({ id: e.id, principal: e.principal, publicKey: e.publicKey, expiresAt: e.expiresAt, ...(e.from === undefined ? {} : { from: e.from }) })));
+        return null;
+      }
+      return request.op === 'access.endSessions' ? options.access.endSessions(request.principal) : options.access.sessions();
+    }
     case 'unit.restart':
       // The agent checked its list too; this one holds when the agent is not to be trusted.
       if (!options.units || !restartAllowed(request.unit, options.units.allowed)) throw new OutpostError('INSTALLER_REFUSED', `unit ${request.unit} is not in the installer's commands.restartUnits`);

@@ -1,0 +1,267 @@
+/**
+ * Just-in-time remote access end to end, all real: the daemon (and in one case the installer doing
+ * root's part), mosquitto with mutual TLS, signed `grant-access` / `revoke-access` commands, a
+ * local account made for the test, the test's own sshd (never the host's: its own config, host
+ * key, port and `AuthorizedKeysFile <keysDir>/%u`, on 127.0.0.1) and a second sshd as the
+ * bastion of the reverse tunnel. Logins are real `ssh` logins with the operator's key.
+ */
+import t, { type Test } from 'tap';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execa, type ResultPromise } from 'execa';
+import { connectAsync, type MqttClient } from 'mqtt';
+import { newCommand, signCommand } from '../../../runtime/commands/index.js';
+import { parseCommandResult, type CommandResult } from '../../../runtime/protocol/index.js';
+import { readPrivateKeyFile, type PrivateKey } from '../../../runtime/trust/index.js';
+import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
+import { createPki, issueClientCert, type CertPair, type Pki } from '../../../scripts/world/pki.js';
+import { freePort, startMosquitto, type Mosquitto } from '../../../scripts/world/mosquitto.js';
+import { until } from '../../../scripts/world/until.js';
+
+const deviceId = 'gw-test-1';
+const principal = 'outpost-jit-test';
+let ota: OtaWorld;
+let pki: Pki;
+let broker: Mosquitto;
+let operatorCert: CertPair;
+let issuerKey: PrivateKey;
+let dir: string;
+let createdUser = false;
+const sshds: ResultPromise[] = [];
+let device: { port: number; keysDir: string };
+let bastion: { port: number; keysDir: string; hostKey: string };
+let operatorKey: string;
+let operatorPub: string;
+
+const signingKeys = (ota: OtaWorld) => ['--targets-key', join(ota.keysDir, 'targets.key'), '--snapshot-key', join(ota.keysDir, 'snapshot.key'), '--timestamp-key', join(ota.keysDir, 'timestamp.key')];
+
+/** An sshd of the test's own: never the host's config, keys or port. */
+async function startSshd(name: string, keysDir: string, extra: string[] = []): Promise<{ port: number; hostKey: string }> {
+  const home = join(dir, name);
+  mkdirSync(keysDir, { recursive: true });
+  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(home, 'host-key')]);
+  const port = await freePort();
+  const config = join(home, 'sshd_config');
+  writeFileSync(
+    config,
+    [
+      'ListenAddress 127.0.0.1',
+      `HostKey ${join(home, 'host-key')}`,
+      `AuthorizedKeysFile ${keysDir}/%u`,
+      'StrictModes no',
+      'UsePAM no',
+      `PidFile ${join(home, 'sshd.pid')}`,
+      'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no',
+      'LogLevel VERBOSE',
+      ...extra,
+      '',
+    ].join('\n'),
+  );
+  const sshd = execa('/usr/sbin/sshd', ['-D', '-e', '-f', config, '-p', String(port)], { reject: false, all: true });
+  sshds.push(sshd);
+  await until(`${name} sshd listening`, async () => {
+    if (sshd.exitCode !== null) throw new Error(`sshd exited: ${String(sshd.all ?? '')}`);
+    return (await execa('ssh-keyscan', ['-p', String(port), '-t', 'ed25519', '127.0.0.1'], { reject: false })).stdout.includes('ssh-ed25519') ? true : undefined;
+  }, 20_000);
+  const hostKey = readFileSync(join(home, 'host-key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
+  return { port, hostKey };
+}
+
+t.before(async () => {
+  ota = await createOtaWorld({ versions: [1] });
+  // sshd reads a user's authorized keys as that user: the path must be open to it (mkdtemp's is 0700).
+  dir = mkdtempSync(join(tmpdir(), 'outpost-access-'));
+  chmodSync(dir, 0o755);
+  mkdirSync(join(dir, 'device'), { recursive: true });
+  mkdirSync(join(dir, 'bastion'), { recursive: true });
+  pki = await createPki({ dir: join(ota.ostree.dir, 'pki'), deviceId });
+  operatorCert = await issueClientCert(pki, 'operator');
+  mkdirSync(join(ota.ostree.dir, 'broker'));
+  broker = await startMosquitto({ dir: join(ota.ostree.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
+  await ota.ctl(['keys', 'generate', '--role', 'commands', '--name', 'operator', '--out', ota.keysDir]);
+  await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(ota.keysDir, 'operator.pub'), '--type', 'grant-access', '--type', 'revoke-access', '--max-validity', '1h', ...signingKeys(ota)]);
+  issuerKey = await readPrivateKeyFile(join(ota.keysDir, 'operator.key'));
+  // A local account of the test's own; `*` (no password, not locked: sshd without PAM refuses `!`).
+  if ((await execa('id', ['-u', principal], { reject: false })).exitCode !== 0) {
+    await execa('useradd', ['-M', '-d', '/', '-s', '/bin/sh', '-p', '*', principal]);
+    createdUser = true;
+  }
+  mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege separation directory
+  const deviceKeys = join(dir, 'device-keys');
+  device = { ...(await startSshd('device', deviceKeys)), keysDir: deviceKeys };
+  const bastionKeys = join(dir, 'bastion-keys');
+  bastion = { ...(await startSshd('bastion', bastionKeys, ['PermitRootLogin prohibit-password', 'AllowTcpForwarding remote'])), keysDir: bastionKeys };
+  operatorKey = join(dir, 'operator-ssh');
+  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'operator@laptop', '-f', operatorKey]);
+  operatorPub = readFileSync(`${operatorKey}.pub`, 'utf8');
+});
+
+t.teardown(async () => {
+  for (const sshd of sshds) sshd.kill('SIGTERM');
+  await Promise.all(sshds.map((s) => s.catch(() => undefined)));
+  if (createdUser) {
+    await execa('pkill', ['-KILL', '-u', principal], { reject: false });
+    await execa('userdel', [principal], { reject: false });
+  }
+  await broker?.stop();
+  await ota?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A device with the access commands on; split: the installer does root's part. */
+async function accessDevice(t: Test, split = false): Promise<{ device: OtaDevice; daemon: ResultPromise; boot: () => Promise<{ daemon: ResultPromise }> }> {
+  const d = otaDevice(ota, {}, split ? { split: {} } : {});
+  t.teardown(d.cleanup);
+  d.world.writeConfig({
+    broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 1000 },
+    update: ota.updateConfig(),
+    commands: { access: { principals: [principal], keysDir: device.keysDir, maxDurationSec: 60, sshdPort: device.port, loginPollSec: 1 } },
+    ...(split ? { installer: { socket: join(d.world.dir, 'installer.sock'), stateDir: join(d.world.dir, 'installer-state'), idleExitSec: 0 } } : {}),
+  });
+  const boot = async () => {
+    const { daemon } = await d.boot();
+    t.teardown(() => daemon.kill('SIGKILL'));
+    return { daemon };
+  };
+  const { daemon } = await boot();
+  const check = await d.cli(['update', 'check']);
+  if (check.exitCode !== 0) throw new Error(`the update check (which makes the issuers known) failed: ${check.stderr}`);
+  return { device: d, daemon, boot };
+}
+
+interface Heard {
+  results: CommandResult[];
+  events: Record<string, unknown>[];
+  client: MqttClient;
+}
+
+async function listen(t: Test): Promise<Heard> {
+  const client = await connectAsync(broker.url, { protocolVersion: 5, ca: readFileSync(pki.ca.cert), cert: readFileSync(operatorCert.cert), key: readFileSync(operatorCert.key), reconnectPeriod: 0, clientId: `watch-${Math.random().toString(16).slice(2)}` });
+  t.teardown(() => client.endAsync(true));
+  const heard: Heard = { results: [], events: [], client };
+  client.on('message', (topic, payload) => {
+    if (topic.endsWith('/cmd/result')) heard.results.push(parseCommandResult(payload));
+    else heard.events.push(JSON.parse(payload.toString()) as Record<string, unknown>);
+  });
+  await client.subscribeAsync(['outpost/v1/+/cmd/result', 'outpost/v1/+/events'], { qos: 1 });
+  return heard;
+}
+
+async function send(heard: Heard, type: string, args: Record<string, unknown>): Promise<CommandResult> {
+  const id = `${type}-${Math.random().toString(16).slice(2, 10)}`;
+  const envelope = signCommand(newCommand({ issuer: issuerKey.keyid, target: { device: deviceId }, type, args, id, validitySec: 600 }), issuerKey);
+  await heard.client.publishAsync(`outpost/v1/${deviceId}/cmd`, JSON.stringify(envelope), { qos: 1 });
+  return until(`the result of ${id}`, () => heard.results.find((r) => r.id === id), 30_000);
+}
+
+const sshArgs = (port: number) => ['-F', '/dev/null', '-i', operatorKey, '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=5', '-p', String(port), `${principal}@127.0.0.1`];
+
+/** A login running `true`: its exit code (255: refused). */
+async function login(port = device.port): Promise<number | undefined> {
+  return (await execa('ssh', [...sshArgs(port), 'true'], { reject: false, timeout: 15_000 })).exitCode;
+}
+
+/** An open session (`sleep 120`) and when it ended. */
+function session(t: Test): { process: ResultPromise; ended: () => boolean } {
+  const process = execa('ssh', [...sshArgs(device.port), 'sleep 120'], { reject: false });
+  t.teardown(() => process.kill('SIGKILL'));
+  return { process, ended: () => process.exitCode !== null || process.signalCode !== null };
+}
+
+const keyLines = () => (existsSync(join(device.keysDir, principal)) ? readFileSync(join(device.keysDir, principal), 'utf8').split('\n').filter((l) => l.includes('outpost-grant:')) : []);
+
+/** The single-process device the tests share (each test's grants are over when it ends). */
+let shared: Promise<unknown> | undefined;
+const root = t;
+const sharedDevice = () => (shared ??= accessDevice(root));
+
+t.test('a grant: login works, an open session is ended at expiry and no login works after; every step an event', async (t) => {
+  await sharedDevice();
+  const heard = await listen(t);
+  t.equal(await login(), 255, 'no login before the grant');
+  const granted = await send(heard, 'grant-access', { publicKey: operatorPub, principal, durationSec: 4 });
+  t.equal(granted.outcome, 'succeeded', granted.message);
+  const output = granted.output as { grantId: string; fingerprint: string; expiresAt: string };
+  t.equal(output.grantId, granted.id);
+  t.match(keyLines(), [/^expiry-time="\d{14}Z",restrict,pty ssh-ed25519 \S+ outpost-grant:/], 'the line outpost wrote, the comment dropped');
+  const grantedAt = Date.now();
+  t.equal(await login(), 0, 'login works during the grant');
+  const open = session(t);
+  await until('the login event', () => heard.events.find((e) => e.type === 'access-login'), 15_000);
+  await until('the session ended', () => (open.ended() ? true : undefined), 20_000);
+  t.ok(Date.now() - grantedAt >= 3_000, 'not before the grant expired');
+  t.equal(await login(), 255, 'no login after expiry');
+  t.same(keyLines(), [], 'the key is gone from the file');
+  await until('the expiry event', () => heard.events.find((e) => e.type === 'access-expired'), 10_000);
+  t.match(heard.events.filter((e) => e.grantId === granted.id || e.type === 'access-login'), [
+    { schema: 'outpost.event/1', type: 'access-granted', principal, fingerprint: output.fingerprint, expiresAt: output.expiresAt },
+    { schema: 'outpost.event/1', type: 'access-login', principal, grants: [granted.id] },
+    { schema: 'outpost.event/1', type: 'access-expired', principal, reason: 'expired' },
+  ]);
+  // What the config does not allow is refused before anything is recorded.
+  const tooLong = await send(heard, 'grant-access', { publicKey: operatorPub, principal, durationSec: 61 });
+  t.equal(tooLong.outcome, 'rejected');
+  const root = await send(heard, 'grant-access', { publicKey: operatorPub, principal: 'root', durationSec: 5 });
+  t.equal(root.outcome, 'rejected');
+  const smuggled = await send(heard, 'grant-access', { publicKey: `command="/bin/sh" ${operatorPub}`, principal, durationSec: 5 });
+  t.equal(smuggled.outcome, 'rejected');
+});
+
+t.test('revoke-access: the key goes and the open session ends at once', async (t) => {
+  await sharedDevice();
+  const heard = await listen(t);
+  const granted = await send(heard, 'grant-access', { publicKey: operatorPub, principal, durationSec: 60, from: '127.0.0.1,::1' });
+  t.equal(granted.outcome, 'succeeded', granted.message);
+  t.match(keyLines(), [/,from="127\.0\.0\.1,::1",restrict,pty /]);
+  t.equal(await login(), 0, 'login works');
+  const open = session(t);
+  await until('the session up', () => heard.events.find((e) => e.type === 'access-login'), 15_000);
+  const fingerprint = (granted.output as { fingerprint: string }).fingerprint;
+  const revoked = await send(heard, 'revoke-access', { fingerprint });
+  t.match(revoked, { outcome: 'succeeded', output: { revoked: [granted.id] } });
+  await until('the session ended', () => (open.ended() ? true : undefined), 5_000);
+  t.equal(await login(), 255, 'no login after the revoke');
+  t.same(keyLines(), []);
+  t.match(await until('the revoke event', () => heard.events.find((e) => e.type === 'access-revoked'), 10_000), { grantId: granted.id, reason: 'revoked', fingerprint });
+  t.match(await send(heard, 'revoke-access', { grantId: granted.id }), { outcome: 'succeeded', output: { revoked: [] } }, 'nothing left to revoke');
+});
+
+t.test('expiry holds across a kill -9 of the daemon (the installer doing root\'s part)', async (t) => {
+  const { daemon, boot } = await accessDevice(t, true);
+  const heard = await listen(t);
+  const granted = await send(heard, 'grant-access', { publicKey: operatorPub, principal, durationSec: 12 });
+  t.equal(granted.outcome, 'succeeded', granted.message);
+  const grantedAt = Date.now();
+  t.equal(await login(), 0);
+  const open = session(t);
+  daemon.kill('SIGKILL');
+  await daemon;
+  await new Promise((r) => setTimeout(r, 500));
+  await boot();
+  t.ok(Date.now() - grantedAt < 12_000, 'restarted before the grant expired');
+  t.equal(keyLines().length, 1, 'the key is still there after the restart');
+  await until('the session ended', () => (open.ended() ? true : undefined), 20_000);
+  t.ok(Date.now() - grantedAt >= 11_000, 'at the grant\'s expiry');
+  await until('the key removed by outpost', () => (keyLines().length === 0 ? true : undefined), 10_000);
+  t.equal(await login(), 255);
+  t.ok(heard.events.some((e) => e.type === 'access-expired' && e.grantId === granted.id), 'the expiry event');
+});
+
+t.test('a reverse tunnel reaches the device\'s sshd through the bastion for the grant\'s lifetime', async (t) => {
+  await sharedDevice();
+  const heard = await listen(t);
+  const remotePort = await freePort();
+  const granted = await send(heard, 'grant-access', { publicKey: operatorPub, principal, durationSec: 60, tunnel: { host: '127.0.0.1', port: bastion.port, user: 'root', hostKey: bastion.hostKey, remotePort } });
+  t.equal(granted.outcome, 'succeeded', granted.message);
+  const devicePublicKey = (granted.output as { tunnel: { devicePublicKey: string } }).tunnel.devicePublicKey;
+  t.match(devicePublicKey, /^ssh-ed25519 \S+$/);
+  // The bastion's operator authorizes the device's tunnel key; the tunnel's retries get in.
+  writeFileSync(join(bastion.keysDir, 'root'), `${devicePublicKey}\n`);
+  await until('a login through the tunnel', async () => ((await login(remotePort)) === 0 ? true : undefined), 30_000);
+  const revoked = await send(heard, 'revoke-access', { grantId: granted.id });
+  t.match(revoked, { outcome: 'succeeded', output: { revoked: [granted.id] } });
+  await until('the tunnel closed', async () => ((await execa('ssh-keyscan', ['-p', String(remotePort), '-T', '2', '127.0.0.1'], { reject: false })).stdout.trim() === '' ? true : undefined), 15_000);
+});
