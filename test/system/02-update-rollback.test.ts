@@ -12,7 +12,7 @@
  * power-cut review found): the initramfs' emergency mode reboots by itself until GRUB falls back.
  */
 import t from 'tap';
-import { bootedRelease, nextBoot, ostreeStatus, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
+import { bootedRelease, nextBoot, ostreeStatus, outpostReady, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
 import type { Vm } from './lib/vm.js';
 import { updateMessageIds } from '../../runtime/update/message-ids.js';
 import { newCommand, signCommand } from '../../runtime/commands/index.js';
@@ -89,6 +89,7 @@ t.test('update v1 -> v2; bad release rolls back (broker down); never-booting rel
   // with its recorded result, with no second reboot.
   await vm.exec(`mount -o remount,rw /sysroot 2>/dev/null; mv /sysroot${bootLink}.gone /sysroot${bootLink} && grub-editenv /boot/grub/grubenv unset boot_counter outpost_trial_loader && grub-editenv /boot/grub/grubenv set boot_success=1 && sync`, 30_000);
   const operator = await world.addCommandIssuer(['reboot', 'diagnostics']);
+  await outpostReady(vm);
   t.equal((await vm.exec('outpost update check', 300_000)).rc, 0, 'the device learns the command issuer with its metadata');
   const rebootCommand = JSON.stringify(signCommand(newCommand({ issuer: operator.keyid, target: { device: guest.deviceId }, type: 'reboot', args: { delaySec: 2, reason: 'rig' }, validitySec: 1800 }), operator));
   const bootIdBefore = (await vm.sh('cat /proc/sys/kernel/random/boot_id')).trim();
