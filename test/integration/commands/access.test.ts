@@ -13,12 +13,13 @@ import { execa, type ResultPromise } from 'execa';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { newCommand, signCommand } from '../../../runtime/commands/index.js';
 import { parseCommandResult, type CommandResult } from '../../../runtime/protocol/index.js';
-import { readPrivateKeyFile, type PrivateKey } from '../../../runtime/trust/index.js';
-import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import type { PrivateKey } from '../../../runtime/trust/index.js';
+import type { OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
-import { createPki, issueClientCert, type CertPair, type Pki } from '../../../scripts/world/pki.js';
-import { freePort, startMosquitto, type Mosquitto } from '../../../scripts/world/mosquitto.js';
+import type { CertPair, Pki } from '../../../scripts/world/pki.js';
+import { freePort, type Mosquitto } from '../../../scripts/world/mosquitto.js';
 import { until } from '../../../scripts/world/until.js';
+import { createCommandWorld, type CommandWorld } from '../../fixtures/command-world.js';
 
 const deviceId = 'gw-test-1';
 const principal = 'outpost-jit-test';
@@ -35,7 +36,7 @@ let bastion: { port: number; keysDir: string; hostKey: string };
 let operatorKey: string;
 let operatorPub: string;
 
-const signingKeys = (ota: OtaWorld) => ['--targets-key', join(ota.keysDir, 'targets.key'), '--snapshot-key', join(ota.keysDir, 'snapshot.key'), '--timestamp-key', join(ota.keysDir, 'timestamp.key')];
+let world: CommandWorld;
 
 /** An sshd of the test's own: never the host's config, keys or port. */
 async function startSshd(name: string, keysDir: string, extra: string[] = []): Promise<{ port: number; hostKey: string }> {
@@ -71,19 +72,14 @@ async function startSshd(name: string, keysDir: string, extra: string[] = []): P
 }
 
 t.before(async () => {
-  ota = await createOtaWorld({ versions: [1] });
   // sshd reads a user's authorized keys as that user: the path must be open to it (mkdtemp's is 0700).
   dir = mkdtempSync(join(tmpdir(), 'outpost-access-'));
   chmodSync(dir, 0o755);
   mkdirSync(join(dir, 'device'), { recursive: true });
   mkdirSync(join(dir, 'bastion'), { recursive: true });
-  pki = await createPki({ dir: join(ota.ostree.dir, 'pki'), deviceId });
-  operatorCert = await issueClientCert(pki, 'operator');
-  mkdirSync(join(ota.ostree.dir, 'broker'));
-  broker = await startMosquitto({ dir: join(ota.ostree.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
-  await ota.ctl(['keys', 'generate', '--role', 'commands', '--name', 'operator', '--out', ota.keysDir]);
-  await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(ota.keysDir, 'operator.pub'), '--type', 'grant-access', '--type', 'revoke-access', '--max-validity', '1h', ...signingKeys(ota)]);
-  issuerKey = await readPrivateKeyFile(join(ota.keysDir, 'operator.key'));
+  world = await createCommandWorld();
+  ({ ota, pki, broker, fleetCert: operatorCert } = world);
+  issuerKey = await world.addIssuer('operator', ['grant-access', 'revoke-access']);
   // A local account of the test's own; `*` (no password, not locked: sshd without PAM refuses `!`).
   if ((await execa('id', ['-u', principal], { reject: false })).exitCode !== 0) {
     await execa('useradd', ['-M', '-d', '/', '-s', '/bin/sh', '-p', '*', principal]);
@@ -106,8 +102,7 @@ t.teardown(async () => {
     await execa('pkill', ['-KILL', '-u', principal], { reject: false });
     await execa('userdel', [principal], { reject: false });
   }
-  await broker?.stop();
-  await ota?.close();
+  await world?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

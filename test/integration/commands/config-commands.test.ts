@@ -13,36 +13,29 @@ import { join } from 'node:path';
 import { connectAsync } from 'mqtt';
 import { newCommand, signCommand, type NewCommand } from '../../../runtime/commands/index.js';
 import { parseCommandResult, type CommandResult } from '../../../runtime/protocol/index.js';
-import { readPrivateKeyFile, type PrivateKey } from '../../../runtime/trust/index.js';
-import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import type { PrivateKey } from '../../../runtime/trust/index.js';
+import type { OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
-import { createPki, issueClientCert, type CertPair, type Pki } from '../../../scripts/world/pki.js';
-import { startMosquitto, type Mosquitto } from '../../../scripts/world/mosquitto.js';
+import type { CertPair, Pki } from '../../../scripts/world/pki.js';
+import type { Mosquitto } from '../../../scripts/world/mosquitto.js';
+import { commandDeviceId, createCommandWorld, type CommandWorld } from '../../fixtures/command-world.js';
 import { until } from '../../../scripts/world/until.js';
 
-const deviceId = 'gw-test-1';
+const deviceId = commandDeviceId;
 let ota: OtaWorld;
 let pki: Pki;
 let broker: Mosquitto;
 let operatorCert: CertPair;
 let operatorKey: PrivateKey;
 
-const signingKeys = (ota: OtaWorld) => ['--targets-key', join(ota.keysDir, 'targets.key'), '--snapshot-key', join(ota.keysDir, 'snapshot.key'), '--timestamp-key', join(ota.keysDir, 'timestamp.key')];
+let world: CommandWorld;
 
 t.before(async () => {
-  ota = await createOtaWorld({ versions: [1] });
-  pki = await createPki({ dir: join(ota.ostree.dir, 'pki'), deviceId });
-  operatorCert = await issueClientCert(pki, 'operator');
-  mkdirSync(join(ota.ostree.dir, 'broker'));
-  broker = await startMosquitto({ dir: join(ota.ostree.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
-  await ota.ctl(['keys', 'generate', '--role', 'commands', '--name', 'operator', '--out', ota.keysDir]);
-  await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(ota.keysDir, 'operator.pub'), ...['set-config', 'logs', 'restart-service'].flatMap((x) => ['--type', x]), '--max-validity', '1h', ...signingKeys(ota)]);
-  operatorKey = await readPrivateKeyFile(join(ota.keysDir, 'operator.key'));
+  world = await createCommandWorld();
+  ({ ota, pki, broker, fleetCert: operatorCert } = world);
+  operatorKey = await world.addIssuer('operator', ['set-config', 'logs', 'restart-service']);
 });
-t.teardown(async () => {
-  await broker?.stop();
-  await ota?.close();
-});
+t.teardown(() => world?.close());
 
 const journalDir = () => join(ota.ostree.dir, 'empty-journal');
 

@@ -6,54 +6,35 @@
  * persisted step of a command and count the handler's runs in the steps file the daemon writes.
  */
 import t, { type Test } from 'tap';
-import { readFileSync, mkdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa } from 'execa';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { newCommand, signCommand, type NewCommand } from '../../../runtime/commands/index.js';
 import { parseCommandResult, type CommandResult } from '../../../runtime/protocol/index.js';
-import { readPrivateKeyFile, type PrivateKey } from '../../../runtime/trust/index.js';
-import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
-import { createPki, issueClientCert, type CertPair, type Pki } from '../../../scripts/world/pki.js';
-import { startMosquitto, type Mosquitto } from '../../../scripts/world/mosquitto.js';
 import { until } from '../../../scripts/world/until.js';
+import type { PrivateKey } from '../../../runtime/trust/index.js';
+import type { CertPair } from '../../../scripts/world/pki.js';
+import { commandDeviceId, createCommandWorld, type CommandWorld } from '../../fixtures/command-world.js';
 
-const deviceId = 'gw-test-1';
-let ota: OtaWorld;
-let pki: Pki;
-let broker: Mosquitto;
-let operatorCert: CertPair;
+const deviceId = commandDeviceId;
+let world: CommandWorld;
 let operatorKey: PrivateKey;
 
-const signingKeys = (ota: OtaWorld) => ['--targets-key', join(ota.keysDir, 'targets.key'), '--snapshot-key', join(ota.keysDir, 'snapshot.key'), '--timestamp-key', join(ota.keysDir, 'timestamp.key')];
-
-async function addIssuer(name: string, types: string[]): Promise<PrivateKey> {
-  await ota.ctl(['keys', 'generate', '--role', 'commands', '--name', name, '--out', ota.keysDir]);
-  await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(ota.keysDir, `${name}.pub`), ...types.flatMap((x) => ['--type', x]), '--max-validity', '1h', ...signingKeys(ota)]);
-  return readPrivateKeyFile(join(ota.keysDir, `${name}.key`));
-}
-
 t.before(async () => {
-  ota = await createOtaWorld({ versions: [1] });
-  pki = await createPki({ dir: join(ota.ostree.dir, 'pki'), deviceId });
-  operatorCert = await issueClientCert(pki, 'operator');
-  mkdirSync(join(ota.ostree.dir, 'broker'));
-  broker = await startMosquitto({ dir: join(ota.ostree.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
-  operatorKey = await addIssuer('operator', ['diagnostics', 'update-check']);
+  world = await createCommandWorld();
+  operatorKey = await world.addIssuer('operator', ['diagnostics', 'update-check']);
 });
-t.teardown(async () => {
-  await broker?.stop();
-  await ota?.close();
-});
+t.teardown(() => world?.close());
 
 /** A device with commands on; its trust refreshed so it knows the issuers. */
 async function commandDevice(t: Test, env: Record<string, string> = {}): Promise<{ device: OtaDevice; steps: string }> {
-  const device = otaDevice(ota);
+  const device = otaDevice(world.ota);
   t.teardown(device.cleanup);
   device.world.writeConfig({
-    broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 1000 },
-    update: ota.updateConfig(),
+    broker: world.brokerSection(),
+    update: world.ota.updateConfig(),
     commands: { groups: ['site-a'] },
   });
   const steps = join(device.world.dir, 'command-steps');
@@ -66,7 +47,7 @@ async function commandDevice(t: Test, env: Record<string, string> = {}): Promise
 
 /** A subscriber on every device's result topic, as the fleet side. */
 async function resultWatcher(t: Test): Promise<{ results: (CommandResult & { correlation?: string })[]; client: MqttClient }> {
-  const client = await connectAsync(broker.url, { protocolVersion: 5, ca: readFileSync(pki.ca.cert), cert: readFileSync(operatorCert.cert), key: readFileSync(operatorCert.key), reconnectPeriod: 0, clientId: `watch-${Math.random().toString(16).slice(2)}` });
+  const client = await connectAsync(world.broker.url, { protocolVersion: 5, ca: readFileSync(world.pki.ca.cert), cert: readFileSync(world.fleetCert.cert), key: readFileSync(world.fleetCert.key), reconnectPeriod: 0, clientId: `watch-${Math.random().toString(16).slice(2)}` });
   t.teardown(() => client.endAsync(true));
   const results: (CommandResult & { correlation?: string })[] = [];
   client.on('message', (_topic, payload, packet) => {
@@ -80,14 +61,14 @@ async function resultWatcher(t: Test): Promise<{ results: (CommandResult & { cor
 const envelope = (overrides: Partial<NewCommand> = {}, key = operatorKey) =>
   JSON.stringify(signCommand(newCommand({ issuer: key.keyid, target: { device: deviceId }, type: 'diagnostics', validitySec: 600, ...overrides }), key));
 
-const tlsArgs = (pair: CertPair) => ['-h', '127.0.0.1', '-p', String(broker.port), '--cafile', pki.ca.cert, '--cert', pair.cert, '--key', pair.key, '-V', 'mqttv5'];
+const tlsArgs = (pair: CertPair) => ['-h', '127.0.0.1', '-p', String(world.broker.port), '--cafile', world.pki.ca.cert, '--cert', pair.cert, '--key', pair.key, '-V', 'mqttv5'];
 
 t.test('the documented wire format: signed by a script, sent with mosquitto_pub, the result read with mosquitto_sub', async (t) => {
   await commandDevice(t);
-  const sub = execa('mosquitto_sub', [...tlsArgs(operatorCert), '-t', 'outpost/v1/ops/replies', '-q', '1', '-C', '1', '-W', '30', '-F', '%J'], { reject: false });
+  const sub = execa('mosquitto_sub', [...tlsArgs(world.fleetCert), '-t', 'outpost/v1/ops/replies', '-q', '1', '-C', '1', '-W', '30', '-F', '%J'], { reject: false });
   t.teardown(() => sub.kill('SIGKILL'));
   await new Promise((r) => setTimeout(r, 500));
-  const pub = await execa('mosquitto_pub', [...tlsArgs(operatorCert), '-t', `outpost/v1/${deviceId}/cmd`, '-q', '1', '-D', 'publish', 'response-topic', 'outpost/v1/ops/replies', '-D', 'publish', 'correlation-data', 'req-42', '-m', envelope({ id: 'wire-1' })], { reject: false });
+  const pub = await execa('mosquitto_pub', [...tlsArgs(world.fleetCert), '-t', `outpost/v1/${deviceId}/cmd`, '-q', '1', '-D', 'publish', 'response-topic', 'outpost/v1/ops/replies', '-D', 'publish', 'correlation-data', 'req-42', '-m', envelope({ id: 'wire-1' })], { reject: false });
   t.equal(pub.exitCode, 0, 'published', { stderr: pub.stderr });
   const got = await sub;
   t.equal(got.exitCode, 0, 'a result arrived', { stderr: got.stderr });
@@ -101,16 +82,16 @@ t.test('the documented wire format: signed by a script, sent with mosquitto_pub,
 
 t.test('outpostctl command send --wait: signs, publishes, prints the result, exit code by outcome; a group command; refusals', async (t) => {
   await commandDevice(t);
-  const tls = ['--broker', broker.url, '--ca', pki.ca.cert, '--cert', operatorCert.cert, '--cert-key', operatorCert.key];
-  const ok = await ota.ctl(['command', 'send', ...tls, '--device', deviceId, '--type', 'diagnostics', '--key', join(ota.keysDir, 'operator.key'), '--wait', '--json']);
+  const tls = ['--broker', world.broker.url, '--ca', world.pki.ca.cert, '--cert', world.fleetCert.cert, '--cert-key', world.fleetCert.key];
+  const ok = await world.ota.ctl(['command', 'send', ...tls, '--device', deviceId, '--type', 'diagnostics', '--key', join(world.ota.keysDir, 'operator.key'), '--wait', '--json']);
   t.match(JSON.parse(ok), { deviceId, outcome: 'succeeded', output: { uptimeSec: Number } });
   const { results } = await resultWatcher(t);
-  await ota.ctl(['command', 'send', ...tls, '--group', 'site-a', '--type', 'diagnostics', '--key', join(ota.keysDir, 'operator.key')]);
-  await ota.ctl(['command', 'send', ...tls, '--group', 'elsewhere', '--type', 'diagnostics', '--key', join(ota.keysDir, 'operator.key')]).catch(() => undefined);
+  await world.ota.ctl(['command', 'send', ...tls, '--group', 'site-a', '--type', 'diagnostics', '--key', join(world.ota.keysDir, 'operator.key')]);
+  await world.ota.ctl(['command', 'send', ...tls, '--group', 'elsewhere', '--type', 'diagnostics', '--key', join(world.ota.keysDir, 'operator.key')]).catch(() => undefined);
   await until('the group result', async () => (results.length > 0 ? true : undefined), 20_000);
   t.match(results, [{ deviceId, outcome: 'succeeded', type: 'diagnostics' }], 'a group the device is in reaches it; another does not');
   // A type the issuer may not send: rejected, exit 65.
-  const refused = await execa('node', [join('dist', 'runtime', 'cli', 'outpostctl.js'), 'command', 'send', ...tls, '--device', deviceId, '--type', 'reboot', '--key', join(ota.keysDir, 'operator.key'), '--wait'], { reject: false });
+  const refused = await execa('node', [join('dist', 'runtime', 'cli', 'outpostctl.js'), 'command', 'send', ...tls, '--device', deviceId, '--type', 'reboot', '--key', join(world.ota.keysDir, 'operator.key'), '--wait'], { reject: false });
   t.equal(refused.exitCode, 65, 'exit code of a rejection');
   t.match(refused.stdout, /rejected \(type-not-allowed\)/);
 });
@@ -118,7 +99,7 @@ t.test('outpostctl command send --wait: signs, publishes, prints the result, exi
 t.test('rotation and revocation reach the device with its next metadata check, no reflash', async (t) => {
   const { device } = await commandDevice(t);
   const { results, client } = await resultWatcher(t);
-  const second = await addIssuer(`second-${Date.now()}`, ['diagnostics']);
+  const second = await world.addIssuer(`second-${Date.now()}`, ['diagnostics']);
   await client.publishAsync(`outpost/v1/${deviceId}/cmd`, envelope({ id: 'rot-before' }, second), { qos: 1 });
   await until('refused', async () => results.find((r) => r.id === 'rot-before'), 20_000);
   t.match(results.find((r) => r.id === 'rot-before'), { outcome: 'rejected', reason: 'unknown-issuer' }, 'not yet known to the device');
@@ -126,7 +107,7 @@ t.test('rotation and revocation reach the device with its next metadata check, n
   await client.publishAsync(`outpost/v1/${deviceId}/cmd`, envelope({ id: 'rot-after' }, second), { qos: 1 });
   await until('run', async () => results.find((r) => r.id === 'rot-after'), 20_000);
   t.match(results.find((r) => r.id === 'rot-after'), { outcome: 'succeeded' }, 'the new key works after the check');
-  await ota.ctl(['commands', 'issuers', 'revoke', '--repo', ota.tufDir, '--keyid', second.keyid, ...signingKeys(ota)]);
+  await world.ota.ctl(['commands', 'issuers', 'revoke', '--repo', world.ota.tufDir, '--keyid', second.keyid, ...world.signingKeys]);
   t.equal((await device.cli(['update', 'check'])).exitCode, 0);
   await client.publishAsync(`outpost/v1/${deviceId}/cmd`, envelope({ id: 'rot-revoked' }, second), { qos: 1 });
   await until('revoked', async () => results.find((r) => r.id === 'rot-revoked'), 20_000);
@@ -143,11 +124,11 @@ const crashes = [
 
 for (const crash of crashes) {
   t.test(`kill -9 at "${crash.step}": ${crash.why}`, async (t) => {
-    const device = otaDevice(ota);
+    const device = otaDevice(world.ota);
     t.teardown(device.cleanup);
     device.world.writeConfig({
-      broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 1000 },
-      update: ota.updateConfig(),
+      broker: world.brokerSection(),
+      update: world.ota.updateConfig(),
       commands: {},
     });
     const steps = join(device.world.dir, 'command-steps');

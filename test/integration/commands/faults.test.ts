@@ -5,49 +5,34 @@
  * same result, re-sent.
  */
 import t, { type Test } from 'tap';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connectAsync, type MqttClient } from 'mqtt';
 import { newCommand, signCommand } from '../../../runtime/commands/index.js';
 import { parseCommandResult, type CommandResult } from '../../../runtime/protocol/index.js';
-import { readPrivateKeyFile, type PrivateKey } from '../../../runtime/trust/index.js';
-import { createOtaWorld, type OtaWorld } from '../../../scripts/world/ota-world.js';
+import type { PrivateKey } from '../../../runtime/trust/index.js';
 import { otaDevice } from '../../../scripts/world/ota-device.js';
-import { createPki, issueClientCert, type CertPair, type Pki } from '../../../scripts/world/pki.js';
-import { startMosquitto, type Mosquitto } from '../../../scripts/world/mosquitto.js';
 import { until } from '../../../scripts/world/until.js';
+import { commandDeviceId, createCommandWorld, type CommandWorld } from '../../fixtures/command-world.js';
 import { startTcpProxy } from '../../fixtures/tcp-proxy.js';
 
-const deviceId = 'gw-test-1';
-let ota: OtaWorld;
-let pki: Pki;
-let broker: Mosquitto;
-let fleetCert: CertPair;
+const deviceId = commandDeviceId;
+let world: CommandWorld;
 let operatorKey: PrivateKey;
 
 t.before(async () => {
-  ota = await createOtaWorld({ versions: [1] });
-  pki = await createPki({ dir: join(ota.ostree.dir, 'pki'), deviceId });
-  fleetCert = await issueClientCert(pki, 'fleet');
-  mkdirSync(join(ota.ostree.dir, 'broker'));
-  // Persistence: sessions and queued messages survive the restart, as on a production broker.
-  broker = await startMosquitto({ dir: join(ota.ostree.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key, persistence: true });
-  await ota.ctl(['keys', 'generate', '--role', 'commands', '--name', 'operator', '--out', ota.keysDir]);
-  await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(ota.keysDir, 'operator.pub'), '--type', 'diagnostics', '--type', 'update-check', '--max-validity', '1h',
-    '--targets-key', join(ota.keysDir, 'targets.key'), '--snapshot-key', join(ota.keysDir, 'snapshot.key'), '--timestamp-key', join(ota.keysDir, 'timestamp.key')]);
-  operatorKey = await readPrivateKeyFile(join(ota.keysDir, 'operator.key'));
+  // Persistence: sessions and queued messages survive the restart, as on a production world.broker.
+  world = await createCommandWorld({ persistence: true });
+  operatorKey = await world.addIssuer('operator', ['diagnostics', 'update-check']);
 });
-t.teardown(async () => {
-  await broker?.stop();
-  await ota?.close();
-});
+t.teardown(() => world?.close());
 
 /** The fleet side: a persistent session, so results published while it is away wait for it. */
 async function fleet(t: Test): Promise<{ client: MqttClient; results: CommandResult[] }> {
-  const client = await connectAsync(broker.url, {
+  const client = await connectAsync(world.broker.url, {
     protocolVersion: 5, clean: false, clientId: `fleet-${Math.random().toString(16).slice(2)}`, properties: { sessionExpiryInterval: 3600 },
-    ca: readFileSync(pki.ca.cert), cert: readFileSync(fleetCert.cert), key: readFileSync(fleetCert.key), reconnectPeriod: 200,
+    ca: readFileSync(world.pki.ca.cert), cert: readFileSync(world.fleetCert.cert), key: readFileSync(world.fleetCert.key), reconnectPeriod: 200,
   });
   t.teardown(() => client.endAsync(true));
   const results: CommandResult[] = [];
@@ -57,11 +42,11 @@ async function fleet(t: Test): Promise<{ client: MqttClient; results: CommandRes
 }
 
 async function startDevice(t: Test, brokerUrl: string) {
-  const device = otaDevice(ota);
+  const device = otaDevice(world.ota);
   t.teardown(device.cleanup);
   device.world.writeConfig({
-    broker: { url: brokerUrl, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, connectTimeoutMs: 2000, reconnectMinMs: 200, reconnectMaxMs: 1000 },
-    update: ota.updateConfig(),
+    broker: world.brokerSection(brokerUrl),
+    update: world.ota.updateConfig(),
     commands: {},
   });
   const steps = join(device.world.dir, 'command-steps');
@@ -77,13 +62,13 @@ const envelope = (id: string, type = 'diagnostics') => JSON.stringify(signComman
 
 t.test('the broker restarted while a command runs: it ran once, and its one result arrives after the restart', async (t) => {
   const { results, client } = await fleet(t);
-  const { starts, stepsText } = await startDevice(t, broker.url);
+  const { starts, stepsText } = await startDevice(t, world.broker.url);
   // The command's metadata fetch stalls 4 s: the broker goes down and comes back meanwhile.
-  ota.ostree.server.setFault({ pathPrefix: '/tuf/timestamp', delayMs: 4_000, times: 1 });
-  t.teardown(() => ota.ostree.server.setFault(null));
+  world.ota.ostree.server.setFault({ pathPrefix: '/tuf/timestamp', delayMs: 4_000, times: 1 });
+  t.teardown(() => world.ota.ostree.server.setFault(null));
   await client.publishAsync(`outpost/v1/${deviceId}/cmd`, envelope('mid-restart', 'update-check'), { qos: 1 });
   await until('the command started', async () => (stepsText().includes('started mid-restart') ? true : undefined), 10_000);
-  await broker.restart({ downMs: 1_000 });
+  await world.broker.restart({ downMs: 1_000 });
   await until('its result', async () => results.find((r) => r.id === 'mid-restart'), 30_000);
   await sleep(1_500);
   const mine = results.filter((r) => r.id === 'mid-restart');
@@ -93,7 +78,7 @@ t.test('the broker restarted while a command runs: it ran once, and its one resu
 });
 
 t.test('through an uplink that delays, stalls and cuts: every command answered, each run once, answers in command order', async (t) => {
-  const [host, port] = ['127.0.0.1', broker.port];
+  const [host, port] = ['127.0.0.1', world.broker.port];
   const proxy = await startTcpProxy({ host, port });
   t.teardown(() => proxy.close());
   proxy.setDelayMs(100);

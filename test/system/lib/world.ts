@@ -64,6 +64,14 @@ export async function createWorld(image: BuiltImage, dir: string): Promise<Syste
     keyFile: join(pki, 'server-guest.key'),
   });
   const key = (role: string) => join(image.keysDir, `${role}.key`);
+  /** MQTT 5 options of the fleet's observer identity (a second mTLS client beside the device). */
+  const observer = (clientId: string) => ({
+    ca: readFileSync(join(pki, 'ca.crt')),
+    cert: readFileSync(join(pki, 'observer.crt')),
+    key: readFileSync(join(pki, 'observer.key')),
+    clientId,
+    protocolVersion: 5 as const,
+  });
   const commit = (v: number): string => {
     const c = image.commits.get(v);
     if (c === undefined) throw new Error(`image has no release ${v}`);
@@ -93,14 +101,7 @@ export async function createWorld(image: BuiltImage, dir: string): Promise<Syste
     },
     command: async (envelope, timeoutMs) => {
       const { id } = (JSON.parse(envelope) as { signed: { id: string } }).signed;
-      const client = await mqtt.connectAsync(broker.url, {
-        ca: readFileSync(join(pki, 'ca.crt')),
-        cert: readFileSync(join(pki, 'observer.crt')),
-        key: readFileSync(join(pki, 'observer.key')),
-        clientId: `rig-commander-${process.pid}`,
-        protocolVersion: 5,
-        reconnectPeriod: 1000,
-      });
+      const client = await mqtt.connectAsync(broker.url, { ...observer(`rig-commander-${process.pid}`), reconnectPeriod: 1000 });
       try {
         const result = new Promise<CommandResult | null>((resolve) => {
           const timer = setTimeout(() => resolve(null), timeoutMs);
@@ -120,14 +121,7 @@ export async function createWorld(image: BuiltImage, dir: string): Promise<Syste
     },
     retainedState: (timeoutMs = 5000) =>
       new Promise((resolve) => {
-        const client = mqtt.connect(broker.url, {
-          ca: readFileSync(join(pki, 'ca.crt')),
-          cert: readFileSync(join(pki, 'observer.crt')),
-          key: readFileSync(join(pki, 'observer.key')),
-          clientId: `rig-observer-${process.pid}`,
-          protocolVersion: 5,
-          reconnectPeriod: 0,
-        });
+        const client = mqtt.connect(broker.url, { ...observer(`rig-observer-${process.pid}`), reconnectPeriod: 0 });
         const done = (v: Record<string, unknown> | null) => {
           clearTimeout(timer);
           client.end(true);
