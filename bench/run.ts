@@ -2,12 +2,14 @@
  * `npm run bench`: runs every benchmark, writes bench/results/<name>.json, and regenerates the
  * summary tables in bench/README.md between their BEGIN/END markers.
  * OUTPOST_BENCH_IDLE_SEC shortens the idle period (default 60 s) for a quick look;
- * OUTPOST_BENCH_ONLY=startup-memory|ota (comma-separated) runs only those sections.
+ * OUTPOST_BENCH_ONLY=startup-memory|commands|ota (comma-separated) runs only those sections;
+ * OUTPOST_BENCH_COMMANDS shortens the command round-trip runs (default 1000 commands each).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../runtime/version.js';
+import { benchCommands, commandsTables } from './commands.js';
 import { benchOta, otaTables } from './ota-bytes.js';
 import { benchStartupMemory, daemonNodeOptions } from './startup-memory.js';
 
@@ -45,6 +47,14 @@ try {
       '|---|---|---|---|',
       ...rows.map((r) => `| ${r.subject} | ${r.readyMs === null ? '—' : `${r.readyMs} ms`} | ${(r.idle.rssAnonKiB / 1024).toFixed(1)} MiB | ${(r.idle.rssKiB / 1024).toFixed(1)} MiB |`),
     ].join('\n'));
+  }
+  if (wanted('commands')) {
+    mkdirSync(join(dir, 'commands'));
+    const started = performance.now();
+    const result = await benchCommands(join(dir, 'commands'), idleSec, (line) => process.stdout.write(`${line}\n`));
+    const totalSec = Math.round((performance.now() - started) / 1000);
+    writeResult('commands', { totalSec, ...result });
+    writeTable('commands', commandsTables(result, `${measuredOn()} ${totalSec} s for this section.`));
   }
   if (wanted('ota')) {
     mkdirSync(join(dir, 'ota'));

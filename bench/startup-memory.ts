@@ -2,11 +2,16 @@
  * Startup and idle memory: time from spawn to READY=1 for `outpost run` connected to a real
  * mosquitto over mTLS, and RssAnon/Rss after an idle period, side by side in the same run with a
  * bare node process and (when installed) `mender daemon`, the Debian-packaged Mender client.
+ * outpost runs three ways: the link alone; with the `update` section (an OTA world's TUF
+ * repository and sysroot, simulated boot; its first check runs 5 s after start); and with every
+ * service on: `update` plus `commands` (issuers published by `outpostctl commands issuers add`,
+ * trusted at that first check; the outbox and its drain running).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
-import { createPki } from '../scripts/world/pki.js';
+import { createOtaWorld } from '../scripts/world/ota-world.js';
+import { createPki, issueClientCert } from '../scripts/world/pki.js';
 import { startMosquitto } from '../scripts/world/mosquitto.js';
 import { startNotifyReceiver } from '../test/fixtures/notify-receiver.js';
 import { packageRoot } from '../runtime/version.js';
@@ -34,24 +39,38 @@ export async function benchStartupMemory(dir: string, idleSec: number): Promise<
   const pki = await createPki({ dir: join(dir, 'pki'), deviceId });
   mkdirSync(join(dir, 'broker'), { recursive: true });
   const broker = await startMosquitto({ dir: join(dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
-  const configPath = join(dir, 'config.json');
-  writeFileSync(configPath, JSON.stringify({ deviceId, paths: { stateDir: join(dir, 'state'), runDir: join(dir, 'run') }, broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key } }));
+  const ota = await createOtaWorld({ versions: [1] });
+  const signing = ['--targets-key', join(ota.keysDir, 'targets.key'), '--snapshot-key', join(ota.keysDir, 'snapshot.key'), '--timestamp-key', join(ota.keysDir, 'timestamp.key')];
+  await ota.ctl(['keys', 'generate', '--role', 'commands', '--name', 'operator', '--out', ota.keysDir]);
+  await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(ota.keysDir, 'operator.pub'), '--type', 'diagnostics', '--max-validity', '1h', ...signing]);
   const receiver = await startNotifyReceiver(join(dir, 'notify.sock'));
   const children: ResultPromise[] = [];
   try {
     const outpostCmd = ['node', join(root, 'dist', 'runtime', 'cli', 'outpost.js'), 'run'];
-    const started = performance.now();
-    const outpost = execa(outpostCmd[0] ?? 'node', outpostCmd.slice(1), { env: { OUTPOST_CONFIG: configPath, NOTIFY_SOCKET: receiver.address, NODE_OPTIONS: daemonNodeOptions }, reject: false, stdout: 'ignore' });
-    children.push(outpost);
-    while (!(await receiver.next(30_000)).data.includes('READY=1'));
-    const readyMs = performance.now() - started;
+    const subjects: { subject: string; command: string; pid: number | undefined; readyMs: number | null }[] = [];
+    const variants: { subject: string; id: string; sections: Record<string, unknown> }[] = [
+      { subject: 'outpost run (connected, mTLS)', id: deviceId, sections: {} },
+      { subject: 'outpost run + update (connected, mTLS, one TUF check)', id: 'gw-bench-update', sections: { update: ota.updateConfig() } },
+      { subject: 'outpost run + update + commands (every service on)', id: 'gw-bench-commands', sections: { update: ota.updateConfig(), commands: {} } },
+    ];
+    // One at a time to READY=1, so each start has the machine to itself and its datagram is its own.
+    for (const v of variants) {
+      const pair = v.id === deviceId ? pki.client : await issueClientCert(pki, v.id);
+      const configPath = join(dir, `config-${v.id}.json`);
+      writeFileSync(configPath, JSON.stringify({ deviceId: v.id, paths: { stateDir: join(dir, v.id, 'state'), runDir: join(dir, v.id, 'run') }, broker: { url: broker.url, caFile: pki.ca.cert, certFile: pair.cert, keyFile: pair.key }, ...v.sections }));
+      const started = performance.now();
+      const outpost = execa(outpostCmd[0] ?? 'node', outpostCmd.slice(1), { env: { OUTPOST_CONFIG: configPath, NOTIFY_SOCKET: receiver.address, NODE_OPTIONS: daemonNodeOptions }, reject: false, stdout: 'ignore' });
+      children.push(outpost);
+      for (;;) {
+        const datagram = await receiver.next(30_000);
+        if (datagram.data.includes('READY=1') && (datagram.pid === null || datagram.pid === outpost.pid)) break;
+      }
+      subjects.push({ subject: v.subject, command: `NODE_OPTIONS='${daemonNodeOptions}' ${outpostCmd.join(' ')}`, pid: outpost.pid, readyMs: performance.now() - started });
+    }
 
     const bare = execa('node', ['-e', 'setInterval(()=>{},1e3)'], { reject: false });
     children.push(bare);
-    const subjects: { subject: string; command: string; pid: number | undefined; readyMs: number | null }[] = [
-      { subject: 'outpost run (connected, mTLS)', command: `NODE_OPTIONS='${daemonNodeOptions}' ${outpostCmd.join(' ')}`, pid: outpost.pid, readyMs },
-      { subject: 'bare node', command: "node -e 'setInterval(()=>{},1e3)'", pid: bare.pid, readyMs: null },
-    ];
+    subjects.push({ subject: 'bare node', command: "node -e 'setInterval(()=>{},1e3)'", pid: bare.pid, readyMs: null });
     if (await menderAvailable()) {
       const menderConf = join(dir, 'mender.conf');
       mkdirSync(join(dir, 'mender-data'), { recursive: true });
@@ -68,5 +87,6 @@ export async function benchStartupMemory(dir: string, idleSec: number): Promise<
     await Promise.allSettled(children);
     await receiver.close();
     await broker.stop();
+    await ota.close();
   }
 }
