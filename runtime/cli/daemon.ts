@@ -129,6 +129,9 @@ function daemonLogSink(native: NativeLoad): LogSink {
   return journalSink((datagram) => addon.notify(datagram, journalSocketPath), lines);
 }
 
+/** More start time asked of systemd at a time, and in all (TimeoutStartSec stays the limit for a start that does not move). */
+const startExtension = { byMs: 60_000, maxMs: 300_000 };
+
 /**
  * Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. `source` is where `config`
  * was loaded from, for checking a config change (`set-config`) the way the next start loads it.
@@ -147,6 +150,10 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
   mkdirSync(config.paths.runDir, { recursive: true, mode: 0o755 });
 
   const notifier = createNotifier({ env, native, log: log.child('notify') });
+  // Before the domains load: on a slow device (a TCG guest, a loaded gateway) loading them took
+  // most of TimeoutStartSec before the supervisor's own extensions begin, and systemd killed the
+  // agent mid-load. The supervisor keeps extending once services start.
+  void notifier.send({ EXTEND_TIMEOUT_USEC: String(startExtension.byMs * 1000) }).catch(() => undefined);
   // Fault injection for the watchdog test (docs/architecture.md): SIGUSR2 wedges the event loop
   // the way a synchronous call that never returns would; the WATCHDOG=1 pings must stop with it.
   const blockLoopMs = Number(env.OUTPOST_FAULT_BLOCK_LOOP_MS ?? 0);
@@ -311,8 +318,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     log: log.child('lifecycle'),
     stopTimeoutMs: config.lifecycle.stopTimeoutMs,
     watchdogIntervalMs: watchdogIntervalMs(env, process.pid),
-    // TimeoutStartSec (60 s) stays the limit for a start that does not move; see the unit.
-    startExtension: { byMs: 60_000, maxMs: 300_000 },
+    startExtension,
   });
 
   // Handlers go in before the first service starts: systemd may stop a unit that is still

@@ -16,6 +16,7 @@ t.test('outpost run: STATUS while starting, READY=1 when up, watchdog pings, STO
   t.teardown(() => daemon.kill('SIGKILL'));
   const seen: string[] = [];
   while (!seen.some((d) => d.includes('READY=1'))) seen.push((await receiver.next(15_000)).data);
+  t.equal(seen[0], 'EXTEND_TIMEOUT_USEC=60000000\n', 'more start time asked first, before the domains load');
   t.ok(seen.some((d) => d.startsWith('STATUS=starting store')), 'STATUS reported while starting');
   t.match(seen.at(-1), /READY=1\nSTATUS=running/);
 
