@@ -91,6 +91,8 @@ export class CommandService implements Service {
   private ledger: CommandLedger | undefined;
   private sequence = 0;
   private draining: Promise<void> | undefined;
+  /** Set by each kick, cleared by each read of the inbox (see kick()). */
+  private stored = false;
   private stopping = false;
   private readonly stopController = new AbortController();
   private readonly now: () => Date;
@@ -136,7 +138,13 @@ export class CommandService implements Service {
     this.kick();
   }
 
+  /**
+   * Starts working off the inbox, or tells the run under way to look again: its last read may have
+   * begun before this message was stored, and would otherwise end the run with the message left
+   * waiting for the next one.
+   */
   private kick(): void {
+    this.stored = true;
     this.draining ??= this.drain().finally(() => {
       this.draining = undefined;
     });
@@ -144,8 +152,12 @@ export class CommandService implements Service {
 
   private async drain(): Promise<void> {
     while (!this.stopping && this.inbox) {
-      const [next] = await this.inbox.entries().then((all) => all.slice(0, 1));
-      if (!next) return;
+      this.stored = false;
+      const [next] = await this.inbox.range({ limit: 1 });
+      if (!next) {
+        if (this.stored) continue;
+        return;
+      }
       try {
         await this.handle(next[0], next[1]);
       } catch (err) {

@@ -201,3 +201,63 @@ t.test('whenAnswered: runs once the result is recorded and queued, and only when
   t.match((await w.sent()).map((s) => s.result), [{ id: 'c-fail', outcome: 'failed' }]);
   t.equal(queued.length, 1, 'not after a failure');
 });
+
+t.test('a message stored while the worker reads an empty inbox is still run (not left for the next message)', async (t) => {
+  const w = await world(t);
+  // This test's own service on the same store: the world's one stays out of the way.
+  await w.service.stop();
+  // Holds the worker's next inbox read after it has read (and found nothing), as a slow disk would.
+  let hold: Promise<void> | undefined;
+  let release = (): void => undefined;
+  const real = w.store.collection.bind(w.store);
+  const held = new Proxy(w.store, {
+    get(target, property, receiver) {
+      if (property !== 'collection') return Reflect.get(target, property, receiver) as unknown;
+      return (name: string, schema: z.ZodType) => {
+        const collection = real(name, schema);
+        if (name !== 'command-inbox') return collection;
+        return new Proxy(collection, {
+          get(c, p, r) {
+            if (p !== 'range') return Reflect.get(c, p, r) as unknown;
+            return async (options: Parameters<typeof collection.range>[0]) => {
+              const read = await c.range(options);
+              if (hold && read.length === 0) await hold;
+              return read;
+            };
+          },
+        });
+      };
+    },
+  });
+  const service = new CommandService({
+    deviceId: 'gw-1', groups: [], store: () => held, outbox: () => w.outbox, issuers: trusted, notEarlierThan: async () => undefined,
+    handlers: new Map([['touch', {
+      args: z.strictObject({ n: z.number().int().default(0) }),
+      run: async (_args, { command }) => {
+        w.runs.push(command.id);
+        // Armed here, so the worker's next read, the one after this command, is the one held.
+        if (command.id === 'first') hold = new Promise((resolve) => (release = resolve));
+      },
+    }]]),
+    skewMs: 0, log, now: () => now,
+  });
+  await service.start();
+  t.teardown(() => service.stop());
+  await service.receive(message(command({ id: 'first' })));
+  await until(() => w.runs.includes('first'));
+  // The worker is now held in its empty read; the second message is stored meanwhile.
+  await new Promise((r) => setTimeout(r, 50));
+  await service.receive(message(command({ id: 'second' })));
+  hold = undefined;
+  release();
+  await until(() => w.runs.includes('second'), 2_000).catch(() => undefined);
+  t.same(w.runs, ['first', 'second'], 'both ran');
+});
+
+async function until(done: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
