@@ -6,8 +6,7 @@
  * Every subtest uses its own device id and tears down its links, drains, clients and stores.
  */
 import t from 'tap';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type MqttClient } from 'mqtt';
@@ -17,22 +16,16 @@ import { createLink, Outbox, startOutboxDrain, type InboxMessage, type Link, typ
 import { createLogger, type LogRecord } from '../../../runtime/logs/index.js';
 import { cmdResultTopic, cmdTopic, eventsTopic } from '../../../runtime/protocol/index.js';
 import { Store } from '../../../runtime/store/index.js';
-import { startMosquitto, type Mosquitto } from '../../../scripts/world/mosquitto.js';
-import { createPki, issueClientCert, type CertPair, type Pki } from '../../../scripts/world/pki.js';
+import { startMosquitto } from '../../../scripts/world/mosquitto.js';
+import { issueClientCert, type CertPair } from '../../../scripts/world/pki.js';
 import { until } from '../../../scripts/world/until.js';
+import { startLinkBroker, testLinkTiming } from '../../fixtures/link/broker.js';
 
 /** All the helpers need of a tap test: somewhere to register clean-up. */
 type Test = { teardown(fn: () => unknown): void };
 
-const dir = await mkdtemp(join(tmpdir(), 'outpost-link-cmd-'));
-const pki: Pki = await createPki({ dir, deviceId: 'gw-main' });
-const broker: Mosquitto = await startMosquitto({ dir, caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
-t.teardown(async () => {
-  await broker.stop();
-  await rm(dir, { recursive: true, force: true });
-});
-
-const timing = { keepaliveSec: 5, connectTimeoutMs: 2_000, reconnectMinMs: 100, reconnectMaxMs: 800, sessionExpirySec: 3600 };
+const { dir, pki, broker } = await startLinkBroker('outpost-link-cmd-', (fn) => t.teardown(fn));
+const timing = testLinkTiming;
 
 function brokerConfig(url: string, identity: CertPair): BrokerConfig {
   return { url, caFile: pki.ca.cert, certFile: identity.cert, keyFile: identity.key, ...timing };

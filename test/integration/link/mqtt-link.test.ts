@@ -5,8 +5,7 @@
  */
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,22 +14,16 @@ import type { BrokerConfig } from '../../../runtime/config/index.js';
 import { createLink, type Link, type LinkStatus } from '../../../runtime/link/index.js';
 import { createLogger, type LogRecord } from '../../../runtime/logs/index.js';
 import { onlineTopic, parseStateDocument, stateTopic, type StateDocument } from '../../../runtime/protocol/index.js';
-import { startMosquitto, type Mosquitto } from '../../../scripts/world/mosquitto.js';
+import { startMosquitto } from '../../../scripts/world/mosquitto.js';
 import { connectObserver, type Observer } from '../../../scripts/world/observer.js';
-import { createPki, issueClientCert, type CertPair, type Pki } from '../../../scripts/world/pki.js';
+import { issueClientCert, type CertPair } from '../../../scripts/world/pki.js';
+import { startLinkBroker, testLinkTiming } from '../../fixtures/link/broker.js';
 
 /** All the helpers need of a tap test: somewhere to register clean-up. */
 type Test = { teardown(fn: () => unknown): void };
 
-const dir = await mkdtemp(join(tmpdir(), 'outpost-link-'));
-const pki: Pki = await createPki({ dir, deviceId: 'gw-main' });
-const broker: Mosquitto = await startMosquitto({ dir, caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
-t.teardown(async () => {
-  await broker.stop();
-  await rm(dir, { recursive: true, force: true });
-});
-
-const timing = { keepaliveSec: 5, connectTimeoutMs: 2_000, reconnectMinMs: 100, reconnectMaxMs: 800, sessionExpirySec: 3600 };
+const { dir, pki, broker } = await startLinkBroker('outpost-link-', (fn) => t.teardown(fn));
+const timing = testLinkTiming;
 
 function brokerConfig(url: string, identity: CertPair, caFile = pki.ca.cert): BrokerConfig {
   return { url, caFile, certFile: identity.cert, keyFile: identity.key, ...timing };
