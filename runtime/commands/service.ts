@@ -14,6 +14,7 @@
  *   running is answered when it finishes.
  */
 import { z } from 'zod';
+import { isOutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { Service } from '../lifecycle/index.js';
 import type { Outbox } from '../link/index.js';
@@ -106,14 +107,17 @@ export class CommandService implements Service {
     const store = this.options.store();
     this.inbox = store.collection('command-inbox', inboxSchema);
     this.ledger = new CommandLedger(store);
-    const keys = (await this.inbox.entries()).map(([key]) => key);
-    this.sequence = keys.length === 0 ? 0 : Number(keys[keys.length - 1]) + 1;
+    // The last key only: the inbox may hold many messages after a long time offline.
+    const [last] = await this.inbox.range({ reverse: true, limit: 1 });
+    this.sequence = last === undefined ? 0 : Number(last[0]) + 1;
     for (const [id, entry] of await this.ledger.unfinished()) {
       this.options.log.warn('a command was cut short by a stop or power cut; it is reported interrupted, not run again', { id, type: entry.type });
       await this.finish(id, entry, { outcome: 'interrupted', message: 'outpost stopped while the command ran; it was not run again' });
     }
-    const reference = await this.referenceTime();
-    const pruned = await this.ledger.prune(reference);
+    // By the signed floor only: a wall clock that is wrong ahead at one start (no RTC, a bad NTP
+    // answer) would prune entries of commands that are valid again once it is corrected.
+    const floor = await this.options.notEarlierThan().catch(() => undefined);
+    const pruned = floor === undefined ? 0 : await this.ledger.prune(floor);
     if (pruned > 0) this.options.log.debug('expired commands left the replay store', { pruned });
     this.kick();
   }
@@ -168,12 +172,6 @@ export class CommandService implements Service {
     }
   }
 
-  private async referenceTime(): Promise<Date> {
-    const wall = this.now();
-    const floor = await this.options.notEarlierThan().catch(() => undefined);
-    return floor !== undefined && floor.getTime() > wall.getTime() ? floor : wall;
-  }
-
   private async handle(key: string, entry: InboxEntry): Promise<void> {
     const { options } = this;
     const ledger = this.ledger!;
@@ -195,9 +193,12 @@ export class CommandService implements Service {
     });
     const batch = options.store().batch().del(inbox as Collection<unknown>, key);
     if (!verdict.ok) {
-      if (verdict.reason === 'replayed-id' && verdict.id !== undefined) {
-        const recorded = await ledger.get(verdict.id);
-        if (recorded?.result !== undefined) {
+      // A command seen before keeps its one answer, whatever this delivery's verdict: redelivered
+      // after it expired, or after its issuer was rotated out, it is answered as it was, never
+      // with a second, different result.
+      const recorded = verdict.id === undefined ? undefined : await ledger.get(verdict.id);
+      if (recorded !== undefined) {
+        if (recorded.result !== undefined) {
           options.log.info('a command arrived again; its result is sent again, the command is not run again', { id: verdict.id });
           await options.outbox().put({ class: 'result', topic: recorded.replyTopic, payload: recorded.result, ...(recorded.correlationData ? { correlationData: recorded.correlationData } : {}) }, batch);
         }
@@ -225,9 +226,9 @@ export class CommandService implements Service {
     const answered: (() => void)[] = [];
     const outcome = await this.run(command, verdict.args, answered);
     options.onStep?.('ran', command.id);
-    await this.finish(command.id, started, outcome);
+    const answeredAs = await this.finish(command.id, started, outcome);
     options.onStep?.('finished', command.id);
-    if (outcome.outcome === 'succeeded') {
+    if (answeredAs === 'succeeded') {
       for (const action of answered) {
         try {
           action();
@@ -259,7 +260,22 @@ export class CommandService implements Service {
   }
 
   /** Records the final result and queues it, in one batch. */
-  private async finish(id: string, entry: LedgerEntry, fields: { outcome: CommandResult['outcome']; message: string; output?: unknown }): Promise<void> {
+  private async finish(id: string, entry: LedgerEntry, fields: { outcome: CommandResult['outcome']; message: string; output?: unknown }): Promise<CommandResult['outcome']> {
+    try {
+      await this.record(id, entry, fields);
+      return fields.outcome;
+    } catch (err) {
+      // Too large for a result (or for the whole outbox): without an answer the command would stay
+      // `started` and be reported `interrupted` at the next start, though it ran. It ran: it is
+      // answered `failed`, without the output.
+      if (fields.output === undefined || !isOutpostError(err, 'PROTOCOL_INVALID')) throw err;
+      this.options.log.warn('a command\'s output does not fit in a result; it is answered without it', { id, err });
+      await this.record(id, entry, { outcome: 'failed', message: `the command ran, but its output does not fit in a result: ${err.message}`.slice(0, 1024) });
+      return 'failed';
+    }
+  }
+
+  private async record(id: string, entry: LedgerEntry, fields: { outcome: CommandResult['outcome']; message: string; output?: unknown }): Promise<void> {
     const result = this.result(id, entry.type, { ...fields, ...(entry.startedAt ? { startedAt: entry.startedAt } : {}) });
     const encoded = encodeCommandResult(result);
     const batch = this.options.store().batch();

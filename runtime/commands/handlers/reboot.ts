@@ -15,9 +15,11 @@ const rebootArgs = z.strictObject({
 export function rebootHandler(reboot: (reason: string) => Promise<void>, onError: (err: unknown) => void): CommandHandler<z.output<typeof rebootArgs>> {
   return {
     args: rebootArgs,
-    async run(args, { command }) {
+    async run(args, { command, whenAnswered }) {
       const reason = `command ${command.id}: ${args.reason}`;
-      setTimeout(() => reboot(reason).catch(onError), args.delaySec * 1000);
+      // Only once the result is recorded and queued: a reboot before that (delaySec 0) would
+      // leave the command `started`, to be reported `interrupted` though it did what it was asked.
+      whenAnswered(() => void setTimeout(() => reboot(reason).catch(onError), args.delaySec * 1000));
       return { rebootInSec: args.delaySec };
     },
   };

@@ -22,12 +22,14 @@ const resultTopic = 'outpost/v1/gw-1/cmd/result';
 const log = createLogger({ level: 'error', sinks: [] });
 
 function trusted(): IssuerSet {
-  const parsed = issuersFromJson({ schema: 'outpost.command-issuers/1', issuers: { [operator.keyid]: { key: operator.key, types: ['touch', 'hang', 'diagnostics'], maxValiditySec: 3600 } }, revoked: [] });
+  const parsed = issuersFromJson({ schema: 'outpost.command-issuers/1', issuers: { [operator.keyid]: { key: operator.key, types: ['touch', 'hang', 'big', 'diagnostics'], maxValiditySec: 3600 } }, revoked: [] });
   if (!parsed.ok) throw new Error(parsed.reason);
   return parsed.issuers;
 }
 
 interface World {
+  /** The wall clock the service reads; tests move it. */
+  now: Date;
   location: string;
   store: Store;
   outbox: Outbox;
@@ -43,11 +45,13 @@ async function world(t: Test, handlers: Record<string, CommandHandler> = {}, loc
   if (!location) t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const at = location ?? join(dir, 'db');
   const runs: string[] = [];
+  const big: CommandHandler = { args: z.strictObject({}), run: async () => ({ blob: 'x'.repeat(100 * 1024) }) };
   const touch: CommandHandler = { args: z.strictObject({ n: z.number().int().default(0) }), run: async (args, { command }) => (runs.push(command.id), { n: (args as { n: number }).n }) };
   const hang: CommandHandler = { args: z.strictObject({}), timeoutMs: 100, run: () => new Promise(() => undefined) };
   const w = {} as World;
   w.location = at;
   w.runs = runs;
+  w.now = now;
   const open = async () => {
     w.store = await Store.open({ location: at, version: 1 });
     w.outbox = await Outbox.open(w.store, { maxBytes: 1024 * 1024, log });
@@ -58,10 +62,10 @@ async function world(t: Test, handlers: Record<string, CommandHandler> = {}, loc
       outbox: () => w.outbox,
       issuers: trusted,
       notEarlierThan: async () => undefined,
-      handlers: new Map(Object.entries({ touch, hang, ...handlers })),
+      handlers: new Map(Object.entries({ touch, hang, big, ...handlers })),
       skewMs: 0,
       log,
-      now: () => now,
+      now: () => w.now,
     });
     await w.service.start();
   };
@@ -261,3 +265,39 @@ async function until(done: () => boolean, timeoutMs = 5_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+t.test('a command that ran, delivered again after it expired, gets its recorded result, not a second one', async (t) => {
+  const w = await world(t);
+  await w.service.receive(message());
+  const [first] = await w.sent();
+  w.now = new Date(now.getTime() + 3_600_000);
+  await w.service.receive(message());
+  const [again] = await w.sent();
+  t.equal(again?.payload, first?.payload, 'the same result, not "expired"');
+  t.same(w.runs, ['c-1']);
+});
+
+t.test('a wall clock wrong ahead at one start prunes nothing: corrected, the command is still answered from the record', async (t) => {
+  const w = await world(t);
+  await w.service.receive(message());
+  const [first] = await w.sent();
+  w.now = new Date(now.getTime() + 86_400_000);
+  await w.restart();
+  w.now = now;
+  await w.restart();
+  await w.service.receive(message());
+  const [again] = await w.sent();
+  t.same(w.runs, ['c-1'], 'not run a second time');
+  t.equal(again?.payload, first?.payload);
+});
+
+t.test('an output too large for a result: the command is answered failed, once, without it (not left started)', async (t) => {
+  const w = await world(t);
+  await w.service.receive(message(command({ id: 'c-big', type: 'big', args: {} })));
+  const sent = await w.sent();
+  t.equal(sent.length, 1);
+  t.match(sent[0]?.result, { id: 'c-big', outcome: 'failed', message: /the command ran, but its output does not fit/ });
+  t.equal((await new CommandLedger(w.store).get('c-big'))?.state, 'finished');
+  await w.restart();
+  t.same(await w.sent(), [], 'nothing reported interrupted at the next start');
+});
