@@ -100,6 +100,11 @@ export class AccessService implements Service {
   private readonly tunnels = new Map<string, Promise<Tunnel | undefined>>();
   private readonly seenSessions = new Set<string>();
   private chain: Promise<void> = Promise.resolve();
+  /**
+   * Writers that read grant records and write them back run one at a time, so a checkpoint can
+   * never write back as `active` a grant that a revoke or expiry just ended.
+   */
+  private recordWrites: Promise<unknown> = Promise.resolve();
   private retryTimer: NodeJS.Timeout | undefined;
   private retryMs = retryMinMs;
   private checkpointTimer: NodeJS.Timeout | undefined;
@@ -229,11 +234,19 @@ export class AccessService implements Service {
     await this.reconcile();
   }
 
+  private serially<T>(write: () => Promise<T>): Promise<T> {
+    const run = this.recordWrites.catch(() => undefined).then(write);
+    this.recordWrites = run.catch(() => undefined);
+    return run;
+  }
+
   /** Records the end of `entries` in one batch; a retry or the next start carries it out. */
   private async markEnded(entries: [string, GrantRecord][], reason: 'expired' | 'revoked' | 'failed'): Promise<void> {
-    const batch = this.options.store().batch();
-    for (const [id, record] of entries) await this.markEnding(batch, id, record, reason);
-    await batch.commit();
+    await this.serially(async () => {
+      const batch = this.options.store().batch();
+      for (const [id, record] of entries) await this.markEnding(batch, id, record, reason);
+      await batch.commit();
+    });
     for (const [id] of entries) {
       clearTimeout(this.timers.get(id));
       this.timers.delete(id);
@@ -374,16 +387,19 @@ export class AccessService implements Service {
   /** Writes down what a reboot may still give each active grant (grants.ts). */
   private async checkpoint(): Promise<void> {
     if (!this.grants || this.stopping) return;
+    const grants = this.grants;
     try {
-      const nowMs = this.clock.monotonicMs();
-      const batch = this.options.store().batch();
-      let any = false;
-      for (const [id, record] of await this.grants.entries()) {
-        if (record.state !== 'active' || record.bootId !== this.bootId) continue;
-        batch.put(this.grants, id, { ...record, remainingMs: Math.min(record.remainingMs, checkpointRemaining(record.deadlineMs, nowMs)) });
-        any = true;
-      }
-      if (any) await batch.commit();
+      await this.serially(async () => {
+        const nowMs = this.clock.monotonicMs();
+        const batch = this.options.store().batch();
+        let any = false;
+        for (const [id, record] of await grants.entries()) {
+          if (record.state !== 'active' || record.bootId !== this.bootId) continue;
+          batch.put(grants, id, { ...record, remainingMs: Math.min(record.remainingMs, checkpointRemaining(record.deadlineMs, nowMs)) });
+          any = true;
+        }
+        if (any) await batch.commit();
+      });
     } catch (err) {
       this.options.log.warn('cannot checkpoint the grants; a reboot now gives them less time', { err });
     }
