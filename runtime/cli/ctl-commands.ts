@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { OutpostError } from '../errors.js';
 import { COMMAND_ISSUERS_SCHEMA_ID, COMMAND_ISSUERS_TARGET, issuersCustomSchema, newCommand, signCommand, type IssuersCustom } from '../commands/index.js';
-import { cmdTopic, groupCmdTopic, isValidTopicId, parseCommandResult, type CommandResult } from '../protocol/index.js';
+import { cmdResultTopic, cmdTopic, groupCmdTopic, isValidTopicId, parseCommandResult, type CommandResult } from '../protocol/index.js';
 import { canonicalBytes, readPrivateKeyFile, readPublicKeyFile } from '../trust/index.js';
 import { openRepository, parseDurationMs } from '../update/tuf/index.js';
 import { optionalString, requiredString, strings } from './ctl-args.js';
@@ -85,7 +85,7 @@ async function sendCommand(ctx: CommandContext): Promise<number> {
     let done: () => void = () => undefined;
     const finished = new Promise<void>((resolve) => (done = resolve));
     if (wait) {
-      client.on('message', (_topic, payload, packet) => {
+      client.on('message', (topic, payload, packet) => {
         const sameRequest = packet.properties?.correlationData?.equals(correlation) ?? false;
         let result: CommandResult;
         try {
@@ -94,6 +94,9 @@ async function sendCommand(ctx: CommandContext): Promise<number> {
           return;
         }
         if (!sameRequest && result.id !== signed.id) return;
+        // The broker's ACL lets a device write only its own result topic: who answered is the
+        // topic's <device>, not what the payload claims (a group member could answer for others).
+        if (topic !== cmdResultTopic(result.deviceId)) return;
         if (results.some((r) => r.deviceId === result.deviceId)) return;
         results.push(result);
         if (json) out(JSON.stringify(result));

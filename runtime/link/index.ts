@@ -2,6 +2,7 @@
 export {
   createLink,
   DEFAULT_STOP_TIMEOUT_MS,
+  MAX_INBOUND_PACKET_BYTES,
   type Link,
   type LinkOptions,
   type InboxMessage,

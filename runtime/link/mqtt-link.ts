@@ -36,6 +36,13 @@ import { StatusBox, type LinkStatus, type LinkStatusListener } from './status.js
 import { loadTlsMaterial } from './tls-files.js';
 import { brokerAddress, tlsStreamBuilder } from './tls-stream.js';
 
+/**
+ * The largest packet the device accepts (CONNECT's Maximum Packet Size). Commands are refused as
+ * `oversized` above 64 KiB with an answer; this leaves room for that answer up to 256 KiB, and
+ * above it the broker drops the message unanswered.
+ */
+export const MAX_INBOUND_PACKET_BYTES = 256 * 1024;
+
 /** Default upper bound for stop(): publishing online=false and disconnecting. */
 export const DEFAULT_STOP_TIMEOUT_MS = 3_000;
 
@@ -262,7 +269,9 @@ export function createLink(options: LinkOptions): Link {
         // mqtt-packet otherwise pre-builds 65,536 two-byte Buffers on the first packet (~7 MiB
         // of heap held for the process's life) to save one 2-byte allocation per length field.
         writeCache: false,
-        properties: { sessionExpiryInterval: broker.sessionExpirySec, userProperties: { 'outpost-version': version } },
+        // The broker drops what is larger rather than send it: a message of hundreds of MB on the
+        // command topic would otherwise be read into memory and stored before any check.
+        properties: { sessionExpiryInterval: broker.sessionExpirySec, maximumPacketSize: MAX_INBOUND_PACKET_BYTES, userProperties: { 'outpost-version': version } },
         will: { topic: topics.online, payload: Buffer.from(ONLINE_PAYLOAD.offline), qos: 1, retain: true },
         ...(address.username === undefined ? {} : { username: address.username }),
         ...(address.password === undefined ? {} : { password: address.password }),

@@ -96,6 +96,24 @@ t.test('outpostctl command send --wait: signs, publishes, prints the result, exi
   t.match(refused.stdout, /rejected \(type-not-allowed\)/);
 });
 
+t.test('outpostctl command send --group --wait: a result is the answer of the device whose topic it came on, not of the one it names', async (t) => {
+  await commandDevice(t);
+  // Another group member (here: any client of the fleet) answers at once on its own result topic,
+  // claiming to be gw-test-1 and that the command failed.
+  const spoofer = await connectAsync(world.broker.url, { protocolVersion: 5, ca: readFileSync(world.pki.ca.cert), cert: readFileSync(world.fleetCert.cert), key: readFileSync(world.fleetCert.key), reconnectPeriod: 0, clientId: 'gw-evil' });
+  t.teardown(() => spoofer.endAsync(true));
+  spoofer.on('message', (_topic, payload) => {
+    const { signed } = JSON.parse(payload.toString()) as { signed: { id: string; type: string } };
+    const lie = { schema: 'outpost.command-result/1', id: signed.id, deviceId, type: signed.type, outcome: 'failed', message: 'spoofed', finishedAt: new Date().toISOString() };
+    void spoofer.publishAsync('outpost/v1/gw-evil/cmd/result', JSON.stringify(lie), { qos: 1 });
+  });
+  await spoofer.subscribeAsync('outpost/v1/group/site-a/cmd', { qos: 1 });
+  const tls = ['--broker', world.broker.url, '--ca', world.pki.ca.cert, '--cert', world.fleetCert.cert, '--cert-key', world.fleetCert.key];
+  const sent = await execa('node', [join('dist', 'runtime', 'cli', 'outpostctl.js'), 'command', 'send', ...tls, '--group', 'site-a', '--type', 'diagnostics', '--expires', '6s', '--key', join(world.ota.keysDir, 'operator.key'), '--wait', '--json'], { reject: false });
+  t.equal(sent.exitCode, 0, 'the real answer decides', { stdout: sent.stdout, stderr: sent.stderr });
+  t.match(sent.stdout.trim().split('\n').map((line) => JSON.parse(line) as unknown), [{ deviceId, outcome: 'succeeded' }]);
+});
+
 t.test('rotation and revocation reach the device with its next metadata check, no reflash', async (t) => {
   const { device } = await commandDevice(t);
   const { results, client } = await resultWatcher(t);

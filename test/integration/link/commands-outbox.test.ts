@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect, type MqttClient } from 'mqtt';
 import type { BrokerConfig } from '../../../runtime/config/index.js';
 import { isOutpostError } from '../../../runtime/errors.js';
-import { createLink, Outbox, startOutboxDrain, type InboxMessage, type Link, type LinkOptions, type LinkStatus, type OutboxDroppedEvent } from '../../../runtime/link/index.js';
+import { createLink, MAX_INBOUND_PACKET_BYTES, Outbox, startOutboxDrain, type InboxMessage, type Link, type LinkOptions, type LinkStatus, type OutboxDroppedEvent } from '../../../runtime/link/index.js';
 import { createLogger, type LogRecord } from '../../../runtime/logs/index.js';
 import { cmdResultTopic, cmdTopic, eventsTopic } from '../../../runtime/protocol/index.js';
 import { Store } from '../../../runtime/store/index.js';
@@ -182,6 +182,20 @@ t.test('(b) a command queued by the broker while the device was offline is deliv
   t.equal(delivered[0]?.responseTopic, cmdResultTopic(id));
   t.equal(delivered[0]?.correlationData?.toString('utf8'), 'c-42');
   t.ok(Buffer.isBuffer(delivered[0]?.payload));
+});
+
+t.test('(b) a message larger than the device takes (CONNECT Maximum Packet Size) never reaches the inbox; the next one does', async (t) => {
+  const { id, identity } = await device('gw-huge');
+  const delivered: InboxMessage[] = [];
+  const link = makeLink(t, id, brokerConfig(broker.url, identity), { inbox: async (m) => void delivered.push(m) });
+  link.start();
+  await waitForStatus(link, (s) => s.state === 'connected');
+  await subscribed(broker.logFile, id);
+  const fleet = await fleetClient(t, broker.url);
+  await fleet.client.publishAsync(cmdTopic(id), Buffer.alloc(MAX_INBOUND_PACKET_BYTES + 1024, 0x61), { qos: 1 });
+  await fleet.client.publishAsync(cmdTopic(id), 'small', { qos: 1 });
+  await until('the small one', () => (delivered.some((m) => m.payload.toString('utf8') === 'small') ? true : undefined), 5_000);
+  t.same(delivered.map((m) => m.payload.length), [5], 'only the small one was delivered');
 });
 
 t.test('(b) when the inbox rejects, the broker delivers again; the PUBACK waits for the inbox', async (t) => {
