@@ -227,7 +227,8 @@ t.test('revoke-access: the key goes and the open session ends at once', async (t
 t.test('expiry holds across a kill -9 of the daemon (the installer doing root\'s part)', async (t) => {
   const { daemon, boot } = await accessDevice(t, true);
   const heard = await listen(t);
-  const granted = await send(heard, 'grant-access', { publicKey: operatorPub, principal, durationSec: 12 });
+  // Long enough that a restart on a loaded machine (CI) still comes well before the expiry.
+  const granted = await send(heard, 'grant-access', { publicKey: operatorPub, principal, durationSec: 25 });
   t.equal(granted.outcome, 'succeeded', granted.message);
   const grantedAt = Date.now();
   t.equal(await login(), 0);
@@ -236,10 +237,10 @@ t.test('expiry holds across a kill -9 of the daemon (the installer doing root\'s
   await daemon;
   await new Promise((r) => setTimeout(r, 500));
   await boot();
-  t.ok(Date.now() - grantedAt < 12_000, 'restarted before the grant expired');
+  t.ok(Date.now() - grantedAt < 20_000, 'restarted before the grant expired');
   t.equal(keyLines().length, 1, 'the key is still there after the restart');
-  await until('the session ended', () => (open.ended() ? true : undefined), 20_000);
-  t.ok(Date.now() - grantedAt >= 11_000, 'at the grant\'s expiry');
+  await until('the session ended', () => (open.ended() ? true : undefined), 40_000);
+  t.ok(Date.now() - grantedAt >= 24_000, 'at the grant\'s expiry');
   await until('the key removed by outpost', () => (keyLines().length === 0 ? true : undefined), 10_000);
   t.equal(await login(), 255);
   t.ok(heard.events.some((e) => e.type === 'access-expired' && e.grantId === granted.id), 'the expiry event');
