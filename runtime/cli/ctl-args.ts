@@ -1,6 +1,7 @@
 /** Small readers for `outpostctl` option values: required, repeated, integer. Usage errors exit 64. */
 import { OutpostError } from '../errors.js';
-import type { CommandContext } from './command.js';
+import { readPrivateKeyFile, type PrivateKey } from '../trust/index.js';
+import type { CommandContext, OptionSpec } from './command.js';
 
 type Values = CommandContext['values'];
 
@@ -39,4 +40,21 @@ export function oneOf<const T extends string>(values: Values, name: string, allo
   const value = requiredString(values, name);
   if (!(allowed as readonly string[]).includes(value)) throw new OutpostError('USAGE', `--${name} must be one of ${allowed.join(', ')}, got "${value}"`);
   return value as T;
+}
+
+/** A FILE option. */
+export const fileOption = (description: string, multiple = false): OptionSpec => ({ type: 'string', valueName: 'FILE', description, ...(multiple ? { multiple: true } : {}) });
+
+/** The keys that re-sign targets, snapshot and timestamp when targets change. */
+export const signingOptions = {
+  'targets-key': fileOption('private targets key'),
+  'snapshot-key': fileOption('private snapshot key'),
+  'timestamp-key': fileOption('private timestamp key'),
+};
+
+/** Reads the keys {@link signingOptions} name. */
+export async function readSigningKeys(values: Values): Promise<{ targetsKey: PrivateKey; snapshotKey: PrivateKey; timestampKey: PrivateKey }> {
+  const [targetsKey, snapshotKey, timestampKey] = await Promise.all(['targets-key', 'snapshot-key', 'timestamp-key'].map((k) => readPrivateKeyFile(requiredString(values, k))));
+  if (!targetsKey || !snapshotKey || !timestampKey) throw new OutpostError('INTERNAL', 'signing keys missing after reading');
+  return { targetsKey, snapshotKey, timestampKey };
 }

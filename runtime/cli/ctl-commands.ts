@@ -10,15 +10,8 @@ import { COMMAND_ISSUERS_SCHEMA_ID, COMMAND_ISSUERS_TARGET, issuersCustomSchema,
 import { cmdResultTopic, cmdTopic, groupCmdTopic, isValidTopicId, parseCommandResult, type CommandResult } from '../protocol/index.js';
 import { canonicalBytes, readPrivateKeyFile, readPublicKeyFile } from '../trust/index.js';
 import { openRepository, parseDurationMs } from '../update/tuf/index.js';
-import { optionalString, requiredString, strings } from './ctl-args.js';
-import type { Command, CommandContext, OptionSpec } from './command.js';
-
-const file = (description: string): OptionSpec => ({ type: 'string', valueName: 'FILE', description });
-const signingOptions = {
-  'targets-key': file('private targets key'),
-  'snapshot-key': file('private snapshot key'),
-  'timestamp-key': file('private timestamp key'),
-};
+import { fileOption, optionalString, readSigningKeys, requiredString, signingOptions, strings } from './ctl-args.js';
+import type { Command, CommandContext } from './command.js';
 
 type Repository = Awaited<ReturnType<typeof openRepository>>;
 
@@ -32,8 +25,7 @@ function currentIssuers(repo: Repository, dir: string): IssuersCustom {
 
 /** Writes the list as the target's custom (its hash is that of the list itself) and publishes. */
 async function publishIssuers(repo: Repository, values: CommandContext['values'], custom: IssuersCustom): Promise<string> {
-  const [targetsKey, snapshotKey, timestampKey] = await Promise.all(['targets-key', 'snapshot-key', 'timestamp-key'].map((k) => readPrivateKeyFile(requiredString(values, k))));
-  if (!targetsKey || !snapshotKey || !timestampKey) throw new OutpostError('INTERNAL', 'signing keys missing after reading');
+  const { targetsKey, snapshotKey, timestampKey } = await readSigningKeys(values);
   const bytes = canonicalBytes(custom);
   repo.addTarget(COMMAND_ISSUERS_TARGET, { length: bytes.length, hashes: { sha256: createHash('sha256').update(bytes).digest('hex') }, custom });
   const result = await repo.publish({ targetsKey, snapshotKey, timestampKey });
@@ -132,7 +124,7 @@ export const commandCommands: Command[] = [
     summary: 'let a key sign commands of some types (a target in the signed metadata; devices learn it at their next check)',
     options: {
       repo: { type: 'string', valueName: 'DIR', description: 'TUF repository' },
-      key: file('public key of the issuer (outpostctl keys generate --role commands)'),
+      key: fileOption('public key of the issuer (outpostctl keys generate --role commands)'),
       type: { type: 'string', valueName: 'TYPE', description: 'command type it may send', multiple: true },
       'max-validity': { type: 'string', valueName: 'DURATION', description: 'longest validity of its commands, e.g. 1h (default 1h, at most 30d)' },
       ...signingOptions,
@@ -177,15 +169,15 @@ export const commandCommands: Command[] = [
     summary: 'sign a command, publish it to a device or group, and (with --wait) print the results',
     options: {
       broker: { type: 'string', valueName: 'URL', description: 'mqtts://host:port of the fleet broker' },
-      ca: file('CA certificate of the broker'),
-      cert: file('client certificate for the broker'),
-      'cert-key': file('private key of the client certificate'),
+      ca: fileOption('CA certificate of the broker'),
+      cert: fileOption('client certificate for the broker'),
+      'cert-key': fileOption('private key of the client certificate'),
       device: { type: 'string', valueName: 'ID', description: 'the device to command' },
       group: { type: 'string', valueName: 'G', description: 'the group to command' },
       type: { type: 'string', valueName: 'T', description: 'command type, e.g. diagnostics, reboot, update-check' },
       args: { type: 'string', valueName: 'JSON', description: 'the command\'s arguments (a JSON object; default {})' },
       expires: { type: 'string', valueName: 'DURATION', description: 'validity, e.g. 10m (default 10m; at most the issuer\'s)' },
-      key: file('private key of the issuer (outpostctl keys generate --role commands)'),
+      key: fileOption('private key of the issuer (outpostctl keys generate --role commands)'),
       wait: { type: 'boolean', description: 'wait for the result (a group: every result until the command expires)' },
       json: { type: 'boolean', description: 'print results as JSON lines' },
     },

@@ -22,10 +22,9 @@ import {
   releaseTargetName,
   type ReleaseCustom,
 } from '../update/tuf/index.js';
-import { oneOf, optionalString, positiveInt, requiredString, strings } from './ctl-args.js';
-import type { Command, OptionSpec } from './command.js';
+import { fileOption, oneOf, optionalString, positiveInt, readSigningKeys, requiredString, signingOptions, strings } from './ctl-args.js';
+import type { Command } from './command.js';
 
-const file = (description: string, multiple = false): OptionSpec => ({ type: 'string', valueName: 'FILE', description, ...(multiple ? { multiple: true } : {}) });
 const exec = () => createExec(createLogger({ level: 'warn', component: 'outpostctl' }));
 
 async function sha256Of(path: string): Promise<string> {
@@ -33,12 +32,6 @@ async function sha256Of(path: string): Promise<string> {
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
-
-const signingOptions = {
-  'targets-key': file('private targets key'),
-  'snapshot-key': file('private snapshot key'),
-  'timestamp-key': file('private timestamp key'),
-};
 
 /** The `release` commands. */
 export const releaseCommands: Command[] = [
@@ -62,8 +55,7 @@ export const releaseCommands: Command[] = [
       const ostreeRepo = requiredString(values, 'ostree-repo');
       const hardware = requiredString(values, 'hardware');
       const arch = oneOf(values, 'arch', releaseArches);
-      const [targetsKey, snapshotKey, timestampKey] = await Promise.all(['targets-key', 'snapshot-key', 'timestamp-key'].map((k) => readPrivateKeyFile(requiredString(values, k))));
-      if (!targetsKey || !snapshotKey || !timestampKey) throw new OutpostError('INTERNAL', 'signing keys missing after reading');
+      const { targetsKey, snapshotKey, timestampKey } = await readSigningKeys(values);
       const expires = optionalString(values, 'expires');
       const run = exec();
       const ref = requiredString(values, 'ref');
@@ -98,8 +90,8 @@ export const releaseCommands: Command[] = [
       out: { type: 'string', valueName: 'FILE', description: 'bundle file to write (a tar archive)' },
       'ostree-repo': { type: 'string', valueName: 'DIR', description: 'also include the full commit from this OSTree repo (for devices with no matching delta)' },
       expires: { type: 'string', valueName: 'DURATION', description: "re-sign the bundle's snapshot and timestamp to live this long (a bundle waits on a shelf), e.g. 30d; the served ones are re-signed past them with their usual lifetimes" },
-      'snapshot-key': file('private snapshot key (with --expires)'),
-      'timestamp-key': file('private timestamp key (with --expires)'),
+      'snapshot-key': fileOption('private snapshot key (with --expires)'),
+      'timestamp-key': fileOption('private timestamp key (with --expires)'),
     },
     details: 'Devices install it with `outpost update install FILE`; they verify it exactly as a network update.',
     run: async ({ values, out }) => {
