@@ -29,7 +29,7 @@ t.before(async () => {
 t.teardown(() => world?.close());
 
 /** A device with commands on; its trust refreshed so it knows the issuers. */
-async function commandDevice(t: Test, env: Record<string, string> = {}): Promise<{ device: OtaDevice; steps: string }> {
+async function commandDevice(t: Test, env: Record<string, string> = {}): Promise<{ device: OtaDevice; steps: string; output: () => string }> {
   const device = otaDevice(world.ota);
   t.teardown(device.cleanup);
   device.world.writeConfig({
@@ -40,9 +40,11 @@ async function commandDevice(t: Test, env: Record<string, string> = {}): Promise
   const steps = join(device.world.dir, 'command-steps');
   const { daemon } = await device.boot({ OUTPOST_FAULT_COMMAND_STEPS: steps, ...env });
   t.teardown(() => daemon.kill('SIGKILL'));
+  let output = '';
+  daemon.all?.on('data', (chunk: Buffer) => (output += chunk.toString()));
   const check = await device.cli(['update', 'check']);
   t.equal(check.exitCode, 0, 'the update check (which refreshes who may send commands) ran', { stderr: check.stderr });
-  return { device, steps };
+  return { device, steps, output: () => output };
 }
 
 /** A subscriber on every device's result topic, as the fleet side. */
@@ -115,8 +117,10 @@ t.test('outpostctl command send --group --wait: a result is the answer of the de
 });
 
 t.test('rotation and revocation reach the device with its next metadata check, no reflash', async (t) => {
-  const { device } = await commandDevice(t);
+  const { device, output } = await commandDevice(t);
   const { results, client } = await resultWatcher(t);
+  // The daemon's own first check (seconds after its start) would learn a key published before it.
+  await until('the daemon\'s own first check', async () => (output().includes('"msg":"update check"') ? true : undefined), 30_000);
   const second = await world.addIssuer(`second-${Date.now()}`, ['diagnostics']);
   await client.publishAsync(`outpost/v1/${deviceId}/cmd`, envelope({ id: 'rot-before' }, second), { qos: 1 });
   await until('refused', async () => results.find((r) => r.id === 'rot-before'), 20_000);
