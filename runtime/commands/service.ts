@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { isOutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import type { Service } from '../lifecycle/index.js';
-import type { Outbox } from '../link/index.js';
+import type { Outbox, OutboxClass, OutboxMessage } from '../link/index.js';
 import { COMMAND_CORRELATION_MAX_BYTES, COMMAND_RESULT_SCHEMA_ID, commandResultTopicFor, encodeCommandResult, UNKNOWN_COMMAND_ID, type CommandResult, type CommandSigned } from '../protocol/index.js';
 import type { Collection, Store } from '../store/index.js';
 import type { IssuerSet } from './issuers.js';
@@ -85,6 +85,13 @@ const inboxSchema = z.strictObject({
   correlationData: z.string().optional(),
 });
 type InboxEntry = z.infer<typeof inboxSchema>;
+
+/** Where one delivery's answer goes, as the ledger keeps it: its reply topic and correlation data (base64). */
+type Reply = Pick<LedgerEntry, 'replyTopic' | 'correlationData'>;
+
+function answer(cls: OutboxClass, reply: Reply, payload: string): OutboxMessage {
+  return { class: cls, topic: reply.replyTopic, payload, ...(reply.correlationData === undefined ? {} : { correlationData: reply.correlationData }) };
+}
 
 export class CommandService implements Service {
   readonly name = 'commands';
@@ -179,7 +186,7 @@ export class CommandService implements Service {
     const replyTopic = commandResultTopicFor(options.deviceId, entry.responseTopic);
     // Echoed as it came, up to the limit; longer is not echoed (docs/protocol.md).
     const correlation = entry.correlationData !== undefined && Buffer.from(entry.correlationData, 'base64').length <= COMMAND_CORRELATION_MAX_BYTES ? entry.correlationData : undefined;
-    const reply = { replyTopic, ...(correlation === undefined ? {} : { correlationData: correlation }) };
+    const reply: Reply = { replyTopic, ...(correlation === undefined ? {} : { correlationData: correlation }) };
     const notEarlierThan = await options.notEarlierThan().catch(() => undefined);
     const verdict = await verifyCommand(Buffer.from(entry.payload, 'base64'), {
       deviceId: options.deviceId,
@@ -200,7 +207,8 @@ export class CommandService implements Service {
       if (recorded !== undefined) {
         if (recorded.result !== undefined) {
           options.log.info('a command arrived again; its result is sent again, the command is not run again', { id: verdict.id });
-          await options.outbox().put({ class: 'result', topic: recorded.replyTopic, payload: recorded.result, ...(recorded.correlationData ? { correlationData: recorded.correlationData } : {}) }, batch);
+          // To whoever asked this time: a requester that missed the first answer asks again on its own topic.
+          await options.outbox().put(answer('result', reply, recorded.result), batch);
         }
         // Still running: its one final result is on its way.
         await batch.commit();
@@ -214,7 +222,7 @@ export class CommandService implements Service {
       if (verdict.authentic && verdict.reason !== 'replayed-nonce' && verdict.command !== undefined && (await ledger.get(verdict.command.id)) === undefined) {
         ledger.record(batch, result.id, { state: 'finished', type: verdict.command.type, nonce: verdict.command.nonce, expires: verdict.command.expires, ...reply, result: encoded });
       }
-      await options.outbox().put({ class: 'result', topic: replyTopic, payload: encoded, ...(correlation ? { correlationData: correlation } : {}) }, batch);
+      await options.outbox().put(answer('result', reply, encoded), batch);
       await batch.commit();
       return;
     }
@@ -280,7 +288,7 @@ export class CommandService implements Service {
     const encoded = encodeCommandResult(result);
     const batch = this.options.store().batch();
     this.ledger!.record(batch, id, { ...entry, state: 'finished', result: encoded });
-    await this.options.outbox().put({ class: 'result', topic: entry.replyTopic, payload: encoded, ...(entry.correlationData ? { correlationData: entry.correlationData } : {}) }, batch);
+    await this.options.outbox().put(answer('result', entry, encoded), batch);
     await batch.commit();
     this.options.log.info('command finished', { id, type: entry.type, outcome: fields.outcome });
   }

@@ -15,7 +15,7 @@
  */
 import { z } from 'zod';
 import { OutpostError } from '../errors.js';
-import { cmdResultTopic, TOPIC_ID_PATTERN, TOPIC_ROOT } from './topics.js';
+import { cmdResultTopic, TOPIC_ID_PATTERN } from './topics.js';
 
 /** The `schema` value of this version of the command's signed part. */
 export const COMMAND_SCHEMA_ID = 'outpost.command/1';
@@ -224,17 +224,19 @@ export function parseCommandResult(payload: string | Uint8Array): CommandResult 
 
 /**
  * The topic a device publishes a command's result on: the request's MQTT 5 Response Topic when it
- * is a plain topic name in our tree (under `outpost/v1/`, no `+` or `#`, no empty level, no U+0000,
- * well-formed UTF-16, at most {@link COMMAND_RESPONSE_TOPIC_MAX_BYTES} bytes), else
- * `outpost/v1/<device>/cmd/result`. The limit to our own tree keeps a command from turning the
- * device into a publisher anywhere on the broker.
+ * is this device's own `outpost/v1/<device>/cmd/result` or a plain topic name below it (no `+` or
+ * `#`, no empty level, no U+0000, well-formed UTF-16, at most
+ * {@link COMMAND_RESPONSE_TOPIC_MAX_BYTES} bytes), else `outpost/v1/<device>/cmd/result`. The
+ * Response Topic is read before anything is verified: anywhere else, an unsigned message could
+ * make the device publish on another device's topics or anywhere on the broker.
  */
 export function commandResultTopicFor(deviceId: string, responseTopic: string | undefined): string {
+  const own = cmdResultTopic(deviceId);
   const plain =
     responseTopic !== undefined &&
-    responseTopic.startsWith(`${TOPIC_ROOT}/`) &&
+    (responseTopic === own || responseTopic.startsWith(`${own}/`)) &&
     !responseTopic.split('/').includes('') &&
     !/[+#\u0000]|\p{Cs}/u.test(responseTopic) &&
     Buffer.byteLength(responseTopic) <= COMMAND_RESPONSE_TOPIC_MAX_BYTES;
-  return plain ? responseTopic : cmdResultTopic(deviceId);
+  return plain ? responseTopic : own;
 }

@@ -67,10 +67,10 @@ const tlsArgs = (pair: CertPair) => ['-h', '127.0.0.1', '-p', String(world.broke
 
 t.test('the documented wire format: signed by a script, sent with mosquitto_pub, the result read with mosquitto_sub', async (t) => {
   await commandDevice(t);
-  const sub = execa('mosquitto_sub', [...tlsArgs(world.fleetCert), '-t', 'outpost/v1/ops/replies', '-q', '1', '-C', '1', '-W', '30', '-F', '%J'], { reject: false });
+  const sub = execa('mosquitto_sub', [...tlsArgs(world.fleetCert), '-t', `outpost/v1/${deviceId}/cmd/result/ops/1`, '-q', '1', '-C', '1', '-W', '30', '-F', '%J'], { reject: false });
   t.teardown(() => sub.kill('SIGKILL'));
   await new Promise((r) => setTimeout(r, 500));
-  const pub = await execa('mosquitto_pub', [...tlsArgs(world.fleetCert), '-t', `outpost/v1/${deviceId}/cmd`, '-q', '1', '-D', 'publish', 'response-topic', 'outpost/v1/ops/replies', '-D', 'publish', 'correlation-data', 'req-42', '-m', envelope({ id: 'wire-1' })], { reject: false });
+  const pub = await execa('mosquitto_pub', [...tlsArgs(world.fleetCert), '-t', `outpost/v1/${deviceId}/cmd`, '-q', '1', '-D', 'publish', 'response-topic', `outpost/v1/${deviceId}/cmd/result/ops/1`, '-D', 'publish', 'correlation-data', 'req-42', '-m', envelope({ id: 'wire-1' })], { reject: false });
   t.equal(pub.exitCode, 0, 'published', { stderr: pub.stderr });
   const got = await sub;
   t.equal(got.exitCode, 0, 'a result arrived', { stderr: got.stderr });

@@ -102,11 +102,11 @@ const message = (signed = command(), extra: { responseTopic?: string; correlatio
 
 t.test('a command runs once; its result goes to the response topic with the correlation data', async (t) => {
   const w = await world(t);
-  await w.service.receive(message(command(), { responseTopic: 'outpost/v1/ops/replies', correlationData: Buffer.from('req-1') }));
+  await w.service.receive(message(command(), { responseTopic: `${resultTopic}/ops-1`, correlationData: Buffer.from('req-1') }));
   const [sent, ...more] = await w.sent();
   t.same(w.runs, ['c-1']);
   t.equal(more.length, 0, 'one result');
-  t.equal(sent?.topic, 'outpost/v1/ops/replies');
+  t.equal(sent?.topic, `${resultTopic}/ops-1`);
   t.equal(Buffer.from(sent?.correlationData ?? '', 'base64').toString(), 'req-1');
   t.match(sent?.result, { id: 'c-1', deviceId: 'gw-1', type: 'touch', outcome: 'succeeded', output: { n: 7 } });
 });
@@ -126,11 +126,30 @@ t.test('the same command again (QoS 1 duplicate, redelivery, replay): the result
   t.equal(afterRestart?.payload, first?.payload);
 });
 
-t.test('a response topic outside outpost/v1 or with a wildcard is not used: the default is', async (t) => {
+t.test('a response topic other than this device\'s cmd/result and below it is not used: the default is', async (t) => {
   const w = await world(t);
-  await w.service.receive(message(command({ id: 'c-a' }), { responseTopic: 'elsewhere/replies' }));
-  await w.service.receive(message(command({ id: 'c-b' }), { responseTopic: 'outpost/v1/+/x' }));
-  t.same((await w.sent()).map((s) => s.topic), [resultTopic, resultTopic]);
+  const elsewhere = ['elsewhere/replies', 'outpost/v1/ops/replies', 'outpost/v1/gw-2/cmd/result', 'outpost/v1/gw-1/state', `${resultTopic}/+`];
+  for (const [i, responseTopic] of elsewhere.entries()) await w.service.receive(message(command({ id: `c-${i}` }), { responseTopic }));
+  // Refused before anything is verified, too: the topic is read from an unsigned message.
+  await w.service.receive({ topic: 'x', payload: Buffer.from('{not json'), responseTopic: 'outpost/v1/gw-2/cmd/result' });
+  t.same((await w.sent()).map((s) => s.topic), elsewhere.concat('x').map(() => resultTopic));
+});
+
+t.test('the same command again: its recorded result goes to this delivery\'s response topic, with this delivery\'s correlation data', async (t) => {
+  const w = await world(t);
+  await w.service.receive(message(command(), { responseTopic: `${resultTopic}/first`, correlationData: Buffer.from('req-1') }));
+  const [first] = await w.sent();
+  await w.service.receive(message(command(), { responseTopic: `${resultTopic}/second`, correlationData: Buffer.from('req-2') }));
+  await w.service.receive(message(command()));
+  const again = await w.sent();
+  t.same(w.runs, ['c-1'], 'ran once');
+  const correlation = (entry: OutboxEntry | undefined) => (entry?.correlationData === undefined ? undefined : Buffer.from(entry.correlationData, 'base64').toString());
+  t.same([first, ...again].map((s) => [s?.topic, correlation(s)]), [
+    [`${resultTopic}/first`, 'req-1'],
+    [`${resultTopic}/second`, 'req-2'],
+    [resultTopic, undefined],
+  ]);
+  t.ok(again.every((s) => s.payload === first?.payload), 'the recorded result, as it was');
 });
 
 t.test('refusals are answered with their reason and run nothing; only authentic ones are recorded', async (t) => {

@@ -104,14 +104,15 @@ t.test('results off the contract are not encoded; bad payloads are not parsed', 
   t.throws(() => validateCommandResult({ ...result, finishedAt: undefined }), /at finishedAt/);
 });
 
-t.test('the result goes to the Response Topic only when it is a plain topic in our tree', async (t) => {
+t.test('the result goes to the Response Topic only when it is a plain topic at or below this device\'s own cmd/result', async (t) => {
   const fallback = 'outpost/v1/gw-1/cmd/result';
   t.equal(commandResultTopicFor('gw-1', undefined), fallback);
-  t.equal(commandResultTopicFor('gw-1', 'outpost/v1/ops/replies/42'), 'outpost/v1/ops/replies/42');
-  t.equal(commandResultTopicFor('gw-1', `outpost/v1/${'x'.repeat(245)}`).length, 256, '256 bytes is still fine');
-  for (const topic of ['other/tree', 'outpost/v1/', 'outpost/v1', 'outpost/v2/x', 'outpost/v1/+/x', 'outpost/v1/#', 'outpost/v1/a//b', 'outpost/v1/a/', 'outpost/v1/a\u0000b', 'outpost/v1/\ud800', `outpost/v1/${'x'.repeat(246)}`]) {
-    t.equal(commandResultTopicFor('gw-1', topic), fallback, JSON.stringify(topic.slice(0, 20)));
-  }
+  t.equal(commandResultTopicFor('gw-1', fallback), fallback);
+  t.equal(commandResultTopicFor('gw-1', `${fallback}/ops/42`), `${fallback}/ops/42`);
+  t.equal(commandResultTopicFor('gw-1', `${fallback}/${'x'.repeat(229)}`).length, 256, '256 bytes is still fine');
+  const elsewhere = ['other/tree', 'outpost/v1/ops/replies', 'outpost/v1/gw-2/cmd/result', 'outpost/v1/gw-1/state', 'outpost/v1/gw-1/events', 'outpost/v1/gw-1/cmd', 'outpost/v1/gw-1/cmd/results', 'outpost/v1/gw-10/cmd/result/x', 'outpost/v1/group/site-a/cmd'];
+  const malformed = [`${fallback}/`, `${fallback}//x`, `${fallback}/+`, `${fallback}/#`, `${fallback}/a\u0000b`, `${fallback}/\ud800`, `${fallback}/${'x'.repeat(230)}`];
+  for (const topic of [...elsewhere, ...malformed]) t.equal(commandResultTopicFor('gw-1', topic), fallback, JSON.stringify(topic.slice(0, 40)));
 });
 
 t.test('JSON Schemas are generated from the zod schemas', async (t) => {
