@@ -9,7 +9,9 @@
  *    and it boots v2; outpost reports the fallback and does not try release 4 again within its
  *    backoff (with no watchdog reset it may have been power loss: deferred, 3 trials in all).
  * Between 2 and 3: the default entry's boot link is removed with a trial armed (the brick the
- * power-cut review found): the initramfs' emergency mode reboots by itself until GRUB falls back.
+ * power-cut review found): the initramfs' emergency mode reboots by itself until GRUB falls back;
+ * then signed commands: a reboot back to release 2, and just-in-time SSH access (grant, a real
+ * login in the guest, revoke ending an open session, a short grant expiring by itself).
  */
 import t from 'tap';
 import { bootedRelease, nextBoot, ostreeStatus, outpostReady, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
@@ -88,7 +90,7 @@ t.test('update v1 -> v2; bad release rolls back (broker down); never-booting rel
   // and the same command delivered again after the reboot (a redelivery, a replay) is answered
   // with its recorded result, with no second reboot.
   await vm.exec(`mount -o remount,rw /sysroot 2>/dev/null; mv /sysroot${bootLink}.gone /sysroot${bootLink} && grub-editenv /boot/grub/grubenv unset boot_counter outpost_trial_loader && grub-editenv /boot/grub/grubenv set boot_success=1 && sync`, 30_000);
-  const operator = await world.addCommandIssuer(['reboot', 'diagnostics']);
+  const operator = await world.addCommandIssuer(['reboot', 'diagnostics', 'grant-access', 'revoke-access']);
   await outpostReady(vm);
   t.equal((await vm.exec('outpost update check', 300_000)).rc, 0, 'the device learns the command issuer with its metadata');
   const rebootCommand = JSON.stringify(signCommand(newCommand({ issuer: operator.keyid, target: { device: guest.deviceId }, type: 'reboot', args: { delaySec: 2, reason: 'rig' }, validitySec: 1800 }), operator));
@@ -104,6 +106,59 @@ t.test('update v1 -> v2; bad release rolls back (broker down); never-booting rel
   t.match(repeated, { id: JSON.parse(rebootCommand).signed.id, outcome: 'succeeded' }, 'the same command again: its result again');
   await new Promise((resolve) => setTimeout(resolve, 15_000));
   t.equal((await vm.sh('cat /proc/sys/kernel/random/boot_id')).trim(), bootIdAfter, 'and no second reboot');
+
+  // Just-in-time SSH access (issue 19) on the booted gateway: the image's sshd with the shipped
+  // drop-in, the installer writing outpost's key file, real logins from inside the guest. The key
+  // pair is made in the guest so only its public half travels, as an operator's would.
+  const tAccess = performance.now();
+  const sshKey = '/run/rig-ssh/operator';
+  const publicKey = (await vm.sh(`mkdir -p -m 0700 /run/rig-ssh && rm -f ${sshKey} ${sshKey}.pub && ssh-keygen -q -t ed25519 -N '' -C rig-operator -f ${sshKey} && cat ${sshKey}.pub`)).trim();
+  const ssh = `ssh -F /dev/null -i ${sshKey} -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=30 gwops@127.0.0.1`;
+  const login = (remote = 'id') => vm.exec(`${ssh} ${remote}`, 90_000);
+  const sendCommand = async (type: 'grant-access' | 'revoke-access', args: Record<string, unknown>) => {
+    const envelope = signCommand(newCommand({ issuer: operator.keyid, target: { device: guest.deviceId }, type, args, validitySec: 600 }), operator);
+    const result = await world.command(JSON.stringify(envelope), 120_000);
+    if (result === null) throw new Error(`no result for ${type} within 120 s`);
+    return result;
+  };
+  const keyLines = async () => (await vm.sh('cat /etc/ssh/outpost-keys/gwops 2>/dev/null || true')).split('\n').filter((l) => l.includes('outpost-grant:'));
+  // "Permission denied": sshd is up and refuses the key, not merely unreachable.
+  const refused = /Permission denied \(publickey/;
+  const before = await login();
+  t.ok(before.rc !== 0 && refused.test(before.out), `sshd refuses gwops before any grant (rc ${before.rc}: ${before.out.trim()})`);
+  const granted = await sendCommand('grant-access', { publicKey, principal: 'gwops', durationSec: 600 });
+  t.match(granted, { outcome: 'succeeded', output: { grantId: granted.id, fingerprint: /^SHA256:/ } }, `grant-access succeeded: ${granted.message}`);
+  t.match(await keyLines(), [/^expiry-time="\d{14}Z",restrict,pty ssh-ed25519 \S+ outpost-grant:/], "the grant is a line of outpost's key file");
+  const during = await login();
+  t.equal(during.rc, 0, `ssh gwops@127.0.0.1 id logs in during the grant: ${during.out.trim()}`);
+  t.match(during.out, /uid=\d+\(gwops\).*\(outpost-access\)/, 'as the principal, a member of outpost-access');
+  // An open session: the revoke must end it too, since sshd checks keys only at login.
+  await vm.sh(`setsid -f ${ssh} 'sleep 600' </dev/null >/dev/null 2>&1`);
+  const sessionUp = await until('the open session of gwops', async () => ((await vm.exec('pgrep -u gwops -x sleep')).rc === 0 ? true : undefined), 60_000, 1000).catch(() => false);
+  t.ok(sessionUp, 'an ssh session of gwops is open');
+  const revoked = await sendCommand('revoke-access', { grantId: granted.id });
+  t.match(revoked, { outcome: 'succeeded', output: { revoked: [granted.id] } }, `revoke-access ended the grant: ${revoked.message}`);
+  const sessionGone = await until('no process of gwops', async () => ((await vm.exec('pgrep -u gwops')).rc === 1 ? true : undefined), 30_000, 1000).catch(() => false);
+  t.ok(sessionGone, 'the revoke ended the open session (no process of gwops left)');
+  t.same(await keyLines(), [], 'the key is gone from the file');
+  const afterRevoke = await login();
+  t.ok(afterRevoke.rc !== 0 && refused.test(afterRevoke.out), `the login is refused after the revoke (rc ${afterRevoke.rc}: ${afterRevoke.out.trim()})`);
+  // Expiry without a revoke: a short grant ends by itself, not before its expiresAt.
+  const short = await sendCommand('grant-access', { publicKey, principal: 'gwops', durationSec: 30 });
+  t.match(short, { outcome: 'succeeded' }, `a 30 s grant-access succeeded: ${short.message}`);
+  const expiresAt = Date.parse(String((short.output as { expiresAt?: string } | undefined)?.expiresAt));
+  const shortLogin = await login('true');
+  t.equal(shortLogin.rc, 0, `the login works during the 30 s grant: ${shortLogin.out.trim()}`);
+  const expired = await until('the login refused after the expiry', async () => {
+    const r = await login('true');
+    return r.rc !== 0 ? r : undefined;
+  }, 120_000, 3000).catch((err: unknown) => (t.fail(String(err)), null));
+  const guestNowMs = Number((await vm.sh('date +%s%3N')).trim());
+  t.ok(expired !== null && refused.test(expired.out), `the login is refused once the grant expired: ${expired?.out.trim()}`);
+  // Both from the guest's clock; sshd's expiry-time= is expiresAt rounded down to the second.
+  t.ok(guestNowMs >= expiresAt - 2000, `not before the grant's expiresAt (guest clock ${new Date(guestNowMs).toISOString()}, expiresAt ${new Date(expiresAt).toISOString()})`);
+  t.same(await keyLines(), [], 'the expired key is gone from the file');
+  t.comment(`just-in-time access on the gateway: ${Math.round(performance.now() - tAccess)} ms`);
 
   // Scenario 3: health check of release 3 fails; the broker is down for the whole attempt.
   await world.broker.stop();

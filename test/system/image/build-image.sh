@@ -26,7 +26,16 @@ ln -sf /usr/libexec/rig/ostree-grub-gen "$stage/usr/sbin/grub-mkconfig"
 rm -f "$stage/etc/grub.d/15_ostree"
 # The outpost group (sysusers.d) must exist before outpost-installer.socket can be owned by it.
 systemd-sysusers --root="$stage"
-systemctl --root="$stage" enable systemd-networkd.service rig-agent.service rig-report.service outpost.service outpost-trial-guard.service outpost-installer.socket >/dev/null 2>&1
+# The access principal of scenario 02 (commands.access.principals in image.ts): in outpost-access,
+# so the drop-in points sshd at outpost's key file; password `*`, no password but not locked
+# (docs/architecture.md "Remote access"). keysDir is shipped root 0755: the installer runs with
+# UMask=0077, so a directory it had to make itself would be 0700, and sshd reads the key file as
+# the principal.
+chroot "$stage" groupadd --system outpost-access
+chroot "$stage" useradd --no-create-home --home-dir / --shell /bin/sh --password '*' --groups outpost-access gwops
+install -d -m 0755 "$stage/etc/ssh/outpost-keys"
+# ssh.service as Debian enables it: one sshd started with the boot, in parallel with outpost's start.
+systemctl --root="$stage" enable systemd-networkd.service rig-agent.service rig-report.service outpost.service outpost-trial-guard.service outpost-installer.socket ssh.service >/dev/null 2>&1
 t prepare
 unshare -m sh -c "mount --rbind /dev '$stage/dev' && mount -t proc proc '$stage/proc' && mount -t sysfs sys '$stage/sys' &&
                   chroot '$stage' dracut -q --force --kver $KVER /initramfs.img"

@@ -7,8 +7,9 @@ out=$1
 rm -rf "$out" "$out.tmp"
 # libstdc++6: the host's /usr/bin/node links it. systemd-networkd (in `systemd`) does DHCP on the
 # qemu user network. grub-common: grub-editenv for the boot counter. tpm2-tools: scenario 7.
+# openssh-server/-client: scenario 02 logs in through a just-in-time access grant from inside the guest.
 pkgs=systemd,systemd-sysv,udev,kmod,ostree,ostree-boot,linux-image-amd64,dracut,iproute2,grub-common,tpm2-tools
-pkgs+=,e2fsprogs,util-linux,procps,mount,libstdc++6,ca-certificates
+pkgs+=,e2fsprogs,util-linux,procps,mount,libstdc++6,ca-certificates,openssh-server,openssh-client
 sources=()
 for f in /etc/apt/sources.list.d/*.sources /etc/apt/sources.list; do [ -s "$f" ] && sources+=("$f"); done
 mmdebstrap --variant=minbase --include="$pkgs" \

@@ -101,8 +101,9 @@ function deviceConfig(): unknown {
     // Steps of one update come minutes apart on this TCG guest (downloads, probation); starting
     // node again for each costs seconds, so one installer serves a whole update here.
     installer: { socket: '/run/outpost-installer.sock', idleExitSec: 300 },
-    // Signed remote commands (scenario 02 reboots through one); issuers come with the metadata.
-    commands: {},
+    // Signed remote commands (scenario 02 reboots through one and logs in through an access
+    // grant); issuers come with the metadata. gwops is made by build-image.sh.
+    commands: { access: { principals: ['gwops'] } },
   };
 }
 
@@ -129,6 +130,9 @@ async function stagePayload(payload: string, tufTemplate: string, pkiDir: string
   await mkdir(join(payload, 'usr', 'libexec'), { recursive: true });
   await cp(join(repoRoot, 'systemd', 'outpost-trial-guard'), join(payload, 'usr', 'libexec', 'outpost-trial-guard'));
   await chmod(join(payload, 'usr', 'libexec', 'outpost-trial-guard'), 0o755);
+  // As README.md installs it: sshd reads only outpost's key files for the group outpost-access.
+  await mkdir(join(payload, 'etc', 'ssh', 'sshd_config.d'), { recursive: true });
+  await cp(join(repoRoot, 'systemd', 'outpost-access.sshd.conf'), join(payload, 'etc', 'ssh', 'sshd_config.d', 'outpost-access.conf'));
   await mkdir(join(payload, 'usr', 'lib', 'tmpfiles.d'), { recursive: true });
   await cp(join(repoRoot, 'systemd', 'outpost.tmpfiles.conf'), join(payload, 'usr', 'lib', 'tmpfiles.d', 'outpost.conf'));
   const etc = join(payload, 'etc', 'outpost');

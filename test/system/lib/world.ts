@@ -14,6 +14,9 @@ import { guest, repoRoot, type BuiltImage } from './image.js';
 import { parseCommandResult, type CommandResult } from '../../../runtime/protocol/index.js';
 import { readPrivateKeyFile, type PrivateKey } from '../../../runtime/trust/index.js';
 
+/** The command types the scenarios send (handlers in runtime/commands/handlers/). */
+export type RigCommandType = 'reboot' | 'diagnostics' | 'grant-access' | 'revoke-access';
+
 /** A test's services. */
 export interface SystemWorld {
   readonly server: FileServer;
@@ -24,7 +27,7 @@ export interface SystemWorld {
   /** Writes an offline bundle of release `version` to `outFile`. */
   bundle(version: number, outFile: string): Promise<void>;
   /** Lets a new commands key send `types` (a target in the signed metadata); the device learns it at its next check. */
-  addCommandIssuer(types: string[]): Promise<PrivateKey>;
+  addCommandIssuer(types: RigCommandType[]): Promise<PrivateKey>;
   /**
    * Publishes a signed command envelope to the device (QoS 1, as the fleet's observer identity)
    * and resolves to its result, waiting through reboots up to `timeoutMs`; null when none came.
