@@ -12,6 +12,11 @@
  *   ones are recorded: an unsigned message cannot fill the replay store or burn a real id.
  * - A command that arrives again is answered with the recorded result, never run again; one still
  *   running is answered when it finishes.
+ * - A handler's run ends for the service at its timeout or at a stop: the signal aborts, the
+ *   handler gets a bounded grace to settle, then the service goes on without it (a promise cannot
+ *   be killed). A timeout is answered `failed`, decided at the timeout whatever the handler does
+ *   later, so a late completion can never produce a second result. A stop records nothing: the
+ *   command stays `started` and is answered `interrupted` at the next start, as after a power cut.
  */
 import { z } from 'zod';
 import { isOutpostError } from '../errors.js';
@@ -27,7 +32,10 @@ import { verifyCommand } from './verify.js';
 /** What a handler is given besides its validated args. */
 export interface HandlerContext {
   readonly command: CommandSigned;
-  /** Aborted at the handler's timeout and when the daemon stops. */
+  /**
+   * Aborted at the handler's timeout and when the daemon stops; the handler then has
+   * {@link HANDLER_GRACE_MS} to settle before the service goes on without it.
+   */
   readonly signal: AbortSignal;
   /**
    * Runs `action` once the command `succeeded` and its result is recorded and queued (never when
@@ -54,6 +62,11 @@ export interface InboundMessage {
 }
 
 export const DEFAULT_HANDLER_TIMEOUT_MS = 60_000;
+/**
+ * How long a handler whose signal aborted may take to settle (kill its child, undo half a step)
+ * before the service answers without it; well inside the daemon's stop budget.
+ */
+export const HANDLER_GRACE_MS = 2_000;
 
 /** What the service needs; the functions are read at each message so trust changes take effect. */
 export interface CommandServiceOptions {
@@ -68,6 +81,8 @@ export interface CommandServiceOptions {
   readonly skewMs: number;
   readonly log: Logger;
   readonly now?: () => Date;
+  /** Default {@link HANDLER_GRACE_MS}. */
+  readonly graceMs?: number;
   /**
    * Called as each step has been persisted (`stored`: in the inbox; `started`: recorded, the
    * handler about to run; `ran`: the handler returned, its result not yet recorded; `finished`:
@@ -78,6 +93,13 @@ export interface CommandServiceOptions {
 
 /** The steps {@link CommandServiceOptions.onStep} reports. */
 export type CommandStep = 'stored' | 'started' | 'ran' | 'finished';
+
+/** What a run comes to, before it is recorded. */
+interface Ran {
+  readonly outcome: 'succeeded' | 'failed';
+  readonly message: string;
+  readonly output?: unknown;
+}
 
 const inboxSchema = z.strictObject({
   payload: z.string(),
@@ -233,6 +255,10 @@ export class CommandService implements Service {
     options.onStep?.('started', command.id);
     const answered: (() => void)[] = [];
     const outcome = await this.run(command, verdict.args, answered);
+    if (outcome === undefined) {
+      options.log.warn('outpost is stopping: the command is answered interrupted at the next start', { id: command.id, type: command.type });
+      return;
+    }
     options.onStep?.('ran', command.id);
     const answeredAs = await this.finish(command.id, started, outcome);
     options.onStep?.('finished', command.id);
@@ -247,19 +273,34 @@ export class CommandService implements Service {
     }
   }
 
-  private async run(command: CommandSigned, args: unknown, answered: (() => void)[]): Promise<{ outcome: 'succeeded' | 'failed'; message: string; output?: unknown }> {
+  /** Runs the handler; undefined when a stop cut it short (it stays `started`). */
+  private async run(command: CommandSigned, args: unknown, answered: (() => void)[]): Promise<Ran | undefined> {
+    const stop = this.stopController.signal;
+    if (stop.aborted) return undefined;
     const handler = this.options.handlers.get(command.type)!;
     const timeoutMs = handler.timeoutMs ?? DEFAULT_HANDLER_TIMEOUT_MS;
-    const timeout = AbortSignal.timeout(timeoutMs);
-    const signal = AbortSignal.any([timeout, this.stopController.signal]);
+    const timeout = new AbortController();
+    const signal = AbortSignal.any([timeout.signal, stop]);
+    const timer = setTimeout(() => timeout.abort(), timeoutMs);
+    const settled = Promise.resolve()
+      .then(() => handler.run(args, { command, signal, whenAnswered: (action) => void answered.push(action) }))
+      .then(
+        (output): Ran => ({ outcome: 'succeeded', message: 'done', ...(output === undefined ? {} : { output }) }),
+        (err: unknown): Ran => ({ outcome: 'failed', message: (err instanceof Error ? err.message : String(err)).slice(0, 1024) }),
+      );
+    const cut = new Promise<undefined>((resolve) => signal.addEventListener('abort', () => resolve(undefined), { once: true }));
+    let grace: NodeJS.Timeout | undefined;
     try {
-      const output = await Promise.race([
-        handler.run(args, { command, signal, whenAnswered: (action) => void answered.push(action) }),
-        new Promise<never>((_, reject) => signal.addEventListener('abort', () => reject(new Error(timeout.aborted ? `timed out after ${timeoutMs} ms` : 'outpost is stopping')), { once: true })),
-      ]);
-      return { outcome: 'succeeded', message: 'done', ...(output === undefined ? {} : { output }) };
-    } catch (err) {
-      return { outcome: 'failed', message: (err instanceof Error ? err.message : String(err)).slice(0, 1024) };
+      const ran = await Promise.race([settled, cut]);
+      if (ran !== undefined) return ran;
+      // The first source to abort decides: a stop during the grace after a timeout is still a timeout.
+      const timedOut = signal.reason === timeout.signal.reason;
+      const late = await Promise.race([settled, new Promise<undefined>((resolve) => (grace = setTimeout(() => resolve(undefined), this.options.graceMs ?? HANDLER_GRACE_MS)))]);
+      if (late === undefined) this.options.log.warn('a handler cut short did not settle within its grace; the service goes on without it', { id: command.id, type: command.type, timedOut });
+      return timedOut ? { outcome: 'failed', message: `timed out after ${timeoutMs} ms` } : undefined;
+    } finally {
+      clearTimeout(timer);
+      clearTimeout(grace);
     }
   }
 

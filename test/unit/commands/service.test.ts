@@ -22,7 +22,7 @@ const resultTopic = 'outpost/v1/gw-1/cmd/result';
 const log = createLogger({ level: 'error', sinks: [] });
 
 function trusted(): IssuerSet {
-  const parsed = issuersFromJson({ schema: 'outpost.command-issuers/1', issuers: { [operator.keyid]: { key: operator.key, types: ['touch', 'hang', 'big', 'diagnostics'], maxValiditySec: 3600 } }, revoked: [] });
+  const parsed = issuersFromJson({ schema: 'outpost.command-issuers/1', issuers: { [operator.keyid]: { key: operator.key, types: ['touch', 'hang', 'big', 'diagnostics', 'tidy', 'stubborn', 'wait'], maxValiditySec: 3600 } }, revoked: [] });
   if (!parsed.ok) throw new Error(parsed.reason);
   return parsed.issuers;
 }
@@ -66,6 +66,7 @@ async function world(t: Test, handlers: Record<string, CommandHandler> = {}, loc
       skewMs: 0,
       log,
       now: () => w.now,
+      graceMs: 200,
     });
     await w.service.start();
   };
@@ -182,6 +183,69 @@ t.test('a handler past its timeout fails the command, which is answered once', a
   await new Promise((r) => setTimeout(r, 300));
   const sent = await w.sent();
   t.same(sent.map((s) => [s.result.outcome, s.result.message]), [['failed', 'timed out after 100 ms']]);
+});
+
+t.test('at its timeout the signal aborts and the answer waits for the handler to settle: failed "timed out after N ms", whatever it throws', async (t) => {
+  const events: string[] = [];
+  const w = await world(t, {
+    tidy: {
+      args: z.strictObject({}),
+      timeoutMs: 100,
+      run: (_args, { signal }) =>
+        new Promise((_resolve, reject) => {
+          signal.addEventListener('abort', () => setTimeout(() => (events.push('cleaned up'), reject(new Error('aborted while copying'))), 100));
+        }),
+    },
+  });
+  w.outbox.onStored(() => events.push('queued'));
+  await w.service.receive(message(command({ id: 'c-tidy', type: 'tidy', args: {} })));
+  await until(() => events.includes('queued'));
+  t.same(events, ['cleaned up', 'queued'], 'answered after the handler settled, not while it still ran');
+  t.same((await w.sent()).map((s) => [s.result.id, s.result.outcome, s.result.message]), [['c-tidy', 'failed', 'timed out after 100 ms']]);
+});
+
+t.test('a handler that ignores its signal: answered failed when the grace is over, the next command runs, its late completion adds nothing', async (t) => {
+  const events: string[] = [];
+  const w = await world(t, {
+    stubborn: { args: z.strictObject({}), timeoutMs: 100, run: () => new Promise((resolve) => setTimeout(() => (events.push('stubborn done'), resolve({ late: true })), 800)) },
+  });
+  w.outbox.onStored(() => events.push('queued'));
+  await w.service.receive(message(command({ id: 'c-stubborn', type: 'stubborn', args: {} })));
+  await w.service.receive(message(command({ id: 'c-next' })));
+  await until(() => events.includes('stubborn done'));
+  await new Promise((r) => setTimeout(r, 100));
+  t.same(events, ['queued', 'queued', 'stubborn done'], 'both answered before the stubborn handler returned');
+  t.same((await w.sent()).map((s) => [s.result.id, s.result.outcome, s.result.message]), [
+    ['c-stubborn', 'failed', 'timed out after 100 ms'],
+    ['c-next', 'succeeded', 'done'],
+  ]);
+  t.match(parseCommandResult((await new CommandLedger(w.store).get('c-stubborn'))?.result ?? '{}'), { outcome: 'failed' }, 'recorded as failed');
+});
+
+t.test('outpost stopping mid-run: nothing is answered then, the stop waits at most the grace, the next start answers interrupted and runs nothing', async (t) => {
+  const started: string[] = [];
+  const w = await world(t, {
+    wait: {
+      args: z.strictObject({ ignore: z.boolean() }),
+      run: (args, { command, signal }) => {
+        started.push(command.id);
+        // One handler gives up at the abort, the other never settles.
+        return new Promise((_resolve, reject) => void (!(args as { ignore: boolean }).ignore && signal.addEventListener('abort', () => reject(new Error('stopped')))));
+      },
+    },
+  });
+  for (const ignore of [false, true]) {
+    const id = `c-wait-${ignore}`;
+    await w.service.receive(message(command({ id, type: 'wait', args: { ignore } })));
+    await until(() => started.includes(id));
+    const stopping = Date.now();
+    await w.restart();
+    t.ok(Date.now() - stopping < 1_000, 'the stop did not wait for the handler beyond the grace');
+    t.same((await w.sent()).map((s) => [s.result.id, s.result.outcome]), [[id, 'interrupted']], 'interrupted, not failed');
+    await w.service.receive(message(command({ id, type: 'wait', args: { ignore } })));
+    t.same((await w.sent()).map((s) => [s.result.id, s.result.outcome]), [[id, 'interrupted']], 'the same command again: the recorded answer');
+  }
+  t.same(started, ['c-wait-false', 'c-wait-true'], 'each ran once');
 });
 
 t.test('a run cut short (started, never finished) is reported interrupted at the next start, and not run again', async (t) => {
