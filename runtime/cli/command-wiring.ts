@@ -16,15 +16,12 @@ import { CommandService, emptyIssuers, issuersFromTargets, type CommandHandler, 
 import { diagnosticsHandler } from '../commands/handlers/diagnostics.js';
 import { rebootHandler } from '../commands/handlers/reboot.js';
 import { updateCheckHandler } from '../commands/handlers/update-check.js';
-import { grantAccessHandler } from '../commands/handlers/grant-access.js';
-import { revokeAccessHandler } from '../commands/handlers/revoke-access.js';
-import { AccessService, accessSettings, localAccessHost } from '../access/index.js';
-import { remoteAccessHost } from '../installer/index.js';
 import { restartServiceHandler } from '../commands/handlers/restart-service.js';
 import { setConfigHandler } from '../commands/handlers/set-config.js';
-import { logsHandler } from '../commands/handlers/logs.js';
+import { lazyHandler } from '../commands/handlers/lazy.js';
+import { logsSpec } from '../commands/handlers/logs-spec.js';
 import { localUnits, type UnitControl } from '../commands/units.js';
-import { installerCall } from '../installer/client.js';
+import type { AccessService } from '../access/index.js';
 import type { Exec } from '../platform/index.js';
 
 /** What the wiring needs from the daemon. */
@@ -55,7 +52,7 @@ export interface CommandWiring {
   onTrusted(targets: TrustedTargets): void;
 }
 
-export function commandWiring(options: CommandWiringOptions): CommandWiring {
+export async function commandWiring(options: CommandWiringOptions): Promise<CommandWiring> {
   const { config, link, update, log } = options;
   let outbox: Outbox | undefined;
   let issuers: IssuerSet = emptyIssuers;
@@ -89,23 +86,36 @@ export function commandWiring(options: CommandWiringOptions): CommandWiring {
   };
 
   // Restarting a unit needs root: the installer's when there is one (it checks its own list too).
+  // The installer's client is loaded by the first restart: without updates through the installer
+  // nothing else needs it.
   const socket = config.installer.socket;
-  const units: UnitControl = socket ? { restart: async (unit) => void (await installerCall(socket, { op: 'unit.restart', unit })) } : localUnits(options.exec);
+  const units: UnitControl = socket ? { restart: async (unit) => void (await (await import('../installer/client.js')).installerCall(socket, { op: 'unit.restart', unit })) } : localUnits(options.exec);
 
-  // Just-in-time access: what needs root goes through the installer when there is one.
+  // Just-in-time access: what needs root goes through the installer when there is one. Its code is
+  // loaded only when configured, and then at start: the service ends at their expiry the grants a
+  // previous run stored, and makes the key files hold exactly the active grants.
   const accessSection = config.commands.access;
-  const access = accessSection
-    ? new AccessService({
-        settings: accessSettings(accessSection, config.paths.stateDir),
-        deviceId: config.deviceId,
-        store: options.store,
-        outbox: requireOutbox,
-        host: config.installer.socket ? remoteAccessHost(config.installer.socket) : localAccessHost({ keysDir: accessSection.keysDir, principals: accessSection.principals, maxDurationSec: accessSection.maxDurationSec, log: log.child('access') }),
-        exec: options.exec,
-        log: log.child('access'),
-      })
-    : undefined;
-  const accessHandlers = (access ? [['grant-access', grantAccessHandler(access.settings, () => access)], ['revoke-access', revokeAccessHandler(() => access)]] : []) as [string, CommandHandler][];
+  let access: AccessService | undefined;
+  const accessHandlers: [string, CommandHandler][] = [];
+  if (accessSection) {
+    const [{ AccessService, accessSettings, localAccessHost }, { remoteAccessHost }, { grantAccessHandler }, { revokeAccessHandler }] = await Promise.all([
+      import('../access/index.js'),
+      import('../installer/client.js'),
+      import('../commands/handlers/grant-access.js'),
+      import('../commands/handlers/revoke-access.js'),
+    ]);
+    const service = new AccessService({
+      settings: accessSettings(accessSection, config.paths.stateDir),
+      deviceId: config.deviceId,
+      store: options.store,
+      outbox: requireOutbox,
+      host: socket ? remoteAccessHost(socket) : localAccessHost({ keysDir: accessSection.keysDir, principals: accessSection.principals, maxDurationSec: accessSection.maxDurationSec, log: log.child('access') }),
+      exec: options.exec,
+      log: log.child('access'),
+    });
+    access = service;
+    accessHandlers.push(['grant-access', grantAccessHandler(service.settings, () => service) as CommandHandler], ['revoke-access', revokeAccessHandler(() => service) as CommandHandler]);
+  }
 
   const handlers = new Map<string, CommandHandler>([
     ['diagnostics', diagnosticsHandler({ stateDir: config.paths.stateDir, versions: options.versions, link: () => ({ ...link.status }), outbox: () => outbox?.stats(), update: () => update.status() })],
@@ -114,7 +124,7 @@ export function commandWiring(options: CommandWiringOptions): CommandWiring {
     ...accessHandlers,
     ['restart-service', restartServiceHandler(config.commands.restartUnits, units)],
     ['set-config', setConfigHandler({ overlayFile: join(config.paths.stateDir, overlayFileName), check: (overlay) => void options.loadConfig(overlay), restart: options.restart })],
-    ['logs', logsHandler({ exec: options.exec, unit: config.commands.logs.unit, ...(config.commands.logs.journalDir === undefined ? {} : { journalDir: config.commands.logs.journalDir }) })],
+    ['logs', lazyHandler(logsSpec, async () => (await import('../commands/handlers/logs.js')).logsHandler({ exec: options.exec, unit: config.commands.logs.unit, ...(config.commands.logs.journalDir === undefined ? {} : { journalDir: config.commands.logs.journalDir }) }))],
   ] as [string, CommandHandler][]);
 
   const commands = new CommandService({

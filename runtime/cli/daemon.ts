@@ -219,7 +219,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
         onSimulatedReboot: simulatedReboot,
         ...(config.installer.socket
           ? {
-              host: (await import('../installer/index.js')).remoteHost({
+              host: (await import('../installer/client.js')).remoteHost({
                 socket: config.installer.socket,
                 bootKind: config.update.boot.backend,
                 sysroot: config.update.sysroot,
@@ -284,7 +284,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
   });
 
   if (config.commands && link && update) {
-    commands = (await import('./command-wiring.js')).commandWiring({
+    commands = await (await import('./command-wiring.js')).commandWiring({
       config: { ...config, commands: config.commands },
       store: () => {
         if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');

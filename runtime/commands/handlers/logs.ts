@@ -12,31 +12,14 @@
  *   SupplementaryGroups=); nothing here needs root.
  */
 import { strToU8, gzipSync } from 'fflate';
-import { z } from 'zod';
 import type { Exec } from '../../platform/index.js';
 import type { CommandHandler } from '../service.js';
+import { journalctlTimeoutMs, logsSpec, seconds, type LogsArgs } from './logs-spec.js';
 
 /** Newest journal output kept before compressing. */
 export const maxRawBytes = 2 * 1024 * 1024;
 /** Largest compressed data: 44 KiB is 60 KiB in base64, leaving room for the result's other fields. */
 export const maxCompressedBytes = 44 * 1024;
-const journalctlTimeoutMs = 20_000;
-
-const unitSeconds = { s: 1, m: 60, h: 3600, d: 86_400 } as const;
-
-const logsArgs = z.strictObject({
-  lines: z.number().int().min(1).max(5000).default(200),
-  /** Only entries this recent: a number and a unit, `90s`, `15m`, `6h`, `7d` (at most 366 days). */
-  since: z
-    .string()
-    .regex(/^[1-9][0-9]{0,5}[smhd]$/, 'must be a duration such as "90s", "15m", "6h" or "7d"')
-    .refine((text) => seconds(text) <= 366 * 86_400, 'must be at most 366 days')
-    .optional(),
-});
-
-function seconds(duration: string): number {
-  return Number(duration.slice(0, -1)) * unitSeconds[duration.slice(-1) as keyof typeof unitSeconds];
-}
 
 /** Where the journal is read. */
 export interface LogsOptions {
@@ -77,10 +60,9 @@ export function packLines(lines: readonly string[], limit = maxCompressedBytes):
   }
 }
 
-export function logsHandler(options: LogsOptions): CommandHandler<z.output<typeof logsArgs>> {
+export function logsHandler(options: LogsOptions): CommandHandler<LogsArgs> {
   return {
-    args: logsArgs,
-    timeoutMs: journalctlTimeoutMs + 10_000,
+    ...logsSpec,
     async run(args): Promise<LogsOutput> {
       const lines: string[] = [];
       let held = 0;
