@@ -1,12 +1,15 @@
 /**
- * ed25519 keys, signatures and TUF key ids (tweetnacl: pure JS, no native code on the device).
+ * ed25519 keys, signatures and TUF key ids. Keys are made and signed with tweetnacl (pure JS; only
+ * outpostctl and tests sign); signatures are verified with node:crypto (OpenSSL), because the
+ * daemon runs node with `--jitless`, where tweetnacl's verification takes ~85 ms and OpenSSL's
+ * ~0.07 ms (bench/README.md, remote commands).
  *
  * A key's public form is the TUF key object (spec §4.2 "File formats: general principles", KEYTYPE
  * "ed25519": `keyval.public` is the 32-byte raw public key in hex). Its key id is the sha256 hex of
  * that object's canonical JSON, as the spec defines KEYID, so ids match those tuf-js and python-tuf
  * compute. Private keys are kept as the 32-byte seed (securesystemslib's `keyval.private`).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, verify as cryptoVerify } from 'node:crypto';
 import nacl from 'tweetnacl';
 import { canonicalBytes } from './canonical-json.js';
 
@@ -96,10 +99,23 @@ export function sign(key: PrivateKey, message: Uint8Array): Signature {
 /**
  * Whether `sigHex` is a valid signature of `message` by `publicKeyHex`. Malformed hex or lengths
  * are simply invalid (false): a signature from the network is data, not a reason to throw.
+ *
+ * OpenSSL is stricter than tweetnacl in one place: it rejects a signature whose S is not reduced
+ * (S >= L), which tweetnacl accepts as the same signature as S - L (test/unit/trust/ed25519.test.ts).
+ * A signer following RFC 8032 never produces one, so only malleated copies are refused.
+ *
+ * The key object is built per call, not cached: a cache saves ~0.05 ms a verification under
+ * `--jitless`, under 1 % of a command's round trip, and would be one more bounded structure.
  */
 export function verify(publicKeyHex: string, message: Uint8Array, sigHex: string): boolean {
   const publicKey = fromHex(publicKeyHex, nacl.sign.publicKeyLength);
   const signature = fromHex(sigHex, nacl.sign.signatureLength);
   if (!publicKey || !signature) return false;
-  return nacl.sign.detached.verify(message, signature, publicKey);
+  try {
+    const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey).toString('base64url') }, format: 'jwk' });
+    return cryptoVerify(null, message, key, signature);
+  } catch {
+    // Whatever OpenSSL makes of the bytes, a signature from the network must not throw.
+    return false;
+  }
 }

@@ -1,4 +1,4 @@
-/** Trust: canonical JSON, ed25519 keys and signatures (tweetnacl), verification of ECDSA P-256 and RSA-PSS keys too, key files. */
+/** Trust: canonical JSON, ed25519 keys and signatures (tweetnacl signs, node:crypto verifies), verification of ECDSA P-256 and RSA-PSS keys too, key files. */
 export { canonicalize, canonicalBytes, CanonicalJsonError } from './canonical-json.js';
 export {
   generateKey,

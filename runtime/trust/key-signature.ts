@@ -1,8 +1,8 @@
 /**
  * Verifies a signature by a TUF key of any scheme a device may meet in a root it did not write:
- * `ed25519` (tweetnacl, what outpostctl signs with), `ecdsa-sha2-nistp256` (PEM public key, DER
+ * `ed25519` (what outpostctl signs with), `ecdsa-sha2-nistp256` (PEM public key, DER
  * signature: the default of python-tuf and tuf-on-ci) and `rsassa-pss-sha256` (PEM public key).
- * The last two go through node:crypto.
+ * All three are verified by node:crypto; ed25519 through ed25519.ts, which takes the raw hex key.
  */
 import { constants, createPublicKey, verify, type KeyObject } from 'node:crypto';
 import { verify as verifyEd25519 } from './ed25519.js';
