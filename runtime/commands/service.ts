@@ -10,6 +10,10 @@
  *   drops a message nor runs one twice: ledger.ts records `started` before the handler runs.
  * - Refusals are answered too (every failure gets a result with its reason), but only authentic
  *   ones are recorded: an unsigned message cannot fill the replay store or burn a real id.
+ * - What a message refused before its signature verified makes the device send is queued in the
+ *   lowest outbox class (evicted first) and rate-limited, and names the id it claimed only as
+ *   `claimedId`: a flood of forgeries can neither push real results out of a full outbox nor
+ *   pass for answers about real commands.
  * - A command that arrives again is answered with the recorded result, never run again; one still
  *   running is answered when it finishes.
  * - A handler's run ends for the service at its timeout or at a stop: the signal aborts, the
@@ -67,6 +71,9 @@ export const DEFAULT_HANDLER_TIMEOUT_MS = 60_000;
  * before the service answers without it; well inside the daemon's stop budget.
  */
 export const HANDLER_GRACE_MS = 2_000;
+/** Unauthenticated messages answered at once; after that, one per {@link UNAUTHENTIC_ANSWER_INTERVAL_MS}. */
+export const UNAUTHENTIC_ANSWER_BURST = 10;
+export const UNAUTHENTIC_ANSWER_INTERVAL_MS = 1_000;
 
 /** What the service needs; the functions are read at each message so trust changes take effect. */
 export interface CommandServiceOptions {
@@ -115,6 +122,28 @@ function answer(cls: OutboxClass, reply: Reply, payload: string): OutboxMessage 
   return { class: cls, topic: reply.replyTopic, payload, ...(reply.correlationData === undefined ? {} : { correlationData: reply.correlationData }) };
 }
 
+/** A token bucket on the monotonic clock (the wall clock of a device without an RTC jumps). */
+class Allowance {
+  #tokens: number;
+  #at = performance.now();
+
+  constructor(
+    private readonly burst: number,
+    private readonly intervalMs: number,
+  ) {
+    this.#tokens = burst;
+  }
+
+  take(): boolean {
+    const now = performance.now();
+    this.#tokens = Math.min(this.burst, this.#tokens + (now - this.#at) / this.intervalMs);
+    this.#at = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+}
+
 export class CommandService implements Service {
   readonly name = 'commands';
   private inbox: Collection<InboxEntry> | undefined;
@@ -126,6 +155,9 @@ export class CommandService implements Service {
   private stopping = false;
   private readonly stopController = new AbortController();
   private readonly now: () => Date;
+  private readonly unauthentic = new Allowance(UNAUTHENTIC_ANSWER_BURST, UNAUTHENTIC_ANSWER_INTERVAL_MS);
+  /** Unauthenticated messages left unanswered since the last one answered. */
+  private unanswered = 0;
 
   constructor(private readonly options: CommandServiceOptions) {
     this.now = options.now ?? (() => new Date());
@@ -222,6 +254,17 @@ export class CommandService implements Service {
     });
     const batch = options.store().batch().del(inbox as Collection<unknown>, key);
     if (!verdict.ok) {
+      if (!verdict.authentic && !this.unauthentic.take()) {
+        this.unanswered += 1;
+        options.log.debug('an unauthenticated message is not answered: too many of them', { reason: verdict.reason });
+        await batch.commit();
+        return;
+      }
+      if (this.unanswered > 0) {
+        options.log.warn('unauthenticated messages were not answered: too many of them', { unanswered: this.unanswered });
+        this.unanswered = 0;
+      }
+      const cls: OutboxClass = verdict.authentic ? 'result' : 'log';
       // A command seen before keeps its one answer, whatever this delivery's verdict: redelivered
       // after it expired, or after its issuer was rotated out, it is answered as it was, never
       // with a second, different result.
@@ -230,21 +273,22 @@ export class CommandService implements Service {
         if (recorded.result !== undefined) {
           options.log.info('a command arrived again; its result is sent again, the command is not run again', { id: verdict.id });
           // To whoever asked this time: a requester that missed the first answer asks again on its own topic.
-          await options.outbox().put(answer('result', reply, recorded.result), batch);
+          await options.outbox().put(answer(cls, reply, recorded.result), batch);
         }
         // Still running: its one final result is on its way.
         await batch.commit();
         return;
       }
-      const outcome = verdict.reason === 'expired' ? 'expired' : 'rejected';
-      const result = this.result(verdict.id ?? UNKNOWN_COMMAND_ID, verdict.type, { outcome, reason: verdict.reason, message: verdict.message });
+      const fields = { outcome: verdict.reason === 'expired' ? 'expired' : 'rejected', reason: verdict.reason, message: verdict.message } as const;
+      const signed = verdict.authentic ? verdict.command : undefined;
+      const result = signed ? this.result(signed.id, signed.type, fields) : this.result(UNKNOWN_COMMAND_ID, undefined, { ...fields, ...(verdict.id === undefined ? {} : { claimedId: verdict.id }) });
       options.log.warn('command refused', { id: verdict.id, reason: verdict.reason, message: verdict.message, authentic: verdict.authentic });
       const encoded = encodeCommandResult(result);
       // A refused replay keeps the original's entry; only a first authentic refusal is recorded.
-      if (verdict.authentic && verdict.reason !== 'replayed-nonce' && verdict.command !== undefined && (await ledger.get(verdict.command.id)) === undefined) {
-        ledger.record(batch, result.id, { state: 'finished', type: verdict.command.type, nonce: verdict.command.nonce, expires: verdict.command.expires, ...reply, result: encoded });
+      if (signed && verdict.reason !== 'replayed-nonce') {
+        ledger.record(batch, signed.id, { state: 'finished', type: signed.type, nonce: signed.nonce, expires: signed.expires, ...reply, result: encoded });
       }
-      await options.outbox().put(answer('result', reply, encoded), batch);
+      await options.outbox().put(answer(cls, reply, encoded), batch);
       await batch.commit();
       return;
     }
@@ -304,7 +348,7 @@ export class CommandService implements Service {
     }
   }
 
-  private result(id: string, type: string | undefined, fields: Pick<CommandResult, 'outcome' | 'message'> & Partial<Pick<CommandResult, 'reason' | 'output' | 'startedAt'>>): CommandResult {
+  private result(id: string, type: string | undefined, fields: Pick<CommandResult, 'outcome' | 'message'> & Partial<Pick<CommandResult, 'reason' | 'output' | 'startedAt' | 'claimedId'>>): CommandResult {
     return { schema: COMMAND_RESULT_SCHEMA_ID, id, deviceId: this.options.deviceId, ...(type === undefined ? {} : { type }), ...fields, finishedAt: this.now().toISOString() };
   }
 

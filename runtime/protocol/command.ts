@@ -27,7 +27,10 @@ export const COMMAND_MAX_BYTES = 64 * 1024;
 export const COMMAND_CORRELATION_MAX_BYTES = 256;
 /** Longest Response Topic a device answers on (UTF-8 bytes); longer ones fall back to `cmd/result`. */
 export const COMMAND_RESPONSE_TOPIC_MAX_BYTES = 256;
-/** The id a result carries when the command's own id could not be read. */
+/**
+ * The id a result carries when the command's own id is not known: unreadable, or claimed by a
+ * message refused before its signature verified (the claim is then in `claimedId`).
+ */
 export const UNKNOWN_COMMAND_ID = 'unknown';
 
 /** What a command id looks like: it names the command in results and in the replay store. */
@@ -134,9 +137,14 @@ export const commandResultSchema = z
     id: z
       .string()
       .regex(COMMAND_ID_PATTERN)
-      .describe(`The command's id; "${UNKNOWN_COMMAND_ID}" when the message was refused before its id could be read.`),
+      .describe(`The command's id; "${UNKNOWN_COMMAND_ID}" when the message was refused before its signature verified.`),
+    claimedId: z
+      .string()
+      .regex(COMMAND_ID_PATTERN)
+      .optional()
+      .describe(`Only with id "${UNKNOWN_COMMAND_ID}": the id the refused message claimed, unauthenticated (anyone can send a message claiming any id).`),
     deviceId: topicId.describe('The device that answers; equals the <device> topic level.'),
-    type: z.string().regex(COMMAND_TYPE_PATTERN).optional().describe("The command's type, when it could be read."),
+    type: z.string().regex(COMMAND_TYPE_PATTERN).optional().describe("The command's type, when its signature verified."),
     outcome: z.enum(commandOutcomes).describe('succeeded, failed (the handler failed), rejected (not executed), expired (arrived too late, not executed), interrupted (the daemon stopped mid-run).'),
     reason: z
       .enum(commandRejections)
@@ -148,6 +156,7 @@ export const commandResultSchema = z
     finishedAt: z.iso.datetime().describe('When the outcome was decided (UTC, RFC 3339 with Z).'),
   })
   .superRefine((result, ctx) => {
+    if (result.claimedId !== undefined && result.id !== UNKNOWN_COMMAND_ID) ctx.addIssue({ code: 'custom', path: ['claimedId'], message: `is only for a result with id ${UNKNOWN_COMMAND_ID}` });
     const refused = result.outcome === 'rejected' || result.outcome === 'expired';
     if (refused && result.reason === undefined) ctx.addIssue({ code: 'custom', path: ['reason'], message: `is required when outcome is ${result.outcome}` });
     if (!refused && result.reason !== undefined) ctx.addIssue({ code: 'custom', path: ['reason'], message: `must be absent when outcome is ${result.outcome}` });

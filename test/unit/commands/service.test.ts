@@ -40,7 +40,7 @@ interface World {
   restart(): Promise<void>;
 }
 
-async function world(t: Test, handlers: Record<string, CommandHandler> = {}, location?: string): Promise<World> {
+async function world(t: Test, handlers: Record<string, CommandHandler> = {}, location?: string, outboxBytes = 1024 * 1024): Promise<World> {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-commands-'));
   if (!location) t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const at = location ?? join(dir, 'db');
@@ -54,7 +54,7 @@ async function world(t: Test, handlers: Record<string, CommandHandler> = {}, loc
   w.now = now;
   const open = async () => {
     w.store = await Store.open({ location: at, version: 1 });
-    w.outbox = await Outbox.open(w.store, { maxBytes: 1024 * 1024, log });
+    w.outbox = await Outbox.open(w.store, { maxBytes: outboxBytes, log });
     w.service = new CommandService({
       deviceId: 'gw-1',
       groups: ['site-a'],
@@ -162,11 +162,13 @@ t.test('refusals are answered with their reason and run nothing; only authentic 
   await w.service.receive(message(command({ id: 'c-late', now: new Date(now.getTime() - 3_600_000) })));
   await w.service.receive(message(command({ id: 'c-type', type: 'reboot' })));
   const sent = await w.sent();
-  t.same(sent.map((s) => [s.result.id, s.result.outcome, s.result.reason]), [
-    ['c-forged', 'rejected', 'bad-signature'],
-    ['unknown', 'rejected', 'malformed-json'],
-    ['c-late', 'expired', 'expired'],
-    ['c-type', 'rejected', 'unknown-type'],
+  // Refused before the signature verified: nothing it claims is reported as the command's own,
+  // and the answer goes in the lowest class, after (and evicted before) real results.
+  t.same(sent.map((s) => [s.class, s.result.id, s.result.claimedId, s.result.type, s.result.outcome, s.result.reason]), [
+    ['result', 'c-late', undefined, 'touch', 'expired', 'expired'],
+    ['result', 'c-type', undefined, 'reboot', 'rejected', 'unknown-type'],
+    ['log', 'unknown', 'c-forged', undefined, 'rejected', 'bad-signature'],
+    ['log', 'unknown', undefined, undefined, 'rejected', 'malformed-json'],
   ]);
   t.same(w.runs, []);
   const ledger = new CommandLedger(w.store);
@@ -175,6 +177,41 @@ t.test('refusals are answered with their reason and run nothing; only authentic 
   // The forged id is still free for the real command.
   await w.service.receive(message(command({ id: 'c-forged' })));
   t.same((await w.sent()).map((s) => s.result.outcome), ['succeeded']);
+});
+
+t.test('a flood of unauthenticated messages: answered at most 10 at once then one a second, never pushing a real result out of a full outbox', async (t) => {
+  const w = await world(t, {}, undefined, 1_500);
+  await w.service.receive(message(command({ id: 'c-real' })));
+  await settle(w);
+  const flooding = Date.now();
+  for (let i = 0; i < 30; i++) {
+    const forged = signCommand(command({ id: `c-forged-${i}` }), generateKey());
+    forged.signatures = [{ keyid: operator.keyid, sig: forged.signatures[0]!.sig }];
+    await w.service.receive({ topic: 'x', payload: Buffer.from(i % 2 === 0 ? '{not json' : JSON.stringify(forged)) });
+  }
+  await settle(w);
+  const elapsedSec = (Date.now() - flooding) / 1000;
+  // The outbox is read only now: what the flood left of it.
+  const sent = await w.sent();
+  t.same(sent.filter((s) => s.class === 'result').map((s) => s.result.id), ['c-real'], 'the real result is still queued');
+  t.equal(w.outbox.stats().dropped.result, 0, 'no result evicted');
+  const answered = w.outbox.stats().dropped.log + sent.filter((s) => s.class === 'log').length;
+  t.ok(answered >= 10 && answered <= 10 + Math.ceil(elapsedSec), `answered ${answered} of 30 in ${elapsedSec} s`);
+  await new Promise((r) => setTimeout(r, 1_100));
+  await w.service.receive({ topic: 'x', payload: Buffer.from('{not json') });
+  t.same((await w.sent()).map((s) => [s.class, s.result.outcome]), [['log', 'rejected']], 'answered again a second later');
+});
+
+t.test('a forgery that claims a recorded command\'s id gets the recorded result, in the lowest class', async (t) => {
+  const w = await world(t);
+  await w.service.receive(message());
+  const [first] = await w.sent();
+  const forged = signCommand(command(), generateKey());
+  forged.signatures = [{ keyid: operator.keyid, sig: forged.signatures[0]!.sig }];
+  await w.service.receive({ topic: 'x', payload: Buffer.from(JSON.stringify(forged)) });
+  const again = await w.sent();
+  t.same(again.map((s) => [s.class, s.payload]), [['log', first?.payload]]);
+  t.same(w.runs, ['c-1']);
 });
 
 t.test('a handler past its timeout fails the command, which is answered once', async (t) => {

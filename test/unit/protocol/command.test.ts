@@ -83,6 +83,13 @@ t.test('a result round-trips through encode and parse', async (t) => {
   t.same(parseCommandResult(encodeCommandResult(expired)), expired);
 });
 
+t.test('claimedId, the id an unauthenticated message claimed, goes only with the id unknown', async (t) => {
+  const refusal: CommandResult = { schema: 'outpost.command-result/1', id: 'unknown', claimedId: signed.id, deviceId: 'gw-1', outcome: 'rejected', reason: 'bad-signature', message: 'no valid signature', finishedAt: result.finishedAt };
+  t.same(parseCommandResult(encodeCommandResult(refusal)), refusal);
+  t.throws(() => validateCommandResult({ ...refusal, id: signed.id }), /at claimedId: is only for a result with id unknown/);
+  t.throws(() => validateCommandResult({ ...refusal, claimedId: 'a/b' }), /at claimedId/);
+});
+
 t.test('results are open for fields added later', async (t) => {
   t.same(parseCommandResult(JSON.stringify({ ...result, addedLater: 1 })), result);
 });
