@@ -68,8 +68,8 @@ export interface CommandsResult {
     stockEcho: LatencyRun;
     /** fsync-family system calls of the daemon (all threads) over `commands` commands, and over as long idle. */
     fsyncs: { commands: number; calls: Record<string, number>; perCommand: number; idleCalls: number; idleMs: number } | null;
-    /** ed25519 verification (tweetnacl) and canonical JSON of one envelope, under the daemon's flags. */
-    verify: { runs: number; p50Ms: number; canonicalP50Ms: number };
+    /** ed25519 verification (node:crypto, as the daemon; tweetnacl for comparison) and canonical JSON of one envelope, under the daemon's flags. */
+    verify: { runs: number; p50Ms: number; canonicalP50Ms: number; naclRuns: number; naclP50Ms: number };
   };
   outbox: ThroughputResult & { medians: { putOutbox: number; putRaw: number; drainOutbox: number; drainRaw: number } };
   memory: {
@@ -103,7 +103,7 @@ const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted
 const ms3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 /** Runs a commands-worker mode with the daemon's flags; resolves with its JSON line. */
-async function worker<T>(mode: string, options: ThroughputOptions | FillOptions | HoldOptions | { runs: number }): Promise<T> {
+async function worker<T>(mode: string, options: ThroughputOptions | FillOptions | HoldOptions | { runs: number; naclRuns: number }): Promise<T> {
   const r = await execa('node', ['--expose-gc', workerPath, mode, JSON.stringify(options)], { env: { NODE_OPTIONS: daemonNodeOptions }, reject: false });
   if (r.exitCode !== 0) throw new Error(`commands-worker ${mode} failed (${r.exitCode}): ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as T;
@@ -474,7 +474,7 @@ export async function benchCommands(dir: string, idleSec: number, log: (line: st
     }
     await stopDaemon(daemon);
 
-    const verify = await worker<{ runs: number; p50Ms: number; canonicalP50Ms: number }>('verify', { runs: 200 });
+    const verify = await worker<{ runs: number; p50Ms: number; canonicalP50Ms: number; naclRuns: number; naclP50Ms: number }>('verify', { runs: 200, naclRuns: 20 });
 
     log('commands: outbox put and drain against raw classic-level and mqtt.js');
     const workerBroker = { url: broker.url, caFile: pki.ca.cert, certFile: outboxCert.cert, keyFile: outboxCert.key };
@@ -581,7 +581,7 @@ export function commandsTables(r: CommandsResult, header: string): string {
     '',
     `Stalled commands (no reply within ${STALL_MS / 1000} s, left out of p50/p99, answered once a further message arrived): outpost ${rt.runs.filter((x) => x.subject === 'outpost').map((x) => `${x.stalls} of ${x.commands} (${x.recovered} woken)`).join(', ')}; ${rt.pipelined.outpostStalls} of ${rt.pipelined.commands} with ${rt.pipelined.window} in flight; echo ${rt.runs.filter((x) => x.subject === 'echo').reduce((n, x) => n + x.stalls, 0)}.`,
     '',
-    `${fsyncText} One ed25519 verification (tweetnacl, these flags) takes ${msf(rt.verify.p50Ms)} (p50 of ${rt.verify.runs}), the canonical JSON of the envelope ${msf(rt.verify.canonicalP50Ms)}.`,
+    `${fsyncText} One ed25519 verification with these flags takes ${msf(rt.verify.p50Ms)} as the daemon does it (node:crypto, p50 of ${rt.verify.runs}; tweetnacl, which it used before: ${msf(rt.verify.naclP50Ms)}, p50 of ${rt.verify.naclRuns}), the canonical JSON of the envelope ${msf(rt.verify.canonicalP50Ms)}.`,
     '',
     `Outbox, ${o.put.outbox[0]?.messages ?? 0} messages of ${o.messageBytes} B per run, median of ${o.put.outbox.length} runs (each run's p50 per message in brackets):`,
     '',
