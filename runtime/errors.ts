@@ -48,6 +48,7 @@ export const errorCodes = {
   INSTALLER_UNAVAILABLE: { exit: 69, transient: true },
   INSTALLER_REFUSED: { exit: 65, transient: false },
   ACCESS_REFUSED: { exit: 65, transient: false },
+  ACCESS_UNPROVEN: { exit: 65, transient: false },
   INTERNAL: { exit: 70, transient: false },
 } as const satisfies Record<string, { exit: number; transient: boolean }>;
 

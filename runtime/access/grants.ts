@@ -48,6 +48,8 @@ export const grantRecordSchema = z.looseObject({
   /** What a later boot may still give the grant (see the module's invariants). */
   remainingMs: z.number().min(0),
   endReason: z.enum(['expired', 'revoked', 'failed']).optional(),
+  /** The signed `grant-access` envelope: the installer adds a key only on its proof (installer/access-gate.ts). */
+  proof: z.unknown().optional(),
 });
 
 export type GrantRecord = z.infer<typeof grantRecordSchema>;

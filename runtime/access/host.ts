@@ -31,10 +31,16 @@ export interface AccessSession {
   readonly tty: string | null;
 }
 
+/** A key to be in place, with the proof the installer needs to add it (installer/access-gate.ts). */
+export interface AccessEntry extends AuthorizedKeyEntry {
+  /** The signed `grant-access` envelope (`outpost.command/1`) that granted it. */
+  readonly proof?: unknown;
+}
+
 /** The access port. */
 export interface AccessHost {
   /** Makes the authorized-keys files hold exactly `entries`. */
-  set(entries: readonly AuthorizedKeyEntry[]): Promise<void>;
+  set(entries: readonly AccessEntry[]): Promise<void>;
   /** Ends every process of `principal`; resolves with how many were killed. */
   endSessions(principal: string): Promise<number>;
   /** The SSH sessions of the allowed principals open now. */

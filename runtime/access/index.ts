@@ -12,7 +12,7 @@ export {
   type AuthorizedKeyEntry,
   type PublicKey,
 } from './keys.js';
-export { localAccessHost, localUid, type AccessHost, type AccessSession, type LocalAccessHostOptions } from './host.js';
+export { localAccessHost, localUid, type AccessEntry, type AccessHost, type AccessSession, type LocalAccessHostOptions } from './host.js';
 export { resumeGrant, checkpointRemaining, CHECKPOINT_MS, GRANTS_COLLECTION, type GrantRecord, type Resumed } from './grants.js';
 export { tunnelArgs, ensureTunnelKey, type TunnelTarget } from './tunnel.js';
 export {

@@ -23,7 +23,7 @@
  */
 import { join } from 'node:path';
 import { z } from 'zod';
-import { OutpostError } from '../errors.js';
+import { isOutpostError, OutpostError } from '../errors.js';
 import type { Service } from '../lifecycle/index.js';
 import type { Outbox } from '../link/index.js';
 import type { Logger } from '../logs/index.js';
@@ -31,8 +31,8 @@ import { kernelBootId, systemClock, type Clock, type Exec } from '../platform/in
 import { eventsTopic } from '../protocol/index.js';
 import type { Collection, Store, WriteBatch } from '../store/index.js';
 import { checkpointRemaining, CHECKPOINT_MS, GRANTS_COLLECTION, grantRecordSchema, resumeGrant, type GrantRecord } from './grants.js';
-import type { AccessHost } from './host.js';
-import { parsePublicKey, type AuthorizedKeyEntry } from './keys.js';
+import type { AccessEntry, AccessHost } from './host.js';
+import { parsePublicKey } from './keys.js';
 import { ensureTunnelKey, startTunnel, type Tunnel, type TunnelTarget } from './tunnel.js';
 
 /** Schema id of the events (as link/drain.ts's `outbox-dropped`). */
@@ -99,6 +99,8 @@ export class AccessService implements Service {
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly tunnels = new Map<string, Promise<Tunnel | undefined>>();
   private readonly seenSessions = new Set<string>();
+  /** Grants whose key a `set` put in place: the installer knows them, their proofs need not travel again. */
+  private readonly shown = new Set<string>();
   private chain: Promise<void> = Promise.resolve();
   /**
    * Writers that read grant records and write them back run one at a time, so a checkpoint can
@@ -161,8 +163,11 @@ export class AccessService implements Service {
     await this.chain.catch(() => undefined);
   }
 
-  /** Installs a grant; `id` is the granting command's. Resolves once the key is in place. */
-  async grant(id: string, request: GrantRequest): Promise<GrantOutcome> {
+  /**
+   * Installs a grant; `id` is the granting command's, `proof` its envelope (what the installer
+   * needs to add the key). Resolves once the key is in place.
+   */
+  async grant(id: string, request: GrantRequest, proof?: unknown): Promise<GrantOutcome> {
     const grants = this.requireGrants();
     const { settings } = this.options;
     if (!settings.principals.includes(request.principal)) throw new OutpostError('ACCESS_REFUSED', `principal ${request.principal} is not in commands.access.principals`);
@@ -185,6 +190,7 @@ export class AccessService implements Service {
       bootId: this.bootId,
       deadlineMs: nowMs + durationMs,
       remainingMs: checkpointRemaining(nowMs + durationMs, nowMs),
+      ...(proof === undefined ? {} : { proof }),
     };
     const batch = this.options.store().batch().put(grants, id, record);
     await this.event(batch, 'access-granted', id, record);
@@ -372,14 +378,28 @@ export class AccessService implements Service {
   private async reconcileOnce(): Promise<void> {
     const grants = this.requireGrants();
     const all = await grants.entries();
-    const entries: AuthorizedKeyEntry[] = all
-      .filter(([, r]) => r.state === 'active')
-      .map(([id, r]) => ({ id, principal: r.principal, publicKey: r.publicKey, expiresAt: r.expiresAt, ...(r.from === undefined ? {} : { from: r.from }) }));
-    await this.options.host.set(entries);
+    const active = all.filter(([, r]) => r.state === 'active');
+    const entries: AccessEntry[] = active.map(([id, r]) => ({
+      id,
+      principal: r.principal,
+      publicKey: r.publicKey,
+      expiresAt: r.expiresAt,
+      ...(r.from === undefined ? {} : { from: r.from }),
+      ...(r.proof === undefined || this.shown.has(id) ? {} : { proof: r.proof }),
+    }));
+    try {
+      await this.options.host.set(entries);
+    } catch (err) {
+      // The installer lost its record of a grant: the next run shows every proof again.
+      if (isOutpostError(err, 'ACCESS_UNPROVEN')) this.shown.clear();
+      throw err;
+    }
+    for (const [id] of active) this.shown.add(id);
     for (const [id, record] of all.filter(([, r]) => r.state === 'ending')) {
       await this.closeTunnel(id);
       const ended = await this.options.host.endSessions(record.principal);
       await this.options.store().batch().del(grants as Collection<unknown>, id).commit();
+      this.shown.delete(id);
       this.options.log.info('grant ended: key removed, sessions ended', { id, principal: record.principal, reason: record.endReason, processesEnded: ended });
     }
   }

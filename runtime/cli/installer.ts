@@ -8,7 +8,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config/index.js';
 import { OutpostError } from '../errors.js';
-import { requireSignedCommit, serveInstaller } from '../installer/index.js';
+import { gatedAccessHost, requireSignedCommit, serveInstaller } from '../installer/index.js';
 import { localAccessHost } from '../access/host.js';
 import { localUnits } from '../commands/units.js';
 import { createLogger } from '../logs/index.js';
@@ -41,6 +41,8 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
   const exec = createExec(log.child('exec'));
   const host = localHost({ config: update, stateDir: config.paths.stateDir, exec, log, onSimulatedReboot: () => undefined });
   const arch = update.arch ?? runningArch();
+  const walk = { exportDir: trustedExportDir(config.paths.stateDir), agentStateDir: config.paths.stateDir, rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), now: () => new Date(), log: log.child('gate') };
+  const accessSection = config.commands?.access;
   const done = new Promise<number>((resolve) => {
     const stop = (why: string) => {
       log.info('stopping', { why });
@@ -49,11 +51,25 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
     const server = serveInstaller(
       {
         host,
-        requireSigned: (commit) =>
-          requireSignedCommit({ exportDir: trustedExportDir(config.paths.stateDir), agentStateDir: config.paths.stateDir, rootFile: update.rootFile, storeDir: join(config.installer.stateDir, 'tuf'), hardware: update.hardware, arch, now: () => new Date(), bootedCommit: () => host.ostree.bootedCommit(), log: log.child('gate') }, commit),
+        requireSigned: (commit) => requireSignedCommit({ ...walk, hardware: update.hardware, arch, bootedCommit: () => host.ostree.bootedCommit() }, commit),
         agentStateDir: config.paths.stateDir,
-        // From the installer's own config: principals, key directory and longest grant are the image's.
-        ...(config.commands?.access ? { access: localAccessHost({ keysDir: config.commands.access.keysDir, principals: config.commands.access.principals, maxDurationSec: config.commands.access.maxDurationSec, log: log.child('access') }) } : {}),
+        // From the installer's own config: principals, key directory, longest grant, device id and groups are the image's.
+        ...(config.commands && accessSection
+          ? {
+              access: gatedAccessHost({
+                host: localAccessHost({ keysDir: accessSection.keysDir, principals: accessSection.principals, maxDurationSec: accessSection.maxDurationSec, log: log.child('access') }),
+                walk,
+                recordFile: join(config.installer.stateDir, 'access-grants.json'),
+                keysDir: accessSection.keysDir,
+                deviceId: config.deviceId,
+                groups: config.commands.groups,
+                settings: accessSection,
+                skewMs: config.commands.skewSec * 1000,
+                now: () => new Date(),
+                log: log.child('access'),
+              }),
+            }
+          : {}),
         // This config is the image's alone (cli/outpost.ts): the agent cannot widen the list.
         units: { allowed: config.commands?.restartUnits ?? [], control: localUnits(exec) },
         log,

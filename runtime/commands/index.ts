@@ -13,7 +13,7 @@ export {
   type IssuerSet,
   type IssuersResult,
 } from './issuers.js';
-export { verifyCommand, type VerifyContext, type Verdict, type Accepted, type Refused } from './verify.js';
+export { verifyCommand, verifyEnvelope, acceptedEnvelope, type VerifyContext, type Verdict, type Accepted, type Refused } from './verify.js';
 export { newCommand, signCommand, type NewCommand } from './sign.js';
 export {
   CommandService,

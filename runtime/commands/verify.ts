@@ -21,6 +21,7 @@ import {
   COMMAND_MAX_BYTES,
   COMMAND_TYPE_PATTERN,
   commandEnvelopeSchema,
+  type CommandEnvelope,
   type CommandRejection,
   type CommandSigned,
 } from '../protocol/index.js';
@@ -170,7 +171,14 @@ export async function verifyCommand(raw: Uint8Array, ctx: VerifyContext): Promis
   } catch (err) {
     return refuse('malformed-json', `not UTF-8 JSON: ${(err as Error).message}`, { authentic: false });
   }
+  return verifyEnvelope(json, ctx);
+}
 
+/**
+ * The checks of {@link verifyCommand} from the schema on, for an envelope already parsed: the
+ * installer runs them on the envelope the agent shows it as proof of a grant (installer/access-gate.ts).
+ */
+export async function verifyEnvelope(json: unknown, ctx: Omit<VerifyContext, 'maxBytes'>): Promise<Verdict> {
   const known = readable(json);
   const parsed = commandEnvelopeSchema.safeParse(json);
   if (!parsed.success) return refuse('schema', `not a valid command envelope: ${issuesText(parsed.error, [])}`, known);
@@ -201,7 +209,19 @@ export async function verifyCommand(raw: Uint8Array, ctx: VerifyContext): Promis
 
   const args = argsSchema.safeParse(command.args);
   if (!args.success) return refuse('bad-args', `args of ${command.type}: ${issuesText(args.error, ['signed', 'args'])}`, authentic);
+  accepted.set(command, { signed: command, signatures: parsed.data.signatures });
   return { ok: true, command, args: args.data };
+}
+
+/**
+ * Handlers are given the signed part only; one that must show the installer its proof
+ * (`grant-access`) needs the signatures too, and looks the envelope up by that signed part.
+ */
+const accepted = new WeakMap<CommandSigned, CommandEnvelope>();
+
+/** The envelope an accepted command came in (undefined for a command this process did not accept). */
+export function acceptedEnvelope(command: CommandSigned): CommandEnvelope | undefined {
+  return accepted.get(command);
 }
 
 function deepFreeze<T>(value: T): T {

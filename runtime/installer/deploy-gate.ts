@@ -13,8 +13,8 @@ import { isOutpostError, OutpostError } from '../errors.js';
 import { setAsideStore, Store } from '../store/index.js';
 import { releaseTargetsFor, TufClient, type Fetcher, type ReleaseArch, type TrustedTargets } from '../update/tuf/index.js';
 
-/** What the gate needs to know. */
-export interface DeployGateOptions {
+/** Where the installer reads the signed metadata from, and its own store for walking it. */
+export interface ExportWalkOptions {
   /** The agent's export (trustedExportDir of its state dir). */
   exportDir: string;
   /** The agent's state dir, which the export must not lead out of. */
@@ -23,12 +23,16 @@ export interface DeployGateOptions {
   rootFile: string;
   /** The installer's own store. */
   storeDir: string;
+  now: () => Date;
+  log: Logger;
+}
+
+/** What the gate needs to know. */
+export interface DeployGateOptions extends ExportWalkOptions {
   hardware: string;
   arch: ReleaseArch;
-  now: () => Date;
   /** The running system's commit, as ostree reports it; its release is the floor. */
   bootedCommit: () => Promise<string | null>;
-  log: Logger;
 }
 
 /**
@@ -70,7 +74,7 @@ const rebuildable = ['STORE_CORRUPT', 'STORE_TOO_NEW'] as const;
  * the image's root, as on the first deploy: else every deploy would be refused from then on. Unlike
  * the agent's, this store is root's alone: the agent cannot make it unreadable to force that walk.
  */
-async function verifiedTargets(options: DeployGateOptions, exportDir: string, commit: string): Promise<TrustedTargets> {
+async function verifiedTargets(options: ExportWalkOptions, exportDir: string, refusal: string): Promise<TrustedTargets> {
   try {
     return await walkExport(options, exportDir).catch((err: unknown) => {
       if (!isOutpostError(err, ...rebuildable)) throw err;
@@ -82,14 +86,14 @@ async function verifiedTargets(options: DeployGateOptions, exportDir: string, co
     // The details stay in the installer's log: a parse error quotes what it read, and the
     // agent must not learn the contents of files it could not read itself.
     const code = isOutpostError(err) ? err.code : 'INTERNAL';
-    options.log.warn('the exported metadata does not verify', { commit, err });
+    options.log.warn('the exported metadata does not verify', { refusal, err });
     // Only the installer's own store failing is worth a retry; the export stays as it is until the agent's next check.
     const transient = code === 'STORE_IO' || code === 'STORE_LOCKED';
-    throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: the signed metadata in ${options.exportDir} does not verify (${code}; the installer's log has the details)`, { transient });
+    throw new OutpostError('INSTALLER_REFUSED', `${refusal}: the signed metadata in ${options.exportDir} does not verify (${code}; the installer's log has the details)`, { transient });
   }
 }
 
-async function walkExport(options: DeployGateOptions, exportDir: string): Promise<TrustedTargets> {
+async function walkExport(options: ExportWalkOptions, exportDir: string): Promise<TrustedTargets> {
   // Repaired like the agent's store: a power cut while LevelDB wrote it must not refuse every
   // deploy from then on (found by the power-cut series). A copy of the damaged one is kept.
   const store = await Store.open({
@@ -107,11 +111,19 @@ async function walkExport(options: DeployGateOptions, exportDir: string): Promis
   }
 }
 
+/**
+ * The targets metadata the agent's export verifies to, walked by the installer itself; refuses
+ * (INSTALLER_REFUSED, starting with `refusal`) when it does not verify.
+ */
+export async function exportedTargets(options: ExportWalkOptions, refusal: string): Promise<TrustedTargets> {
+  const exportDir = await realpath(options.exportDir).catch(() => options.exportDir);
+  if (!exportDir.startsWith((await realpath(options.agentStateDir)) + sep)) throw new OutpostError('INSTALLER_REFUSED', `${refusal}: ${options.exportDir} leads out of the agent's state dir`);
+  return verifiedTargets(options, exportDir, refusal);
+}
+
 /** Refuses (INSTALLER_REFUSED) unless the signed metadata names `commit` as a release for this device. */
 export async function requireSignedCommit(options: DeployGateOptions, commit: string): Promise<void> {
-  const exportDir = await realpath(options.exportDir).catch(() => options.exportDir);
-  if (!exportDir.startsWith((await realpath(options.agentStateDir)) + sep)) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: ${options.exportDir} leads out of the agent's state dir`);
-  const targets = await verifiedTargets(options, exportDir, commit);
+  const targets = await exportedTargets(options, `will not deploy ${commit}`);
   const { releases } = releaseTargetsFor(targets.list(), options.hardware, options.arch);
   const release = releases.find((r) => r.custom.commit === commit);
   if (!release) throw new OutpostError('INSTALLER_REFUSED', `will not deploy ${commit}: no release for ${options.hardware}/${options.arch} in the signed metadata (targets v${targets.versions.targets}) names it`);

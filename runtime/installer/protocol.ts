@@ -8,8 +8,11 @@ import { z } from 'zod';
 import { unitNameSchema } from '../config/index.js';
 import { errorCodes, type ErrorCode } from '../errors.js';
 
-/** Longest request or answer line; a deployment list of a few entries is far below it. */
-export const maxLineBytes = 64 * 1024;
+/**
+ * Longest request or answer line. The largest is an `access.set` whose entries each carry their
+ * grant's envelope (a few KiB each), as after the agent's restart.
+ */
+export const maxLineBytes = 1024 * 1024;
 
 const commit = z.string().regex(/^[0-9a-f]{64}$/, 'must be a 64-hex-digit OSTree commit');
 const bootVersion = z.union([z.literal(0), z.literal(1)]);
@@ -21,6 +24,8 @@ const accessEntrySchema = z.strictObject({
   publicKey: z.string().min(1).max(8192),
   from: z.string().min(1).max(1024).optional(),
   expiresAt: z.iso.datetime(),
+  // Checked by the installer's access gate, which says what is wrong with it.
+  proof: z.unknown().optional(),
 });
 
 /** Every request the installer answers, by `op`. */

@@ -33,7 +33,7 @@ export interface InstallerServerOptions {
    * image's config, never the agent's overlay) and how it restarts one. Unset: refused.
    */
   units?: { allowed: readonly string[]; control: UnitControl };
-  /** The `access.*` ops (access/host.ts's local adapter over the installer's own config). Unset: refused. */
+  /** The `access.*` ops (access-gate.ts over access/host.ts's local adapter, with the installer's own config). Unset: refused. */
   access?: AccessHost;
   /** Called after an op was performed, before its answer is sent (the crash tests' fault hook). */
   afterPerform?: (op: InstallerRequest['op']) => void;
@@ -128,7 +128,7 @@ async function perform(options: InstallerServerOptions, request: InstallerReques
     case 'access.sessions': {
       if (!options.access) throw new OutpostError('INSTALLER_REFUSED', `${request.op}: no commands.access section in the installer's config`);
       if (request.op === 'access.set') {
-        await options.access.set(request.entries.map((e) => ({ id: e.id, principal: e.principal, publicKey: e.publicKey, expiresAt: e.expiresAt, ...(e.from === undefined ? {} : { from: e.from }) })));
+        await options.access.set(request.entries.map((e) => ({ id: e.id, principal: e.principal, publicKey: e.publicKey, expiresAt: e.expiresAt, ...(e.from === undefined ? {} : { from: e.from }), ...(e.proof === undefined ? {} : { proof: e.proof }) })));
         return null;
       }
       return request.op === 'access.endSessions' ? options.access.endSessions(request.principal) : options.access.sessions();

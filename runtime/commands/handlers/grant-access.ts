@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { checkFromPatterns, parsePublicKey, type AccessService, type AccessSettings } from '../../access/index.js';
 import type { CommandHandler } from '../service.js';
+import { acceptedEnvelope } from '../verify.js';
 
 /** A host name or address the tunnel may go to: nothing ssh could read as an option. */
 const hostName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$/, 'must be a host name or address');
@@ -54,6 +55,6 @@ export function grantAccessHandler(settings: AccessSettings, access: () => Acces
   return {
     args: grantAccessArgs(settings),
     timeoutMs: 60_000,
-    run: (args, { command }) => access().grant(command.id, { ...args, ...(args.tunnel ? { tunnel: { ...args.tunnel, hostKey: parsePublicKey(args.tunnel.hostKey).text } } : {}) }),
+    run: (args, { command }) => access().grant(command.id, { ...args, ...(args.tunnel ? { tunnel: { ...args.tunnel, hostKey: parsePublicKey(args.tunnel.hostKey).text } } : {}) }, acceptedEnvelope(command)),
   };
 }
