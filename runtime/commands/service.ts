@@ -31,6 +31,7 @@ import { COMMAND_CORRELATION_MAX_BYTES, COMMAND_RESULT_SCHEMA_ID, commandResultT
 import type { Collection, Store } from '../store/index.js';
 import type { IssuerSet } from './issuers.js';
 import { CommandLedger, type LedgerEntry } from './ledger.js';
+import { ProgressReporter } from './progress.js';
 import { verifyCommand } from './verify.js';
 
 /** What a handler is given besides its validated args. */
@@ -46,6 +47,12 @@ export interface HandlerContext {
    * it failed or was cut short): for what would end the daemon before it could answer.
    */
   readonly whenAnswered: (action: () => void) => void;
+  /**
+   * Reports how far the command is (`fraction` from 0 to 1, a short `message`) as an
+   * `outpost.command-progress/1` event: at most one a second, the last report of a second
+   * winning; ignored once the run ended. Throws for a fraction outside [0, 1].
+   */
+  readonly progress: (fraction?: number, message?: string) => void;
 }
 
 /** One command type. */
@@ -326,8 +333,11 @@ export class CommandService implements Service {
     const timeout = new AbortController();
     const signal = AbortSignal.any([timeout.signal, stop]);
     const timer = setTimeout(() => timeout.abort(), timeoutMs);
+    const { deviceId, outbox, log } = this.options;
+    const progress = new ProgressReporter({ command, deviceId, outbox, now: this.now, log });
+    const context: HandlerContext = { command, signal, whenAnswered: (action) => void answered.push(action), progress: (fraction, message) => progress.report(fraction, message) };
     const settled = Promise.resolve()
-      .then(() => handler.run(args, { command, signal, whenAnswered: (action) => void answered.push(action) }))
+      .then(() => handler.run(args, context))
       .then(
         (output): Ran => ({ outcome: 'succeeded', message: 'done', ...(output === undefined ? {} : { output }) }),
         (err: unknown): Ran => ({ outcome: 'failed', message: (err instanceof Error ? err.message : String(err)).slice(0, 1024) }),
@@ -345,6 +355,7 @@ export class CommandService implements Service {
     } finally {
       clearTimeout(timer);
       clearTimeout(grace);
+      await progress.close();
     }
   }
 

@@ -21,6 +21,10 @@ import { cmdResultTopic, TOPIC_ID_PATTERN } from './topics.js';
 export const COMMAND_SCHEMA_ID = 'outpost.command/1';
 /** The `schema` value of this version of the command result. */
 export const COMMAND_RESULT_SCHEMA_ID = 'outpost.command-result/1';
+/** The `schema` value of this version of a running command's progress event. */
+export const COMMAND_PROGRESS_SCHEMA_ID = 'outpost.command-progress/1';
+/** Longest `message` of a progress event, in characters. */
+export const COMMAND_PROGRESS_MESSAGE_MAX_CHARS = 256;
 /** Size cap of a command envelope and of a result, checked before JSON.parse. */
 export const COMMAND_MAX_BYTES = 64 * 1024;
 /** Longest MQTT 5 Correlation Data a device echoes with its result. */
@@ -169,6 +173,22 @@ export const commandResultSchema = z
 /** A command result as published. */
 export type CommandResult = z.infer<typeof commandResultSchema>;
 
+/** zod schema of a running command's progress event (the JSON Schema in docs/protocol.md is generated from it). */
+export const commandProgressSchema = z
+  .object({
+    schema: z.literal(COMMAND_PROGRESS_SCHEMA_ID).describe('Document type and version.'),
+    id: z.string().regex(COMMAND_ID_PATTERN).describe("The running command's id."),
+    deviceId: topicId.describe('The device that runs it; equals the <device> topic level.'),
+    type: z.string().regex(COMMAND_TYPE_PATTERN).describe("The command's type."),
+    fraction: z.number().min(0).max(1).optional().describe('How much of the work is done, from 0 to 1, when the handler can tell.'),
+    message: z.string().max(COMMAND_PROGRESS_MESSAGE_MAX_CHARS).optional().describe('What the handler is doing, for a person.'),
+    at: z.iso.datetime().describe('When the handler reported it (device wall clock, UTC, RFC 3339 with Z).'),
+  })
+  .describe('Progress of a running command, on outpost/v1/<device>/events; only its result is final.');
+
+/** A progress event as published. */
+export type CommandProgress = z.infer<typeof commandProgressSchema>;
+
 /**
  * JSON Schema (draft 2020-12) of the command envelope. Generated for the input side; `signed`
  * keeps `additionalProperties: false` because the device refuses unknown signed fields.
@@ -180,6 +200,11 @@ export function commandEnvelopeJsonSchema(): Record<string, unknown> {
 /** JSON Schema (draft 2020-12) of the command result, open for fields added later within `/1`. */
 export function commandResultJsonSchema(): Record<string, unknown> {
   return { ...z.toJSONSchema(commandResultSchema, { io: 'input', target: 'draft-2020-12' }), title: COMMAND_RESULT_SCHEMA_ID };
+}
+
+/** JSON Schema (draft 2020-12) of the progress event, open for fields added later within `/1`. */
+export function commandProgressJsonSchema(): Record<string, unknown> {
+  return { ...z.toJSONSchema(commandProgressSchema, { io: 'input', target: 'draft-2020-12' }), title: COMMAND_PROGRESS_SCHEMA_ID };
 }
 
 /** The first issue of a zod error as `path: message` (`(document)` when it is about the whole). */
@@ -213,6 +238,11 @@ export function encodeCommandResult(result: CommandResult): string {
     throw new OutpostError('PROTOCOL_INVALID', `${COMMAND_RESULT_SCHEMA_ID} document would be ${bytes} bytes, more than the ${COMMAND_MAX_BYTES} allowed`);
   }
   return text;
+}
+
+/** Serialises a progress event for publishing, validating it first so nothing off-contract leaves. */
+export function encodeCommandProgress(progress: CommandProgress): string {
+  return JSON.stringify(validate(commandProgressSchema, COMMAND_PROGRESS_SCHEMA_ID, progress));
 }
 
 /** Parses a result payload (size-checked, then JSON, then schema). */

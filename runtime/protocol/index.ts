@@ -31,6 +31,8 @@ export {
 export {
   COMMAND_SCHEMA_ID,
   COMMAND_RESULT_SCHEMA_ID,
+  COMMAND_PROGRESS_SCHEMA_ID,
+  COMMAND_PROGRESS_MESSAGE_MAX_CHARS,
   COMMAND_MAX_BYTES,
   COMMAND_CORRELATION_MAX_BYTES,
   COMMAND_RESPONSE_TOPIC_MAX_BYTES,
@@ -45,6 +47,9 @@ export {
   commandResultSchema,
   commandEnvelopeJsonSchema,
   commandResultJsonSchema,
+  commandProgressSchema,
+  commandProgressJsonSchema,
+  encodeCommandProgress,
   validateCommandSigned,
   validateCommandResult,
   encodeCommandResult,
@@ -56,4 +61,5 @@ export {
   type CommandTargetKind,
   type CommandEnvelope,
   type CommandResult,
+  type CommandProgress,
 } from './command.js';

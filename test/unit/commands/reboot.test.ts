@@ -8,7 +8,7 @@ t.test('the reboot waits for the answer (delaySec 0 included)', async (t) => {
   const handler = rebootHandler(async (reason) => void reboots.push(reason), () => undefined);
   const answered: (() => void)[] = [];
   const command = newCommand({ id: 'r-1', issuer: 'a'.repeat(64), target: { device: 'gw-1' }, type: 'reboot', args: { delaySec: 0 }, validitySec: 60 });
-  const output = await handler.run(handler.args.parse({ delaySec: 0 }), { command, signal: new AbortController().signal, whenAnswered: (action) => void answered.push(action) });
+  const output = await handler.run(handler.args.parse({ delaySec: 0 }), { command, signal: new AbortController().signal, whenAnswered: (action) => void answered.push(action), progress: () => undefined });
   t.same(output, { rebootInSec: 0 });
   await new Promise((r) => setTimeout(r, 50));
   t.same(reboots, [], 'not before the result is recorded');

@@ -22,7 +22,7 @@ const resultTopic = 'outpost/v1/gw-1/cmd/result';
 const log = createLogger({ level: 'error', sinks: [] });
 
 function trusted(): IssuerSet {
-  const parsed = issuersFromJson({ schema: 'outpost.command-issuers/1', issuers: { [operator.keyid]: { key: operator.key, types: ['touch', 'hang', 'big', 'diagnostics', 'tidy', 'stubborn', 'wait'], maxValiditySec: 3600 } }, revoked: [] });
+  const parsed = issuersFromJson({ schema: 'outpost.command-issuers/1', issuers: { [operator.keyid]: { key: operator.key, types: ['touch', 'hang', 'big', 'diagnostics', 'tidy', 'stubborn', 'wait', 'long'], maxValiditySec: 3600 } }, revoked: [] });
   if (!parsed.ok) throw new Error(parsed.reason);
   return parsed.issuers;
 }
@@ -283,6 +283,50 @@ t.test('outpost stopping mid-run: nothing is answered then, the stop waits at mo
     t.same((await w.sent()).map((s) => [s.result.id, s.result.outcome]), [[id, 'interrupted']], 'the same command again: the recorded answer');
   }
   t.same(started, ['c-wait-false', 'c-wait-true'], 'each ran once');
+});
+
+t.test('progress: events in the event class, at most one a second (the last report of a second wins), none after the result', async (t) => {
+  let late = (): void => undefined;
+  let outOfRange: unknown;
+  const w = await world(t, {
+    long: {
+      args: z.strictObject({}),
+      run: async (_args, { progress }) => {
+        progress(0, 'starting');
+        progress(0.25);
+        progress(0.5, 'copying');
+        await new Promise((r) => setTimeout(r, 1_500));
+        // Not yet a second after the last one: still pending when the result supersedes it.
+        progress(0.75);
+        late = () => progress(1, 'after the result');
+        try {
+          progress(2);
+        } catch (err) {
+          outOfRange = err;
+        }
+        return { copied: true };
+      },
+    },
+  });
+  await w.service.receive(message(command({ id: 'c-long', type: 'long', args: {} })));
+  await until(() => w.outbox.stats().entries >= 3);
+  late();
+  await new Promise((r) => setTimeout(r, 1_200));
+  const queued: OutboxEntry[] = [];
+  for (let entry = await w.outbox.next(); entry; entry = await w.outbox.next()) {
+    queued.push(entry);
+    await w.outbox.ack(entry.key);
+  }
+  const result = queued.filter((e) => e.class === 'result').map((e) => parseCommandResult(e.payload));
+  t.match(result, [{ id: 'c-long', outcome: 'succeeded' }]);
+  const events = queued.filter((e) => e.class === 'event');
+  t.ok(events.every((e) => e.topic === 'outpost/v1/gw-1/events'), 'on the events topic');
+  t.same(events.map((e) => JSON.parse(e.payload) as unknown), [
+    { schema: 'outpost.command-progress/1', id: 'c-long', deviceId: 'gw-1', type: 'long', fraction: 0, message: 'starting', at: now.toISOString() },
+    { schema: 'outpost.command-progress/1', id: 'c-long', deviceId: 'gw-1', type: 'long', fraction: 0.5, message: 'copying', at: now.toISOString() },
+  ]);
+  t.equal(queued.length, 3, 'nothing else');
+  t.match(outOfRange, { code: 'PROTOCOL_INVALID' }, 'a fraction outside [0, 1] throws at the call');
 });
 
 t.test('a run cut short (started, never finished) is reported interrupted at the next start, and not run again', async (t) => {

@@ -51,7 +51,7 @@ function device(t: Test) {
   const restarts: string[] = [];
   const answered: (() => void)[] = [];
   const handler = setConfigHandler({ overlayFile, check: (overlay) => void loadConfig({ path: image, env: {}, overlayDocument: overlay }), restart: (reason) => void restarts.push(reason) });
-  const context = (id: string): HandlerContext => ({ command: { id } as HandlerContext['command'], signal: new AbortController().signal, whenAnswered: (action) => void answered.push(action) });
+  const context = (id: string): HandlerContext => ({ command: { id } as HandlerContext['command'], signal: new AbortController().signal, whenAnswered: (action) => void answered.push(action), progress: () => undefined });
   const run = async (patch: unknown, id = 'c-1') => {
     const args = handler.args.safeParse({ patch });
     if (!args.success) throw new Error(`bad-args: ${args.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);

@@ -1,12 +1,13 @@
 import t from 'tap';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { commandEnvelopeJsonSchema, commandResultJsonSchema, stateJsonSchema } from '../../../runtime/protocol/index.js';
+import { commandEnvelopeJsonSchema, commandProgressJsonSchema, commandResultJsonSchema, stateJsonSchema } from '../../../runtime/protocol/index.js';
 
 const generated: Array<[marker: string, schema: () => Record<string, unknown>, name: string]> = [
   ['state-json-schema', stateJsonSchema, 'stateJsonSchema()'],
   ['command-envelope-json-schema', commandEnvelopeJsonSchema, 'commandEnvelopeJsonSchema()'],
   ['command-result-json-schema', commandResultJsonSchema, 'commandResultJsonSchema()'],
+  ['command-progress-json-schema', commandProgressJsonSchema, 'commandProgressJsonSchema()'],
 ];
 
 t.test('docs/protocol.md embeds the current generated JSON Schemas', async (t) => {
