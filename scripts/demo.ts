@@ -5,8 +5,9 @@
  * v3 rolled back on its own, a v4 that never boots, deferred after the bootloader's fallback, a
  * good v5 followed with `--wait`, an operator's rollback from it, a v6 cancelled mid-download over a
  * slow link, signed remote commands (issuers in the signed metadata, `outpostctl command send`, a
- * replay answered with the recorded result, a forgery refused), and the update outcomes as journald
- * indexes them (MESSAGE_ID). Everything lives in temp dirs removed at the end.
+ * replay answered with the recorded result, a forgery refused, SSH access granted for 10 s that
+ * ends by itself and a second grant revoked, against an sshd of the demo's own), and the update
+ * outcomes as journald indexes them (MESSAGE_ID). Everything lives in temp dirs removed at the end.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -22,12 +23,15 @@ import { startMosquitto, type Mosquitto } from './world/mosquitto.js';
 import { createOtaWorld, type OtaWorld } from './world/ota-world.js';
 import { otaDevice, type OtaDevice } from './world/ota-device.js';
 import { until } from './world/until.js';
+import { createSshWorld, sshWorldUnavailable, type Sshd, type SshWorld } from './world/sshd.js';
+import { demoAccessConfig, demoGrantSec, showAccess } from './demo/access.js';
 import { heading, show } from './demo/ui.js';
 
 const healthCheck = { name: 'app', command: ['/bin/sh', '-c', 'exec "$OUTPOST_DEPLOYMENT_ROOT/usr/libexec/outpost/health-check"'] };
 let broker: Mosquitto | undefined;
 let ota: OtaWorld | undefined;
 let device: OtaDevice | undefined;
+let ssh: SshWorld | undefined;
 type Daemon = Awaited<ReturnType<OtaDevice['boot']>>['daemon'];
 let running: Daemon | undefined;
 /** Every boot's daemon, for the outcomes it logged. */
@@ -106,11 +110,20 @@ async function main(): Promise<void> {
   mkdirSync(join(device.world.dir, 'broker'));
   broker = await startMosquitto({ dir: join(device.world.dir, 'broker'), caFile: pki.ca.cert, certFile: pki.server.cert, keyFile: pki.server.key });
   show(`mosquitto ${broker.url} (require_certificate true); update server ${ota.ostree.server.url}/tuf/; sysroot ${ota.ostree.sysroot}`);
+  // The access part needs a real sshd (and root, for it and for ending sessions); without them the
+  // rest of the demo still runs and that part says why it is skipped.
+  const sshMissing = sshWorldUnavailable();
+  let sshd: Sshd | undefined;
+  if (!sshMissing) {
+    ssh = await createSshWorld('outpost-demo');
+    sshd = await ssh.startSshd('device');
+    show(`sshd 127.0.0.1:${sshd.port} (its own config and host key; a local account outpost-demo to log in as)`);
+  }
   const config = {
     broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 5000 },
     update: ota.updateConfig({ probation: { windowSec: 8, intervalSec: 1, checks: [healthCheck] } }),
     installer,
-    commands: { groups: ['site-a'] },
+    commands: { groups: ['site-a'], ...(ssh && sshd ? { access: demoAccessConfig(ssh, sshd) } : {}) },
   };
   device.world.writeConfig(config);
   show(`agent and installer: outpost run reaches ostree and the bootloader only through outpost installer on ${installer.socket}`);
@@ -140,10 +153,12 @@ async function main(): Promise<void> {
   const keys = ota.keysDir;
   const signing = ['--targets-key', join(keys, 'targets.key'), '--snapshot-key', join(keys, 'snapshot.key'), '--timestamp-key', join(keys, 'timestamp.key')];
   show(await ota.ctl(['keys', 'generate', '--role', 'commands', '--name', 'operator', '--out', keys]));
-  show(`$ outpostctl commands issuers add --key operator.pub --type diagnostics --type update-check --max-validity 1h …\n${await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(keys, 'operator.pub'), '--type', 'diagnostics', '--type', 'update-check', '--max-validity', '1h', ...signing])}`);
+  const types = ['diagnostics', 'update-check', 'grant-access', 'revoke-access'];
+  show(`$ outpostctl commands issuers add --key operator.pub ${types.map((type) => `--type ${type}`).join(' ')} --max-validity 1h …\n${await ota.ctl(['commands', 'issuers', 'add', '--repo', ota.tufDir, '--key', join(keys, 'operator.pub'), ...types.flatMap((type) => ['--type', type]), '--max-validity', '1h', ...signing])}`);
   show(`$ outpost update check   (the device learns the issuers with its metadata)\n${await cli(device, ['update', 'check'])}`);
   const tls = ['--broker', broker.url, '--ca', pki.ca.cert, '--cert', pki.observer.cert, '--cert-key', pki.observer.key];
-  show(`$ outpostctl command send --device gw-test-1 --type diagnostics --key operator.key --wait\n${await ota.ctl(['command', 'send', ...tls, '--device', 'gw-test-1', '--type', 'diagnostics', '--key', join(keys, 'operator.key'), '--wait'])}`);
+  const send = (type: string, args: Record<string, unknown> = {}) => (ota as OtaWorld).ctl(['command', 'send', ...tls, '--device', 'gw-test-1', '--type', type, '--args', JSON.stringify(args), '--key', join(keys, 'operator.key'), '--wait']);
+  show(`$ outpostctl command send --device gw-test-1 --type diagnostics --key operator.key --wait\n${await send('diagnostics')}`);
   const operator = await readPrivateKeyFile(join(keys, 'operator.key'));
   const signed = newCommand({ id: 'demo-once', issuer: operator.keyid, target: { group: 'site-a' }, type: 'update-check', validitySec: 600 });
   const envelope = JSON.stringify(signCommand(signed, operator));
@@ -154,6 +169,10 @@ async function main(): Promise<void> {
   show('mosquitto_pub: one group command signed by a script, the same one again (a replay), and a forgery');
   for (const payload of [envelope, envelope, forged]) await pub(payload);
   show(`results (mosquitto_sub outpost/v1/gw-test-1/cmd/result): the replay gets the recorded result, not a second run\n${(await results).stdout}`);
+
+  heading(`Remote access just in time: a signed grant-access lets one SSH key in for ${demoGrantSec} s; at the end outpost removes it and ends the sessions`);
+  if (ssh && sshd) await showAccess({ ssh, sshd, send, sub, deviceId: 'gw-test-1' });
+  else show(`skipped: ${sshMissing ?? 'no sshd'}. This part logs in to a real sshd of the demo's own on 127.0.0.1.`);
 
   heading('Operator: release a bad v3 (its health check fails)');
   show(await ota.release(3, { deltaFrom: [2], extra: { 'usr/libexec/outpost/health-check': '#!/bin/sh\necho "app did not start" >&2\nexit 1\n' } }));
@@ -218,6 +237,7 @@ async function teardown(): Promise<void> {
   running?.kill('SIGKILL');
   await running?.catch(() => undefined);
   await broker?.stop();
+  await ssh?.close();
   device?.cleanup();
   await ota?.close();
 }

@@ -1,13 +1,12 @@
 /**
  * Just-in-time remote access end to end, all real: the daemon (and in one case the installer doing
  * root's part), mosquitto with mutual TLS, signed `grant-access` / `revoke-access` commands, a
- * local account made for the test, the test's own sshd (never the host's: its own config, host
- * key, port and `AuthorizedKeysFile <keysDir>/%u`, on 127.0.0.1) and a second sshd as the
- * bastion of the reverse tunnel. Logins are real `ssh` logins with the operator's key.
+ * local account made for the test, the test's own sshd (never the host's: scripts/world/sshd.ts,
+ * shared with the demo) and a second sshd as the bastion of the reverse tunnel. Logins are real
+ * `ssh` logins with the operator's key.
  */
 import t, { type Test } from 'tap';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execa, type ResultPromise } from 'execa';
 import { connectAsync, type MqttClient } from 'mqtt';
@@ -18,6 +17,7 @@ import type { OtaWorld } from '../../../scripts/world/ota-world.js';
 import { otaDevice, type OtaDevice } from '../../../scripts/world/ota-device.js';
 import type { CertPair, Pki } from '../../../scripts/world/pki.js';
 import { freePort, type Mosquitto } from '../../../scripts/world/mosquitto.js';
+import { createSshWorld, type Sshd, type SshWorld } from '../../../scripts/world/sshd.js';
 import { until } from '../../../scripts/world/until.js';
 import { createCommandWorld, type CommandWorld } from '../../fixtures/command-world.js';
 
@@ -28,82 +28,26 @@ let pki: Pki;
 let broker: Mosquitto;
 let operatorCert: CertPair;
 let issuerKey: PrivateKey;
-let dir: string;
-let createdUser = false;
-const sshds: ResultPromise[] = [];
-let device: { port: number; keysDir: string };
-let bastion: { port: number; keysDir: string; hostKey: string };
-let operatorKey: string;
+let ssh: SshWorld;
+let device: Sshd;
+let bastion: Sshd;
 let operatorPub: string;
 
 let world: CommandWorld;
 
-/** An sshd of the test's own: never the host's config, keys or port. */
-async function startSshd(name: string, keysDir: string, extra: string[] = []): Promise<{ port: number; hostKey: string }> {
-  const home = join(dir, name);
-  mkdirSync(keysDir, { recursive: true });
-  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(home, 'host-key')]);
-  const port = await freePort();
-  const config = join(home, 'sshd_config');
-  writeFileSync(
-    config,
-    [
-      'ListenAddress 127.0.0.1',
-      `HostKey ${join(home, 'host-key')}`,
-      `AuthorizedKeysFile ${keysDir}/%u`,
-      'StrictModes no',
-      'UsePAM no',
-      `PidFile ${join(home, 'sshd.pid')}`,
-      'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no',
-      'LogLevel VERBOSE',
-      ...extra,
-      '',
-    ].join('\n'),
-  );
-  const sshd = execa('/usr/sbin/sshd', ['-D', '-e', '-f', config, '-p', String(port)], { reject: false, all: true });
-  sshds.push(sshd);
-  await until(`${name} sshd listening`, async () => {
-    if (sshd.exitCode !== null) throw new Error(`sshd exited: ${String(sshd.all ?? '')}`);
-    return (await execa('ssh-keyscan', ['-p', String(port), '-t', 'ed25519', '127.0.0.1'], { reject: false })).stdout.includes('ssh-ed25519') ? true : undefined;
-  }, 20_000);
-  const hostKey = readFileSync(join(home, 'host-key.pub'), 'utf8').split(' ').slice(0, 2).join(' ');
-  return { port, hostKey };
-}
-
 t.before(async () => {
-  // sshd reads a user's authorized keys as that user: the path must be open to it (mkdtemp's is 0700).
-  dir = mkdtempSync(join(tmpdir(), 'outpost-access-'));
-  chmodSync(dir, 0o755);
-  mkdirSync(join(dir, 'device'), { recursive: true });
-  mkdirSync(join(dir, 'bastion'), { recursive: true });
   world = await createCommandWorld();
   ({ ota, pki, broker, fleetCert: operatorCert } = world);
   issuerKey = await world.addIssuer('operator', ['grant-access', 'revoke-access']);
-  // A local account of the test's own; `*` (no password, not locked: sshd without PAM refuses `!`).
-  if ((await execa('id', ['-u', principal], { reject: false })).exitCode !== 0) {
-    await execa('useradd', ['-M', '-d', '/', '-s', '/bin/sh', '-p', '*', principal]);
-    createdUser = true;
-  }
-  mkdirSync('/run/sshd', { recursive: true }); // sshd's privilege separation directory
-  const deviceKeys = join(dir, 'device-keys');
-  device = { ...(await startSshd('device', deviceKeys)), keysDir: deviceKeys };
-  const bastionKeys = join(dir, 'bastion-keys');
-  bastion = { ...(await startSshd('bastion', bastionKeys, ['PermitRootLogin prohibit-password', 'AllowTcpForwarding remote'])), keysDir: bastionKeys };
-  operatorKey = join(dir, 'operator-ssh');
-  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'operator@laptop', '-f', operatorKey]);
-  operatorPub = readFileSync(`${operatorKey}.pub`, 'utf8');
+  ssh = await createSshWorld(principal);
+  ({ operatorPub } = ssh);
+  device = await ssh.startSshd('device');
+  bastion = await ssh.startSshd('bastion', ['PermitRootLogin prohibit-password', 'AllowTcpForwarding remote']);
 });
 
 t.teardown(async () => {
-  for (const sshd of sshds) sshd.kill('SIGTERM');
-  await Promise.all(sshds.map((s) => s.catch(() => undefined)));
-  if (createdUser) {
-    await execa('pkill', ['-KILL', '-u', principal], { reject: false });
-    await execa('userdel', [principal], { reject: false });
-  }
+  await ssh?.close();
   await world?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 /** A device with the access commands on; split: the installer does root's part. */
@@ -152,18 +96,14 @@ async function send(heard: Heard, type: string, args: Record<string, unknown>): 
   return until(`the result of ${id}`, () => heard.results.find((r) => r.id === id), 30_000);
 }
 
-const sshArgs = (port: number) => ['-F', '/dev/null', '-i', operatorKey, '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=5', '-p', String(port), `${principal}@127.0.0.1`];
-
 /** A login running `true`: its exit code (255: refused). */
-async function login(port = device.port): Promise<number | undefined> {
-  return (await execa('ssh', [...sshArgs(port), 'true'], { reject: false, timeout: 15_000 })).exitCode;
-}
+const login = async (port = device.port): Promise<number | undefined> => (await ssh.login(port)).exitCode;
 
 /** An open session (`sleep 120`) and when it ended. */
-function session(t: Test): { process: ResultPromise; ended: () => boolean } {
-  const process = execa('ssh', [...sshArgs(device.port), 'sleep 120'], { reject: false });
-  t.teardown(() => process.kill('SIGKILL'));
-  return { process, ended: () => process.exitCode !== null || process.signalCode !== null };
+function session(t: Test): ReturnType<SshWorld['session']> {
+  const open = ssh.session(device.port);
+  t.teardown(() => open.process.kill('SIGKILL'));
+  return open;
 }
 
 const keyLines = () => (existsSync(join(device.keysDir, principal)) ? readFileSync(join(device.keysDir, principal), 'utf8').split('\n').filter((l) => l.includes('outpost-grant:')) : []);
