@@ -10,8 +10,24 @@
  * compute. Private keys are kept as the 32-byte seed (securesystemslib's `keyval.private`).
  */
 import { createHash, createPublicKey, randomBytes, verify as cryptoVerify } from 'node:crypto';
-import nacl from 'tweetnacl';
+import { createRequire } from 'node:module';
+import type Nacl from 'tweetnacl';
 import { canonicalBytes } from './canonical-json.js';
+
+const publicKeyLength = 32;
+const signatureLength = 64;
+const seedLength = 32;
+
+let naclModule: typeof Nacl | undefined;
+
+/**
+ * tweetnacl, loaded on first use: only making keys and signing need it (outpostctl, tests), and
+ * the daemon, which only verifies, would otherwise hold ~200 KiB of heap for it under --jitless.
+ */
+function nacl(): typeof Nacl {
+  naclModule ??= createRequire(import.meta.url)('tweetnacl') as typeof Nacl;
+  return naclModule;
+}
 
 /** The TUF public key object of an ed25519 key, as root metadata lists it. */
 export interface Ed25519KeyObject {
@@ -64,26 +80,26 @@ export function keyIdOf(key: Ed25519KeyObject): string {
 
 /** A {@link PublicKey} for 32 raw public key bytes. */
 export function publicKeyFromBytes(publicKey: Uint8Array): PublicKey {
-  if (publicKey.length !== nacl.sign.publicKeyLength) throw new TypeError(`an ed25519 public key has ${nacl.sign.publicKeyLength} bytes, got ${publicKey.length}`);
+  if (publicKey.length !== publicKeyLength) throw new TypeError(`an ed25519 public key has ${publicKeyLength} bytes, got ${publicKey.length}`);
   const key = keyObject(publicKey);
   return Object.freeze({ keyid: keyIdOf(key), key, publicKey: Uint8Array.from(publicKey) });
 }
 
 /** The signing key for a 32-byte seed (deterministic: the same seed gives the same key). */
 export function privateKeyFromSeed(seed: Uint8Array): PrivateKey {
-  if (seed.length !== nacl.sign.seedLength) throw new TypeError(`an ed25519 seed has ${nacl.sign.seedLength} bytes, got ${seed.length}`);
-  const pair = nacl.sign.keyPair.fromSeed(seed);
+  if (seed.length !== seedLength) throw new TypeError(`an ed25519 seed has ${seedLength} bytes, got ${seed.length}`);
+  const pair = nacl().sign.keyPair.fromSeed(seed);
   return Object.freeze({ ...publicKeyFromBytes(pair.publicKey), secretKey: pair.secretKey });
 }
 
 /** A new random signing key (seed from the OS CSPRNG). */
 export function generateKey(): PrivateKey {
-  return privateKeyFromSeed(new Uint8Array(randomBytes(nacl.sign.seedLength)));
+  return privateKeyFromSeed(new Uint8Array(randomBytes(seedLength)));
 }
 
 /** The 32-byte seed of a signing key, as key files store it. */
 export function seedOf(key: PrivateKey): Uint8Array {
-  return key.secretKey.slice(0, nacl.sign.seedLength);
+  return key.secretKey.slice(0, seedLength);
 }
 
 /** Only the public half, safe to hand out. */
@@ -93,7 +109,7 @@ export function publicOf(key: PublicKey): PublicKey {
 
 /** Signs `message`, returning the TUF signature object. */
 export function sign(key: PrivateKey, message: Uint8Array): Signature {
-  return { keyid: key.keyid, sig: toHex(nacl.sign.detached(message, key.secretKey)) };
+  return { keyid: key.keyid, sig: toHex(nacl().sign.detached(message, key.secretKey)) };
 }
 
 /**
@@ -101,15 +117,15 @@ export function sign(key: PrivateKey, message: Uint8Array): Signature {
  * are simply invalid (false): a signature from the network is data, not a reason to throw.
  *
  * OpenSSL is stricter than tweetnacl in one place: it rejects a signature whose S is not reduced
- * (S >= L), which tweetnacl accepts as the same signature as S - L (test/unit/trust/ed25519.test.ts).
+ * (S >= L), which tweetnacl accepts as the same signature as S - L (test/unit/trust/ed25519-verify.test.ts).
  * A signer following RFC 8032 never produces one, so only malleated copies are refused.
  *
  * The key object is built per call, not cached: a cache saves ~0.05 ms a verification under
  * `--jitless`, under 1 % of a command's round trip, and would be one more bounded structure.
  */
 export function verify(publicKeyHex: string, message: Uint8Array, sigHex: string): boolean {
-  const publicKey = fromHex(publicKeyHex, nacl.sign.publicKeyLength);
-  const signature = fromHex(sigHex, nacl.sign.signatureLength);
+  const publicKey = fromHex(publicKeyHex, publicKeyLength);
+  const signature = fromHex(sigHex, signatureLength);
   if (!publicKey || !signature) return false;
   try {
     const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey).toString('base64url') }, format: 'jwk' });
