@@ -14,9 +14,9 @@ import type { Outbox } from '../link/index.js';
 import type { Logger } from '../logs/index.js';
 import { COMMAND_PROGRESS_MESSAGE_MAX_CHARS, COMMAND_PROGRESS_SCHEMA_ID, encodeCommandProgress, eventsTopic, type CommandSigned } from '../protocol/index.js';
 
-export const PROGRESS_INTERVAL_MS = 1_000;
+const PROGRESS_INTERVAL_MS = 1_000;
 
-export interface ProgressOptions {
+interface ProgressOptions {
   readonly command: CommandSigned;
   readonly deviceId: string;
   readonly outbox: () => Outbox;

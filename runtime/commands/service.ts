@@ -79,8 +79,8 @@ export const DEFAULT_HANDLER_TIMEOUT_MS = 60_000;
  */
 export const HANDLER_GRACE_MS = 2_000;
 /** Unauthenticated messages answered at once; after that, one per {@link UNAUTHENTIC_ANSWER_INTERVAL_MS}. */
-export const UNAUTHENTIC_ANSWER_BURST = 10;
-export const UNAUTHENTIC_ANSWER_INTERVAL_MS = 1_000;
+const UNAUTHENTIC_ANSWER_BURST = 10;
+const UNAUTHENTIC_ANSWER_INTERVAL_MS = 1_000;
 
 /** What the service needs; the functions are read at each message so trust changes take effect. */
 export interface CommandServiceOptions {
