@@ -1,6 +1,6 @@
 import t from 'tap';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
+import { createServer, Socket, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, MqttClient } from 'mqtt';
@@ -49,4 +49,23 @@ t.test('a TLS failure before the handshake reaches the client as an error and en
   t.match((errors[0] as { code?: unknown } | undefined)?.code, /^(EPROTO|ERR_SSL_)/, 'the TLS error reached the client, with its code for describeLinkError');
   t.ok(client.stream.destroyed, 'socket ended');
   client.end(true);
+});
+
+t.test('the socket sends without Nagle delay (TCP_NODELAY): a result must not wait for the ACK of the PUBACK before it', async (t) => {
+  // Node has no getter for TCP_NODELAY; every TLS socket inherits net.Socket's setter, so record it.
+  const calls: unknown[] = [];
+  const setNoDelay = Socket.prototype.setNoDelay;
+  Socket.prototype.setNoDelay = function (this: Socket, noDelay?: boolean) {
+    calls.push(noDelay);
+    return setNoDelay.call(this, noDelay);
+  };
+  t.teardown(() => void (Socket.prototype.setNoDelay = setNoDelay));
+  const dir = await mkdtemp(join(tmpdir(), 'outpost-tls-stream-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const pki = await createPki({ dir, deviceId: 'gw-1' });
+  const [ca, cert, key] = await Promise.all([readFile(pki.ca.cert), readFile(pki.client.cert), readFile(pki.client.key)]);
+  const socket = tlsStreamBuilder({ host: '127.0.0.1', port: 9, ca, cert, key })(new MqttClient(() => new Socket(), { manualConnect: true }));
+  socket.on('error', () => undefined);
+  t.teardown(() => void socket.destroy());
+  t.same(calls, [true]);
 });
