@@ -14,7 +14,7 @@
  *   one, then kills them (SIGKILL): a process forking while it is ended cannot outrun it. Root and
  *   accounts not on the allow-list are refused. No shell, no external tool: /proc and kill(2).
  */
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
@@ -134,7 +134,10 @@ export function localAccessHost(options: LocalAccessHostOptions): AccessHost {
       } catch (err) {
         throw new OutpostError('INSTALLER_REFUSED', `an access grant is malformed: ${(err as Error).message}`);
       }
-      await mkdir(keysDir, { recursive: true, mode: 0o755 });
+      await mkdir(keysDir, { recursive: true });
+      // sshd opens <keysDir>/%u as the principal, and the installer's UMask=0077 would make a new
+      // directory 0700: every login refused.
+      await chmod(keysDir, 0o755);
       for (const [principal, text] of files) await writeFileAtomic(join(keysDir, principal), text, { mode: 0o644 });
       // Files of principals without a grant (or no longer allowed) go: the directory is outpost's.
       for (const name of await readdir(keysDir)) {

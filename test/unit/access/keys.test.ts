@@ -110,6 +110,17 @@ t.test('the local adapter writes one 0644 file per principal, removes the others
   await t.rejects(host.endSessions('nobody'), { code: 'INSTALLER_REFUSED' });
 });
 
+t.test('the keys directory sshd reads as the principal is 0755 whatever the umask (the installer runs with UMask=0077)', async (t) => {
+  const keysDir = join(dir, 'umask-keys');
+  const previous = process.umask(0o077);
+  t.teardown(() => void process.umask(previous));
+  const host = localAccessHost({ keysDir, principals: ['ops'], maxDurationSec: 3600, log, now: () => new Date('2031-01-01T00:00:00Z') });
+  const { pub } = await keygen('ed-umask', ['-t', 'ed25519']);
+  await host.set([{ id: 'g1', principal: 'ops', publicKey: pub, expiresAt: '2031-01-01T00:30:00Z' }]);
+  t.equal(statSync(keysDir).mode & 0o777, 0o755, 'sshd opens the file with the principal\'s uid');
+  t.equal(statSync(join(keysDir, 'ops')).mode & 0o777, 0o644);
+});
+
 t.test('sessions: sshd\'s per-session process of an allowed principal, running as that user', async (t) => {
   const proc = join(dir, 'proc');
   const passwd = join(dir, 'passwd');
