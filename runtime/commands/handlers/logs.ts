@@ -63,7 +63,7 @@ export function packLines(lines: readonly string[], limit = maxCompressedBytes):
 export function logsHandler(options: LogsOptions): CommandHandler<LogsArgs> {
   return {
     ...logsSpec,
-    async run(args): Promise<LogsOutput> {
+    async run(args, context): Promise<LogsOutput> {
       const lines: string[] = [];
       let held = 0;
       let dropped = false;
@@ -92,6 +92,8 @@ export function logsHandler(options: LogsOptions): CommandHandler<LogsArgs> {
           },
         },
       );
+      // Compressing 2 MiB under --jitless takes seconds on a gateway: say where the command is.
+      context.progress(undefined, `read ${lines.length} journal lines${dropped ? ' (the oldest dropped)' : ''}; compressing`);
       const packed = packLines(lines);
       return {
         encoding: 'gzip+base64',

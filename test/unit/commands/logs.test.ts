@@ -19,7 +19,8 @@ import { COMMAND_MAX_BYTES, COMMAND_RESULT_SCHEMA_ID, encodeCommandResult } from
 
 const exec = createExec(createLogger({ level: 'error', sinks: [] }));
 const journalRemote = ['/lib/systemd/systemd-journal-remote', '/usr/lib/systemd/systemd-journal-remote'].find((p) => existsSync(p));
-const context = {} as HandlerContext;
+const progress: { fraction?: number; message?: string }[] = [];
+const context = { progress: (fraction?: number, message?: string) => void progress.push({ fraction, message }) } as HandlerContext;
 
 function journalDir(t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-journal-'));
@@ -65,8 +66,10 @@ t.test('args: lines 1..5000 (default 200), since a short duration', async (t) =>
 
 t.test('an empty journal: no lines, valid (empty) data', async (t) => {
   const dir = journalDir(t);
+  progress.length = 0;
   const output = await run(dir, {});
   t.match(output, { lines: 0, truncated: false, unit: 'outpost.service' });
+  t.same(progress, [{ fraction: undefined, message: 'read 0 journal lines; compressing' }], 'progress before the compression');
   t.same(decode(output), []);
 });
 
