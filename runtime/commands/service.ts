@@ -279,8 +279,11 @@ export class CommandService implements Service {
       if (recorded !== undefined) {
         if (recorded.result !== undefined) {
           options.log.info('a command arrived again; its result is sent again, the command is not run again', { id: verdict.id });
-          // To whoever asked this time: a requester that missed the first answer asks again on its own topic.
-          await options.outbox().put(answer(cls, reply, recorded.result), batch);
+          // A signed repeat is answered where it asks: a requester that missed the first answer asks
+          // again on its own topic. An unsigned claim only gets it re-sent where the command asked,
+          // or anyone could have a real result (logs, say) published where and with what
+          // correlation data it likes, answering some other pending request.
+          await options.outbox().put(answer(cls, verdict.authentic ? reply : recorded, recorded.result), batch);
         }
         // Still running: its one final result is on its way.
         await batch.commit();

@@ -202,15 +202,15 @@ t.test('a flood of unauthenticated messages: answered at most 10 at once then on
   t.same((await w.sent()).map((s) => [s.class, s.result.outcome]), [['log', 'rejected']], 'answered again a second later');
 });
 
-t.test('a forgery that claims a recorded command\'s id gets the recorded result, in the lowest class', async (t) => {
+t.test('a forgery that claims a recorded command\'s id gets the recorded result re-sent in the lowest class, where the command asked, not where the forgery asks', async (t) => {
   const w = await world(t);
   await w.service.receive(message());
   const [first] = await w.sent();
   const forged = signCommand(command(), generateKey());
   forged.signatures = [{ keyid: operator.keyid, sig: forged.signatures[0]!.sig }];
-  await w.service.receive({ topic: 'x', payload: Buffer.from(JSON.stringify(forged)) });
+  await w.service.receive({ topic: 'x', payload: Buffer.from(JSON.stringify(forged)), responseTopic: `outpost/v1/gw-1/cmd/result/elsewhere`, correlationData: Buffer.from('someone-else') });
   const again = await w.sent();
-  t.same(again.map((s) => [s.class, s.payload]), [['log', first?.payload]]);
+  t.same(again.map((s) => [s.class, s.topic, s.correlationData, s.payload]), [['log', first?.topic, first?.correlationData, first?.payload]]);
   t.same(w.runs, ['c-1']);
 });
 
