@@ -109,9 +109,21 @@ function session(t: Test): ReturnType<SshWorld['session']> {
 const keyLines = () => (existsSync(join(device.keysDir, principal)) ? readFileSync(join(device.keysDir, principal), 'utf8').split('\n').filter((l) => l.includes('outpost-grant:')) : []);
 
 /** The single-process device the tests share (each test's grants are over when it ends). */
-let shared: Promise<unknown> | undefined;
+let shared: ReturnType<typeof accessDevice> | undefined;
 const root = t;
 const sharedDevice = () => (shared ??= accessDevice(root));
+/**
+ * A device of a test's own has the same device id and key directory: with the shared one still
+ * running, both took the same commands (the broker's session takeover between them) and wrote the
+ * same key file, so one's set could remove the other's key.
+ */
+async function stopSharedDevice(): Promise<void> {
+  const running = await shared;
+  shared = undefined;
+  if (!running) return;
+  running.daemon.kill('SIGKILL');
+  await running.daemon;
+}
 
 t.test('a grant: login works, an open session is ended at expiry and no login works after; every step an event', async (t) => {
   await sharedDevice();
@@ -165,6 +177,7 @@ t.test('revoke-access: the key goes and the open session ends at once', async (t
 });
 
 t.test('expiry holds across a kill -9 of the daemon (the installer doing root\'s part)', async (t) => {
+  await stopSharedDevice();
   const { daemon, boot } = await accessDevice(t, true);
   const heard = await listen(t);
   // Long enough that a restart on a loaded machine (CI) still comes well before the expiry.
