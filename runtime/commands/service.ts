@@ -19,8 +19,9 @@
  * - A handler's run ends for the service at its timeout or at a stop: the signal aborts, the
  *   handler gets a bounded grace to settle, then the service goes on without it (a promise cannot
  *   be killed). A timeout is answered `failed`, decided at the timeout whatever the handler does
- *   later, so a late completion can never produce a second result. A stop records nothing: the
- *   command stays `started` and is answered `interrupted` at the next start, as after a power cut.
+ *   later, so a late completion can never produce a second result. A handler that settles within
+ *   the grace of a stop is answered as it settled; one still running when the grace is over is
+ *   left `started` and answered `interrupted` at the next start, as after a power cut.
  */
 import { z } from 'zod';
 import { isOutpostError } from '../errors.js';
@@ -44,7 +45,8 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
   /**
    * Runs `action` once the command `succeeded` and its result is recorded and queued (never when
-   * it failed or was cut short): for what would end the daemon before it could answer.
+   * it failed or was cut short, nor when the daemon is stopping): for what would end the daemon
+   * before it could answer.
    */
   readonly whenAnswered: (action: () => void) => void;
   /**
@@ -316,7 +318,8 @@ export class CommandService implements Service {
     options.onStep?.('ran', command.id);
     const answeredAs = await this.finish(command.id, started, outcome);
     options.onStep?.('finished', command.id);
-    if (answeredAs === 'succeeded') {
+    // A daemon already stopping ends anyway; a restart asked for now would end its stop early.
+    if (answeredAs === 'succeeded' && !this.stopping) {
       for (const action of answered) {
         try {
           action();
@@ -327,7 +330,7 @@ export class CommandService implements Service {
     }
   }
 
-  /** Runs the handler; undefined when a stop cut it short (it stays `started`). */
+  /** Runs the handler; undefined when a stop cut it short and it did not settle within the grace (it stays `started`). */
   private async run(command: CommandSigned, args: unknown, answered: (() => void)[]): Promise<Ran | undefined> {
     const stop = this.stopController.signal;
     if (stop.aborted) return undefined;
@@ -354,7 +357,8 @@ export class CommandService implements Service {
       const timedOut = signal.reason === timeout.signal.reason;
       const late = await Promise.race([settled, new Promise<undefined>((resolve) => (grace = setTimeout(() => resolve(undefined), this.options.graceMs ?? HANDLER_GRACE_MS)))]);
       if (late === undefined) this.options.log.warn('a handler cut short did not settle within its grace; the service goes on without it', { id: command.id, type: command.type, timedOut });
-      return timedOut ? { outcome: 'failed', message: `timed out after ${timeoutMs} ms` } : undefined;
+      // A stop has no outcome of its own: a handler that settled within the grace is answered as it settled.
+      return timedOut ? { outcome: 'failed', message: `timed out after ${timeoutMs} ms` } : late;
     } finally {
       clearTimeout(timer);
       clearTimeout(grace);

@@ -259,30 +259,57 @@ t.test('a handler that ignores its signal: answered failed when the grace is ove
   t.match(parseCommandResult((await new CommandLedger(w.store).get('c-stubborn'))?.result ?? '{}'), { outcome: 'failed' }, 'recorded as failed');
 });
 
-t.test('outpost stopping mid-run: nothing is answered then, the stop waits at most the grace, the next start answers interrupted and runs nothing', async (t) => {
+t.test('outpost stopping mid-run, the handler never settling: nothing is answered then, the stop waits at most the grace, the next start answers interrupted and runs nothing', async (t) => {
   const started: string[] = [];
   const w = await world(t, {
     wait: {
-      args: z.strictObject({ ignore: z.boolean() }),
-      run: (args, { command, signal }) => {
+      args: z.strictObject({}),
+      run: (_args, { command }) => (started.push(command.id), new Promise(() => undefined)),
+    },
+  });
+  const id = 'c-wait';
+  await w.service.receive(message(command({ id, type: 'wait', args: {} })));
+  await until(() => started.includes(id));
+  const stopping = Date.now();
+  await w.restart();
+  t.ok(Date.now() - stopping < 1_000, 'the stop did not wait for the handler beyond the grace');
+  t.same((await w.sent()).map((s) => [s.result.id, s.result.outcome]), [[id, 'interrupted']], 'interrupted, not failed');
+  await w.service.receive(message(command({ id, type: 'wait', args: {} })));
+  t.same((await w.sent()).map((s) => [s.result.id, s.result.outcome]), [[id, 'interrupted']], 'the same command again: the recorded answer');
+  t.same(started, [id], 'ran once');
+});
+
+t.test('outpost stopping mid-run, the handler settling within the grace: its own result is recorded before the stop returns and sent after the next start, never interrupted, its whenAnswered action not run', async (t) => {
+  const started: string[] = [];
+  const actions: string[] = [];
+  const w = await world(t, {
+    wait: {
+      args: z.strictObject({ fail: z.boolean() }),
+      run: (args, { command, signal, whenAnswered }) => {
         started.push(command.id);
-        // One handler gives up at the abort, the other never settles.
-        return new Promise((_resolve, reject) => void (!(args as { ignore: boolean }).ignore && signal.addEventListener('abort', () => reject(new Error('stopped')))));
+        whenAnswered(() => actions.push(command.id));
+        // It finishes its step when told to stop: done, or given up.
+        return new Promise((resolve, reject) =>
+          signal.addEventListener('abort', () => setImmediate(() => ((args as { fail: boolean }).fail ? reject(new Error('gave up at the stop')) : resolve({ finished: true })))),
+        );
       },
     },
   });
-  for (const ignore of [false, true]) {
-    const id = `c-wait-${ignore}`;
-    await w.service.receive(message(command({ id, type: 'wait', args: { ignore } })));
+  for (const [fail, outcome, message_] of [[false, 'succeeded', 'done'], [true, 'failed', 'gave up at the stop']] as const) {
+    const id = `c-wait-${fail}`;
+    await w.service.receive(message(command({ id, type: 'wait', args: { fail } })));
     await until(() => started.includes(id));
-    const stopping = Date.now();
+    await w.service.stop();
+    t.match(await new CommandLedger(w.store).get(id), { state: 'finished' }, 'recorded before the stop returned');
     await w.restart();
-    t.ok(Date.now() - stopping < 1_000, 'the stop did not wait for the handler beyond the grace');
-    t.same((await w.sent()).map((s) => [s.result.id, s.result.outcome]), [[id, 'interrupted']], 'interrupted, not failed');
-    await w.service.receive(message(command({ id, type: 'wait', args: { ignore } })));
-    t.same((await w.sent()).map((s) => [s.result.id, s.result.outcome]), [[id, 'interrupted']], 'the same command again: the recorded answer');
+    const sent = await w.sent();
+    t.same(sent.map((s) => [s.result.id, s.result.outcome, s.result.message]), [[id, outcome, message_]], 'answered as it settled, once');
+    if (!fail) t.same(sent[0]?.result.output, { finished: true });
+    await w.service.receive(message(command({ id, type: 'wait', args: { fail } })));
+    t.same((await w.sent()).map((s) => s.payload), sent.map((s) => s.payload), 'the same command again: the recorded answer');
   }
   t.same(started, ['c-wait-false', 'c-wait-true'], 'each ran once');
+  t.same(actions, [], 'a daemon already stopping restarts or reboots for no command');
 });
 
 t.test('progress: events in the event class, at most one a second (the last report of a second wins), none after the result', async (t) => {
