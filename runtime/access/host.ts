@@ -9,6 +9,7 @@
  *   0755 directory, as sshd's StrictModes wants) or removed, so a lost or repeated call converges.
  *   Each entry is checked again here (principal allowed, key and `from=` well formed, expiry within
  *   `maxDurationSec` of now): the installer trusts the agent no more than the agent trusts a command.
+ *   An entry failing them is left out and answered as refused; it never holds up the others.
  * - Only files named like a principal are touched in `keysDir`, which is outpost's own directory.
  * - Ending sessions stops (SIGSTOP) every process of the principal's uid until a scan finds no new
  *   one, then kills them (SIGKILL): a process forking while it is ended cannot outrun it. Root and
@@ -19,7 +20,7 @@ import { join } from 'node:path';
 import { OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import { writeFileAtomic } from '../platform/index.js';
-import { PRINCIPAL_PATTERN, renderAuthorizedKeys, type AuthorizedKeyEntry } from './keys.js';
+import { authorizedKeyLine, PRINCIPAL_PATTERN, renderAuthorizedKeys, type AuthorizedKeyEntry } from './keys.js';
 
 /** A live SSH session, as the process table shows it (sshd's per-session process of the user). */
 export interface AccessSession {
@@ -37,10 +38,19 @@ export interface AccessEntry extends AuthorizedKeyEntry {
   readonly proof?: unknown;
 }
 
+/** An entry `set` left out, and why. */
+export interface AccessRefusal {
+  readonly id: string;
+  readonly reason: string;
+}
+
 /** The access port. */
 export interface AccessHost {
-  /** Makes the authorized-keys files hold exactly `entries`. */
-  set(entries: readonly AccessEntry[]): Promise<void>;
+  /**
+   * Makes the authorized-keys files hold exactly the entries it accepts; resolves with the ones it
+   * refused. One bad entry never holds up the others, nor a removal.
+   */
+  set(entries: readonly AccessEntry[]): Promise<{ refused: AccessRefusal[] }>;
   /** Ends every process of `principal`; resolves with how many were killed. */
   endSessions(principal: string): Promise<number>;
   /** The SSH sessions of the allowed principals open now. */
@@ -64,6 +74,15 @@ export interface LocalAccessHostOptions {
 const expirySlackMs = 60_000;
 /** Bound on the stop-and-rescan rounds of ending a principal's processes. */
 const maxStopRounds = 50;
+
+function malformed(entry: AuthorizedKeyEntry): string | undefined {
+  try {
+    authorizedKeyLine(entry);
+    return undefined;
+  } catch (err) {
+    return `it is malformed: ${(err as Error).message}`;
+  }
+}
 
 interface ProcessInfo {
   readonly pid: number;
@@ -123,17 +142,18 @@ export function localAccessHost(options: LocalAccessHostOptions): AccessHost {
     async set(entries) {
       const byPrincipal = new Map<string, AuthorizedKeyEntry[]>();
       const latest = now().getTime() + options.maxDurationSec * 1000 + expirySlackMs;
+      const refused: AccessRefusal[] = [];
       for (const entry of entries) {
-        requireAllowed(entry.principal);
-        if (Date.parse(entry.expiresAt) > latest) throw new OutpostError('INSTALLER_REFUSED', `grant ${entry.id} expires at ${entry.expiresAt}, more than commands.access.maxDurationSec (${options.maxDurationSec} s) from now`);
-        byPrincipal.set(entry.principal, [...(byPrincipal.get(entry.principal) ?? []), entry]);
+        const problem = !PRINCIPAL_PATTERN.test(entry.principal) || !allowed.has(entry.principal)
+          ? `principal ${JSON.stringify(entry.principal.slice(0, 64))} is not in commands.access.principals`
+          : Date.parse(entry.expiresAt) > latest
+            ? `it expires at ${entry.expiresAt}, more than commands.access.maxDurationSec (${options.maxDurationSec} s) from now`
+            : malformed(entry);
+        if (problem === undefined) byPrincipal.set(entry.principal, [...(byPrincipal.get(entry.principal) ?? []), entry]);
+        else refused.push({ id: entry.id, reason: problem });
       }
       const files = new Map<string, string>();
-      try {
-        for (const [principal, list] of byPrincipal) files.set(principal, renderAuthorizedKeys(list));
-      } catch (err) {
-        throw new OutpostError('INSTALLER_REFUSED', `an access grant is malformed: ${(err as Error).message}`);
-      }
+      for (const [principal, list] of byPrincipal) files.set(principal, renderAuthorizedKeys(list));
       await mkdir(keysDir, { recursive: true });
       // sshd opens <keysDir>/%u as the principal, and the installer's UMask=0077 would make a new
       // directory 0700: every login refused.
@@ -143,7 +163,9 @@ export function localAccessHost(options: LocalAccessHostOptions): AccessHost {
       for (const name of await readdir(keysDir)) {
         if (PRINCIPAL_PATTERN.test(name) && !files.has(name)) await rm(join(keysDir, name), { force: true });
       }
-      log.info('authorized keys written', { keysDir, grants: entries.length, principals: [...files.keys()] });
+      if (refused.length > 0) log.warn('access grants refused', { refused });
+      log.info('authorized keys written', { keysDir, grants: entries.length - refused.length, principals: [...files.keys()] });
+      return { refused };
     },
 
     async endSessions(principal) {

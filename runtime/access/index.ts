@@ -5,6 +5,7 @@ export {
   parsePublicKey,
   checkFromPatterns,
   authorizedKeyLine,
+  parseAuthorizedKeyLine,
   renderAuthorizedKeys,
   expiryTimeOption,
   fingerprintOf,
@@ -12,7 +13,7 @@ export {
   type AuthorizedKeyEntry,
   type PublicKey,
 } from './keys.js';
-export { localAccessHost, localUid, type AccessEntry, type AccessHost, type AccessSession, type LocalAccessHostOptions } from './host.js';
+export { localAccessHost, localUid, type AccessEntry, type AccessHost, type AccessRefusal, type AccessSession, type LocalAccessHostOptions } from './host.js';
 export { resumeGrant, checkpointRemaining, CHECKPOINT_MS, GRANTS_COLLECTION, type GrantRecord, type Resumed } from './grants.js';
 export { tunnelArgs, ensureTunnelKey, type TunnelTarget } from './tunnel.js';
 export {

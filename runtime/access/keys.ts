@@ -143,6 +143,15 @@ export function authorizedKeyLine(entry: AuthorizedKeyEntry): string {
   return `${options.join(',')} ${key.text} outpost-grant:${entry.id}`;
 }
 
+const renderedLine = /^expiry-time="(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z"(?:,from="([^"]*)")?,restrict,pty (\S+ \S+) outpost-grant:(\S+)$/;
+
+/** The entry of a line `authorizedKeyLine` wrote (its expiry to the second), or undefined for any other line. */
+export function parseAuthorizedKeyLine(line: string, principal: string): AuthorizedKeyEntry | undefined {
+  const m = renderedLine.exec(line);
+  if (!m) return undefined;
+  return { id: m[9]!, principal, publicKey: m[8]!, ...(m[7] === undefined ? {} : { from: m[7] }), expiresAt: `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.000Z` };
+}
+
 /**
  * The whole file of one principal: its entries, latest expiry first (sshd takes the first line
  * whose key matches, and the same key may be granted twice), one per line.

@@ -23,7 +23,7 @@
  */
 import { join } from 'node:path';
 import { z } from 'zod';
-import { isOutpostError, OutpostError } from '../errors.js';
+import { OutpostError } from '../errors.js';
 import type { Service } from '../lifecycle/index.js';
 import type { Outbox } from '../link/index.js';
 import type { Logger } from '../logs/index.js';
@@ -196,14 +196,18 @@ export class AccessService implements Service {
     await this.event(batch, 'access-granted', id, record);
     await batch.commit();
     this.options.log.info('access granted', { id, principal: record.principal, fingerprint: record.fingerprint, expiresAt: record.expiresAt, from: record.from, tunnel: record.tunnel?.host });
+    let refused: Map<string, string>;
     try {
-      await this.reconcile();
+      refused = await this.reconcile();
     } catch (err) {
       // Not in place: the grant ends rather than appearing later, when a retry succeeds (which
       // then removes whatever part of it was written).
       await this.markEnded([[id, record]], 'failed').catch((e: unknown) => this.options.log.error('cannot record the failed grant as ended', { id, err: e }));
       throw err;
     }
+    const reason = refused.get(id);
+    // Already recorded as ended by the run that was refused.
+    if (reason !== undefined) throw new OutpostError('ACCESS_UNPROVEN', `the installer refused the grant: ${reason}`);
     this.arm(id, record);
     return {
       grantId: id,
@@ -247,10 +251,10 @@ export class AccessService implements Service {
   }
 
   /** Records the end of `entries` in one batch; a retry or the next start carries it out. */
-  private async markEnded(entries: [string, GrantRecord][], reason: 'expired' | 'revoked' | 'failed'): Promise<void> {
+  private async markEnded(entries: [string, GrantRecord][], reason: 'expired' | 'revoked' | 'failed', refusals?: ReadonlyMap<string, string>): Promise<void> {
     await this.serially(async () => {
       const batch = this.options.store().batch();
-      for (const [id, record] of entries) await this.markEnding(batch, id, record, reason);
+      for (const [id, record] of entries) await this.markEnding(batch, id, record, reason, refusals?.get(id));
       await batch.commit();
     });
     for (const [id] of entries) {
@@ -261,9 +265,9 @@ export class AccessService implements Service {
     if (reason === 'failed') this.scheduleRetry();
   }
 
-  private async markEnding(batch: WriteBatch, id: string, record: GrantRecord, reason: 'expired' | 'revoked' | 'failed'): Promise<void> {
+  private async markEnding(batch: WriteBatch, id: string, record: GrantRecord, reason: 'expired' | 'revoked' | 'failed', refusal?: string): Promise<void> {
     batch.put(this.grants!, id, { ...record, state: 'ending', endReason: reason });
-    await this.event(batch, reason === 'expired' ? 'access-expired' : 'access-revoked', id, record, { reason });
+    await this.event(batch, reason === 'expired' ? 'access-expired' : 'access-revoked', id, record, { reason, ...(refusal === undefined ? {} : { refusal }) });
   }
 
   private async event(batch: WriteBatch | undefined, type: string, grantId: string | undefined, record: Pick<GrantRecord, 'principal'> & Partial<GrantRecord>, extra: Record<string, unknown> = {}): Promise<void> {
@@ -347,12 +351,13 @@ export class AccessService implements Service {
    * One run at a time, in call order; each reads the grants afresh, so a change made while a run is
    * under way is in the next one.
    */
-  private reconcile(): Promise<void> {
+  private reconcile(): Promise<Map<string, string>> {
     const run = this.chain.catch(() => undefined).then(() => this.reconcileOnce());
-    this.chain = run;
+    this.chain = run.then(() => undefined);
     return run.then(
-      () => {
+      (refused) => {
         this.retryMs = retryMinMs;
+        return refused;
       },
       (err: unknown) => {
         this.scheduleRetry();
@@ -375,26 +380,31 @@ export class AccessService implements Service {
     }, delay);
   }
 
-  private async reconcileOnce(): Promise<void> {
+  /** Sets the key files to the active grants; ends the ones the installer refuses, and answers them with why. */
+  private async reconcileOnce(): Promise<Map<string, string>> {
     const grants = this.requireGrants();
     const all = await grants.entries();
     const active = all.filter(([, r]) => r.state === 'active');
-    const entries: AccessEntry[] = active.map(([id, r]) => ({
-      id,
-      principal: r.principal,
-      publicKey: r.publicKey,
-      expiresAt: r.expiresAt,
-      ...(r.from === undefined ? {} : { from: r.from }),
-      ...(r.proof === undefined || this.shown.has(id) ? {} : { proof: r.proof }),
-    }));
-    try {
-      await this.options.host.set(entries);
-    } catch (err) {
-      // The installer lost its record of a grant: the next run shows every proof again.
-      if (isOutpostError(err, 'ACCESS_UNPROVEN')) this.shown.clear();
-      throw err;
+    const entries = (): AccessEntry[] =>
+      active.map(([id, r]) => ({
+        id,
+        principal: r.principal,
+        publicKey: r.publicKey,
+        expiresAt: r.expiresAt,
+        ...(r.from === undefined ? {} : { from: r.from }),
+        ...(r.proof === undefined || this.shown.has(id) ? {} : { proof: r.proof }),
+      }));
+    let { refused } = await this.options.host.set(entries());
+    // Shown without their proof, which the installer no longer remembers (its record lost): once more with it.
+    const unshown = refused.filter((r) => this.shown.delete(r.id));
+    if (unshown.length > 0) ({ refused } = await this.options.host.set(entries()));
+    const reasons = new Map(refused.map((r) => [r.id, r.reason]));
+    for (const [id] of active) if (!reasons.has(id)) this.shown.add(id);
+    const failed = active.filter(([id]) => reasons.has(id));
+    if (failed.length > 0) {
+      this.options.log.warn('the installer refused grants; they end', { refused });
+      await this.markEnded(failed, 'failed', reasons);
     }
-    for (const [id] of active) this.shown.add(id);
     for (const [id, record] of all.filter(([, r]) => r.state === 'ending')) {
       await this.closeTunnel(id);
       const ended = await this.options.host.endSessions(record.principal);
@@ -402,6 +412,7 @@ export class AccessService implements Service {
       this.shown.delete(id);
       this.options.log.info('grant ended: key removed, sessions ended', { id, principal: record.principal, reason: record.endReason, processesEnded: ended });
     }
+    return reasons;
   }
 
   /** Writes down what a reboot may still give each active grant (grants.ts). */

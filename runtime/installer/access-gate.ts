@@ -17,19 +17,26 @@
  * - The record (`access-grants.json` in the installer's state dir) is written before the keys,
  *   so no key is on disk that it does not know. Lines already in the key files count as accepted:
  *   they were written by an installer, and a device upgraded with a grant open keeps it.
- * - One refusal refuses the whole set (ACCESS_UNPROVEN, naming each grant and why); nothing is
- *   written then.
+ * - A refusal is per entry: the set writes every entry it accepts and every removal, and answers
+ *   the refused ids with why. A grant the installer cannot prove (its proof lost with the agent's
+ *   crash, or its command expired before the agent could show it) never holds up the others nor a
+ *   revocation.
+ * - Time never goes back for the record: judged at the latest of the wall clock and the newest
+ *   time a set ran at (kept in the record), as the update path keeps its floor. A clock set back
+ *   cannot forget an ended grant early, nor make its envelope verify again.
+ * - The issuers come from the export walked as for a deploy, but expired metadata falls back to
+ *   what this installer verified last (deploy-gate.ts `stored-if-expired`), as the agent does.
  */
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import type { AccessEntry, AccessHost } from '../access/host.js';
-import { PRINCIPAL_PATTERN, parsePublicKey } from '../access/keys.js';
+import type { AccessEntry, AccessHost, AccessRefusal } from '../access/host.js';
+import { parseAuthorizedKeyLine, PRINCIPAL_PATTERN, parsePublicKey } from '../access/keys.js';
 import type { AccessSettings } from '../access/service.js';
 import { grantAccessArgs } from '../commands/handlers/grant-access.js';
 import { issuersFromTargets } from '../commands/issuers.js';
 import { verifyEnvelope } from '../commands/verify.js';
-import { OutpostError } from '../errors.js';
+import { isOutpostError, OutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
 import { writeFileAtomic } from '../platform/index.js';
 import type { TrustedTargets } from '../update/tuf/index.js';
@@ -69,22 +76,28 @@ const acceptedSchema = z.looseObject({
 });
 type Accepted = z.infer<typeof acceptedSchema>;
 
-const recordSchema = z.looseObject({ schema: z.literal(recordSchemaId), grants: z.record(z.string(), acceptedSchema) });
+const recordSchema = z.looseObject({
+  schema: z.literal(recordSchemaId),
+  /** The newest time a set ran at: the record's clock never goes back (absent in older records). */
+  highWater: z.iso.datetime().optional(),
+  grants: z.record(z.string(), acceptedSchema),
+});
+interface GateRecord {
+  readonly highWaterMs: number;
+  readonly grants: Map<string, Accepted>;
+}
 
 /** The agent computed the expiry a moment before asking, with its own clock. */
 const expirySlackMs = 60_000;
 
-/** An authorized-keys line as keys.ts renders it. */
-const renderedLine = /^expiry-time="(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})Z"(?:,from="([^"]*)")?,restrict,pty (\S+ \S+) outpost-grant:(\S+)$/;
-
 const seconds = (iso: string): number => Math.floor(Date.parse(iso) / 1000);
 
-async function readRecord(options: AccessGateOptions): Promise<Map<string, Accepted>> {
+async function readRecord(options: AccessGateOptions): Promise<GateRecord> {
   let text: string;
   try {
     text = await readFile(options.recordFile, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { highWaterMs: 0, grants: new Map() };
     throw new OutpostError('INSTALLER_REFUSED', `cannot read ${options.recordFile}: ${(err as Error).message}`, { transient: true });
   }
   const parsed = (() => {
@@ -99,9 +112,9 @@ async function readRecord(options: AccessGateOptions): Promise<Map<string, Accep
   // refusing every change from then on.
   if (!parsed?.success) {
     options.log.error('the record of accepted access grants is unreadable; starting it again', { file: options.recordFile });
-    return new Map();
+    return { highWaterMs: 0, grants: new Map() };
   }
-  return new Map(Object.entries(parsed.data.grants));
+  return { highWaterMs: parsed.data.highWater === undefined ? 0 : Date.parse(parsed.data.highWater), grants: new Map(Object.entries(parsed.data.grants)) };
 }
 
 /** The lines of the key files, as accepted grants (see the module's invariants). */
@@ -116,10 +129,8 @@ async function keyFileGrants(keysDir: string): Promise<Map<string, Accepted>> {
   for (const principal of names.filter((n) => PRINCIPAL_PATTERN.test(n))) {
     const text = await readFile(join(keysDir, principal), 'utf8').catch(() => '');
     for (const line of text.split('\n')) {
-      const m = renderedLine.exec(line);
-      if (!m) continue;
-      const expiresAt = `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.000Z`;
-      found.set(m[9]!, { principal, publicKey: m[8]!, ...(m[7] === undefined ? {} : { from: m[7] }), expiresAt, until: expiresAt, ended: false });
+      const entry = parseAuthorizedKeyLine(line, principal);
+      if (entry) found.set(entry.id, { principal, publicKey: entry.publicKey, ...(entry.from === undefined ? {} : { from: entry.from }), expiresAt: entry.expiresAt, until: entry.expiresAt, ended: false });
     }
   }
   return found;
@@ -168,43 +179,47 @@ async function checkProof(options: AccessGateOptions, entry: AccessEntry, target
 export function gatedAccessHost(options: AccessGateOptions): AccessHost {
   return {
     async set(entries) {
-      const nowMs = options.now().getTime();
-      const record = await readRecord(options);
+      const stored = await readRecord(options);
+      const nowMs = Math.max(options.now().getTime(), stored.highWaterMs);
+      const record = stored.grants;
       for (const [id, accepted] of record) if (Date.parse(accepted.until) < nowMs) record.delete(id);
       for (const [id, line] of await keyFileGrants(options.keysDir)) if (!record.has(id)) record.set(id, line);
       let targets: Promise<TrustedTargets> | undefined;
-      const walk = () => (targets ??= exportedTargets(options.walk, 'will not add an access key'));
-      const problems: string[] = [];
+      const walk = () => (targets ??= exportedTargets(options.walk, 'will not add an access key', 'stored-if-expired'));
+      const refused: AccessRefusal[] = [];
       const kept: AccessEntry[] = [];
       const next = new Map(record);
       for (const entry of entries) {
         // sshd refuses such a key anyway; leaving it out is a removal.
         if (Date.parse(entry.expiresAt) <= nowMs) continue;
         const known = record.get(entry.id);
+        const refuse = (reason: string): void => void refused.push({ id: entry.id, reason });
         if (known?.ended) {
-          problems.push(`grant ${entry.id}: it was removed (revoked or ended) and is not added again`);
+          refuse('it was removed (revoked or ended) and is not added again');
         } else if (known) {
-          if (known.principal !== entry.principal || !sameKey(known.publicKey, entry.publicKey) || known.from !== entry.from) problems.push(`grant ${entry.id}: it was accepted for another principal, key or from=; a grant never changes`);
-          else if (seconds(entry.expiresAt) > seconds(known.expiresAt)) problems.push(`grant ${entry.id}: it was accepted until ${known.expiresAt}; a grant is never extended (asked ${entry.expiresAt})`);
+          if (known.principal !== entry.principal || !sameKey(known.publicKey, entry.publicKey) || known.from !== entry.from) refuse('it was accepted for another principal, key or from=; a grant never changes');
+          else if (seconds(entry.expiresAt) > seconds(known.expiresAt)) refuse(`it was accepted until ${known.expiresAt}; a grant is never extended (asked ${entry.expiresAt})`);
           else kept.push(entry);
         } else {
-          const checked = await checkProof(options, entry, walk, nowMs);
-          if (typeof checked === 'string') problems.push(`grant ${entry.id}: ${checked}`);
+          // A store that is busy passes: the whole set is retried. Metadata that does not verify stays so.
+          const checked = await checkProof(options, entry, walk, nowMs).catch((err: unknown) => {
+            if (isOutpostError(err) && err.transient) throw err;
+            return `its proof cannot be checked: ${(err as Error).message}`;
+          });
+          if (typeof checked === 'string') refuse(checked);
           else {
             next.set(entry.id, checked);
             kept.push(entry);
           }
         }
       }
-      if (problems.length > 0) {
-        options.log.warn('access keys refused', { problems });
-        throw new OutpostError('ACCESS_UNPROVEN', `will not write the access keys: ${problems.join('; ')}`.slice(0, 4000));
-      }
+      if (refused.length > 0) options.log.warn('access keys refused', { refused });
       const keptIds = new Set(kept.map((e) => e.id));
       for (const [id, accepted] of next) if (!accepted.ended && !keptIds.has(id)) next.set(id, { ...accepted, ended: true });
       await mkdir(dirname(options.recordFile), { recursive: true, mode: 0o700 });
-      await writeFileAtomic(options.recordFile, `${JSON.stringify({ schema: recordSchemaId, grants: Object.fromEntries(next) })}\n`, { mode: 0o600 });
-      await options.host.set(kept);
+      await writeFileAtomic(options.recordFile, `${JSON.stringify({ schema: recordSchemaId, highWater: new Date(nowMs).toISOString(), grants: Object.fromEntries(next) })}\n`, { mode: 0o600 });
+      const written = await options.host.set(kept);
+      return { refused: [...refused, ...written.refused] };
     },
     endSessions: (principal) => options.host.endSessions(principal),
     sessions: () => options.host.sessions(),

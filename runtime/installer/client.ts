@@ -115,7 +115,7 @@ export function remoteHost(options: RemoteHostOptions): UpdateHost {
  */
 export function remoteAccessHost(socket: string): AccessHost {
   return {
-    set: async (entries) => void (await installerCall(socket, { op: 'access.set', entries: entries.map((e) => ({ ...e })) })),
+    set: (entries) => installerCall(socket, { op: 'access.set', entries: entries.map((e) => ({ ...e })) }),
     endSessions: (principal) => installerCall(socket, { op: 'access.endSessions', principal }),
     sessions: () => installerCall(socket, { op: 'access.sessions' }),
   };

@@ -74,13 +74,13 @@ const rebuildable = ['STORE_CORRUPT', 'STORE_TOO_NEW'] as const;
  * the image's root, as on the first deploy: else every deploy would be refused from then on. Unlike
  * the agent's, this store is root's alone: the agent cannot make it unreadable to force that walk.
  */
-async function verifiedTargets(options: ExportWalkOptions, exportDir: string, refusal: string): Promise<TrustedTargets> {
+async function verifiedTargets(options: ExportWalkOptions, exportDir: string, refusal: string, freshness: Freshness): Promise<TrustedTargets> {
   try {
-    return await walkExport(options, exportDir).catch((err: unknown) => {
+    return await walkExport(options, exportDir, freshness).catch((err: unknown) => {
       if (!isOutpostError(err, ...rebuildable)) throw err;
       const kept = setAsideStore(options.storeDir);
       options.log.warn('the installer\'s metadata store is unreadable; starting it again from the image\'s root', { store: options.storeDir, copy: kept, err });
-      return walkExport(options, exportDir);
+      return walkExport(options, exportDir, freshness);
     });
   } catch (err) {
     // The details stay in the installer's log: a parse error quotes what it read, and the
@@ -93,7 +93,16 @@ async function verifiedTargets(options: ExportWalkOptions, exportDir: string, re
   }
 }
 
-async function walkExport(options: ExportWalkOptions, exportDir: string): Promise<TrustedTargets> {
+/**
+ * `fresh` for what installs (a deploy): expired metadata refuses. `stored-if-expired` for who may
+ * send commands: when the export has expired (the repository unreachable for longer than its
+ * lifetime), what this store verified last, with no expiry judged, as the agent judges commands
+ * by its own store (TufClient.stored); else a gateway cut off from its repository could not be
+ * reached by SSH either, which is when it is needed most.
+ */
+export type Freshness = 'fresh' | 'stored-if-expired';
+
+async function walkExport(options: ExportWalkOptions, exportDir: string, freshness: Freshness): Promise<TrustedTargets> {
   // Repaired like the agent's store: a power cut while LevelDB wrote it must not refuse every
   // deploy from then on (found by the power-cut series). A copy of the damaged one is kept.
   const store = await Store.open({
@@ -105,7 +114,16 @@ async function walkExport(options: ExportWalkOptions, exportDir: string): Promis
     },
   });
   try {
-    return await new TufClient({ store, fetcher: exportFetcher(exportDir), initialRoot: await readFile(options.rootFile), now: options.now, log: options.log }).refresh();
+    const client = new TufClient({ store, fetcher: exportFetcher(exportDir), initialRoot: await readFile(options.rootFile), now: options.now, log: options.log });
+    try {
+      return await client.refresh();
+    } catch (err) {
+      if (freshness === 'fresh' || !isOutpostError(err, 'UPDATE_EXPIRED')) throw err;
+      const stored = await client.stored();
+      if (!stored) throw err;
+      options.log.warn('the exported metadata has expired; judging command issuers by the targets this installer verified last', { targets: stored.versions.targets, err });
+      return stored;
+    }
   } finally {
     await store.close();
   }
@@ -115,10 +133,10 @@ async function walkExport(options: ExportWalkOptions, exportDir: string): Promis
  * The targets metadata the agent's export verifies to, walked by the installer itself; refuses
  * (INSTALLER_REFUSED, starting with `refusal`) when it does not verify.
  */
-export async function exportedTargets(options: ExportWalkOptions, refusal: string): Promise<TrustedTargets> {
+export async function exportedTargets(options: ExportWalkOptions, refusal: string, freshness: Freshness = 'fresh'): Promise<TrustedTargets> {
   const exportDir = await realpath(options.exportDir).catch(() => options.exportDir);
   if (!exportDir.startsWith((await realpath(options.agentStateDir)) + sep)) throw new OutpostError('INSTALLER_REFUSED', `${refusal}: ${options.exportDir} leads out of the agent's state dir`);
-  return verifiedTargets(options, exportDir, refusal);
+  return verifiedTargets(options, exportDir, refusal, freshness);
 }
 
 /** Refuses (INSTALLER_REFUSED) unless the signed metadata names `commit` as a release for this device. */

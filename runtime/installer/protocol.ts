@@ -140,7 +140,7 @@ export const installerResultSchemas = {
   'boot.bootedCommit': z.string().nullable(),
   'boot.reboot': z.null(),
   'unit.restart': z.null(),
-  'access.set': z.null(),
+  'access.set': z.strictObject({ refused: z.array(z.strictObject({ id: z.string(), reason: z.string() })).max(256) }),
   'access.endSessions': z.number().int().min(0),
   'access.sessions': z.array(z.strictObject({ principal: z.string(), id: z.string(), pid: z.number().int(), tty: z.string().nullable() })).max(1024),
 } as const satisfies { [K in InstallerOp]: z.ZodType };

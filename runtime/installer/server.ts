@@ -128,8 +128,7 @@ async function perform(options: InstallerServerOptions, request: InstallerReques
     case 'access.sessions': {
       if (!options.access) throw new OutpostError('INSTALLER_REFUSED', `${request.op}: no commands.access section in the installer's config`);
       if (request.op === 'access.set') {
-        await options.access.set(request.entries.map((e) => ({ id: e.id, principal: e.principal, publicKey: e.publicKey, expiresAt: e.expiresAt, ...(e.from === undefined ? {} : { from: e.from }), ...(e.proof === undefined ? {} : { proof: e.proof }) })));
-        return null;
+        return options.access.set(request.entries.map((e) => ({ id: e.id, principal: e.principal, publicKey: e.publicKey, expiresAt: e.expiresAt, ...(e.from === undefined ? {} : { from: e.from }), ...(e.proof === undefined ? {} : { proof: e.proof }) })));
       }
       return request.op === 'access.endSessions' ? options.access.endSessions(request.principal) : options.access.sessions();
     }

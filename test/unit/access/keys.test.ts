@@ -8,7 +8,7 @@ import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wr
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execa } from 'execa';
-import { authorizedKeyLine, checkFromPatterns, expiryTimeOption, localAccessHost, parsePublicKey, renderAuthorizedKeys } from '../../../runtime/access/index.js';
+import { authorizedKeyLine, checkFromPatterns, expiryTimeOption, localAccessHost, parseAuthorizedKeyLine, parsePublicKey, renderAuthorizedKeys } from '../../../runtime/access/index.js';
 import { createLogger } from '../../../runtime/logs/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'outpost-access-keys-'));
@@ -72,6 +72,20 @@ t.test('the line: UTC expiry in whole seconds rounded down, from=, restrict with
   t.throws(() => authorizedKeyLine({ id: 'c', principal: 'ops', publicKey: key, expiresAt: 'soon' }), /not a time/);
 });
 
+t.test('a line reads back as the entry it was written for, to the second; any other line does not', async (t) => {
+  const { pub } = await keygen('ed-parse', ['-t', 'ed25519']);
+  const key = parsePublicKey(pub).text;
+  for (const entry of [
+    { id: 'cmd-1', principal: 'ops', publicKey: key, expiresAt: '2031-02-03T04:05:06.000Z' },
+    { id: 'cmd-2', principal: 'ops', publicKey: key, from: '192.0.2.0/24,!192.0.2.1', expiresAt: '2031-02-03T04:05:06.000Z' },
+  ]) {
+    t.same(parseAuthorizedKeyLine(authorizedKeyLine(entry), 'ops'), entry);
+  }
+  t.same(parseAuthorizedKeyLine(authorizedKeyLine({ id: 'cmd-3', principal: 'ops', publicKey: key, expiresAt: '2031-02-03T04:05:06.999Z' }), 'ops')?.expiresAt, '2031-02-03T04:05:06.000Z', 'sshd\'s expiry, rounded down');
+  t.equal(parseAuthorizedKeyLine(`${key} hand-added`, 'ops'), undefined);
+  t.equal(parseAuthorizedKeyLine('# Written by outpost', 'ops'), undefined);
+});
+
 t.test('the file: latest expiry first, one key per line, read back by ssh-keygen', async (t) => {
   const a = await keygen('ed4', ['-t', 'ed25519']);
   const b = await keygen('rsa4', ['-t', 'rsa', '-b', '2048']);
@@ -100,10 +114,26 @@ t.test('the local adapter writes one 0644 file per principal, removes the others
   t.same(readdirSync(keysDir).sort(), ['README.txt', 'ops'], 'the stale principal file went; other names are not outpost\'s');
   t.equal(statSync(join(keysDir, 'ops')).mode & 0o777, 0o644);
   t.match(readFileSync(join(keysDir, 'ops'), 'utf8'), /outpost-grant:g1\n$/);
-  await t.rejects(host.set([{ id: 'g2', principal: 'root', publicKey: pub, expiresAt: '2031-01-01T00:30:00Z' }]), { code: 'INSTALLER_REFUSED' }, 'a principal off the list');
-  await t.rejects(host.set([{ id: 'g3', principal: 'ops', publicKey: pub, expiresAt: '2031-01-01T03:00:00Z' }]), { code: 'INSTALLER_REFUSED', message: /maxDurationSec/ }, 'longer than allowed');
-  await t.rejects(host.set([{ id: 'g4', principal: 'ops', publicKey: `command="sh" ${pub}`, expiresAt: '2031-01-01T00:30:00Z' }]), { code: 'INSTALLER_REFUSED', message: /malformed/ }, 'a smuggled option');
-  t.match(readFileSync(join(keysDir, 'ops'), 'utf8'), /outpost-grant:g1\n$/, 'a refused set changes nothing');
+  const g1 = { id: 'g1', principal: 'ops', publicKey: pub, expiresAt: '2031-01-01T00:30:00Z' };
+  const outcome = await host.set([
+    g1,
+    { id: 'g2', principal: 'root', publicKey: pub, expiresAt: '2031-01-01T00:30:00Z' },
+    { id: 'g3', principal: 'ops', publicKey: pub, expiresAt: '2031-01-01T03:00:00Z' },
+    { id: 'g4', principal: 'ops', publicKey: `command="sh" ${pub}`, expiresAt: '2031-01-01T00:30:00Z' },
+    { id: 'g5', principal: 'field', publicKey: pub, expiresAt: '2031-01-01T00:20:00Z' },
+  ]);
+  t.match(
+    outcome.refused,
+    [
+      { id: 'g2', reason: /not in commands\.access\.principals/ },
+      { id: 'g3', reason: /maxDurationSec/ },
+      { id: 'g4', reason: /malformed/ },
+    ],
+    'each entry off the contract is refused with why: a principal off the list, longer than allowed, a smuggled option',
+  );
+  t.equal(outcome.refused.length, 3);
+  t.match(readFileSync(join(keysDir, 'ops'), 'utf8'), /restrict,pty \S+ \S+ outpost-grant:g1\n$/, 'the refused entries do not hold up the others');
+  t.match(readFileSync(join(keysDir, 'field'), 'utf8'), /outpost-grant:g5\n$/);
   await host.set([]);
   t.same(readdirSync(keysDir), ['README.txt'], 'no grants, no files');
   await t.rejects(host.endSessions('root'), { code: 'INSTALLER_REFUSED' });
