@@ -33,7 +33,7 @@ import type { Collection, Store, WriteBatch } from '../store/index.js';
 import { checkpointRemaining, CHECKPOINT_MS, GRANTS_COLLECTION, grantRecordSchema, resumeGrant, type GrantRecord } from './grants.js';
 import type { AccessEntry, AccessHost } from './host.js';
 import { parsePublicKey } from './keys.js';
-import { ensureTunnelKey, startTunnel, type Tunnel, type TunnelTarget } from './tunnel.js';
+import { ensureTunnelKey, startTunnel, tunnelHostAllowed, type Tunnel, type TunnelTarget } from './tunnel.js';
 
 /** Schema id of the events (as link/drain.ts's `outbox-dropped`). */
 export const ACCESS_EVENT_SCHEMA = 'outpost.event/1';
@@ -46,6 +46,8 @@ export interface AccessSettings {
   readonly maxDurationSec: number;
   readonly sshdPort: number;
   readonly tunnels: boolean;
+  /** The bastions a tunnel may go to (names compared case-insensitively). */
+  readonly tunnelHosts: readonly string[];
   readonly tunnelKeyFile: string;
   readonly loginPollSec: number;
 }
@@ -172,7 +174,8 @@ export class AccessService implements Service {
     const { settings } = this.options;
     if (!settings.principals.includes(request.principal)) throw new OutpostError('ACCESS_REFUSED', `principal ${request.principal} is not in commands.access.principals`);
     if (request.durationSec > settings.maxDurationSec) throw new OutpostError('ACCESS_REFUSED', `durationSec ${request.durationSec} is more than commands.access.maxDurationSec (${settings.maxDurationSec})`);
-    if (request.tunnel && !settings.tunnels) throw new OutpostError('ACCESS_REFUSED', 'reverse tunnels are off on this device (commands.access.tunnels)');
+    if (request.tunnel && !settings.tunnels) throw new OutpostError('ACCESS_REFUSED', 'reverse tunnels are off on this device (commands.access.tunnels; unset, on once commands.access.tunnelHosts names a bastion)');
+    if (request.tunnel && !tunnelHostAllowed(settings.tunnelHosts, request.tunnel.host)) throw new OutpostError('ACCESS_REFUSED', `tunnel host ${request.tunnel.host} is not in commands.access.tunnelHosts`);
     const key = parsePublicKey(request.publicKey);
     const devicePublicKey = request.tunnel ? await ensureTunnelKey(settings.tunnelKeyFile, this.options.exec) : undefined;
     const nowMs = this.clock.monotonicMs();
@@ -466,13 +469,14 @@ export class AccessService implements Service {
 }
 
 /** The settings from the config section and the daemon's paths. */
-export function accessSettings(section: { principals: readonly string[]; maxDurationSec: number; sshdPort: number; tunnels: boolean; tunnelKeyFile?: string | undefined; loginPollSec: number }, stateDir: string): AccessSettings {
+export function accessSettings(section: { principals: readonly string[]; maxDurationSec: number; sshdPort: number; tunnels: boolean; tunnelHosts: readonly string[]; tunnelKeyFile?: string | undefined; loginPollSec: number }, stateDir: string): AccessSettings {
   return {
     dir: join(stateDir, 'access'),
     principals: section.principals,
     maxDurationSec: section.maxDurationSec,
     sshdPort: section.sshdPort,
     tunnels: section.tunnels,
+    tunnelHosts: section.tunnelHosts,
     tunnelKeyFile: section.tunnelKeyFile ?? join(stateDir, 'access', 'tunnel-key'),
     loginPollSec: section.loginPollSec,
   };

@@ -54,6 +54,15 @@ const backoffMinMs = 1_000;
 const backoffMaxMs = 60_000;
 const keygenTimeoutMs = 30_000;
 
+/**
+ * Whether `host` is one of `allowed` (config `commands.access.tunnelHosts`): as spelled, since a
+ * resolved address could change under a name; host names are case-insensitive.
+ */
+export function tunnelHostAllowed(allowed: readonly string[], host: string): boolean {
+  const wanted = host.toLowerCase();
+  return allowed.some((entry) => entry.toLowerCase() === wanted);
+}
+
 /** The device's tunnel key: created on first use; resolves with its public half. */
 export async function ensureTunnelKey(keyFile: string, exec: Exec): Promise<string> {
   if (!existsSync(keyFile)) {

@@ -180,6 +180,9 @@ const commandLogsSchema = z.strictObject({
   journalDir: filePath.optional(),
 });
 
+/** A host name or address a reverse tunnel may go to: nothing ssh could read as an option. */
+export const tunnelHostSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$/, 'must be a host name or address');
+
 /**
  * Just-in-time SSH access (`grant-access`, `revoke-access`; docs/architecture.md "Remote access").
  * sshd must read `<keysDir>/%u` (the shipped drop-in systemd/outpost-access.sshd.conf). Each
@@ -198,13 +201,28 @@ const accessSchema = z.strictObject({
   maxDurationSec: z.number().int().min(1).max(7 * 86_400).default(3600),
   /** The port of this device's sshd, where a reverse tunnel leads. */
   sshdPort: z.number().int().min(1).max(65_535).default(22),
-  /** Whether a grant may open a reverse SSH tunnel to the bastion its command names. */
-  tunnels: z.boolean().default(true),
+  /**
+   * Whether a grant may open a reverse SSH tunnel to the bastion its command names. Unset, it is
+   * whether `tunnelHosts` names one: a config from before that list loads with tunnels off rather
+   * than failing, or tunnelling to any host.
+   */
+  tunnels: z.boolean().optional(),
+  /**
+   * The bastions a grant's tunnel may go to, compared with its `tunnel.host` as spelled (case
+   * aside): without this list any issuer of `grant-access` could have the device connect, with its
+   * own tunnel key, to any host. The port stays the command's: the bastion is the operator's.
+   */
+  tunnelHosts: z.array(tunnelHostSchema).max(32).default([]),
   /** The device's tunnel key (created on first use); default <stateDir>/access/tunnel-key. */
   tunnelKeyFile: filePath.optional(),
   /** How often the sessions of granted principals are looked at, for the access-login events. */
   loginPollSec: z.number().int().min(1).max(600).default(5),
-});
+})
+  .refine((access) => access.tunnels !== true || access.tunnelHosts.length > 0, {
+    message: 'must name at least one bastion when tunnels is true (a grant\'s tunnel.host must be one of them)',
+    path: ['tunnelHosts'],
+  })
+  .transform((access) => ({ ...access, tunnels: access.tunnels ?? access.tunnelHosts.length > 0 }));
 
 /**
  * Signed remote commands (docs/protocol.md). Who may send what is in the signed update metadata,

@@ -8,11 +8,10 @@
  */
 import { z } from 'zod';
 import { checkFromPatterns, parsePublicKey, type AccessService, type AccessSettings } from '../../access/index.js';
+import { tunnelHostAllowed } from '../../access/tunnel.js';
+import { tunnelHostSchema } from '../../config/index.js';
 import type { CommandHandler } from '../service.js';
 import { acceptedEnvelope } from '../verify.js';
-
-/** A host name or address the tunnel may go to: nothing ssh could read as an option. */
-const hostName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$/, 'must be a host name or address');
 
 const keyText = (what: string) =>
   z.string().superRefine((text, ctx) => {
@@ -23,7 +22,7 @@ const keyText = (what: string) =>
     }
   });
 
-/** The argument schema for this device's settings. */
+/** The argument schema for this device's settings, as the installer checks it too. */
 export function grantAccessArgs(settings: Pick<AccessSettings, 'principals' | 'maxDurationSec'>) {
   return z.strictObject({
     publicKey: keyText('not a single OpenSSH public key'),
@@ -41,7 +40,7 @@ export function grantAccessArgs(settings: Pick<AccessSettings, 'principals' | 'm
       .optional(),
     tunnel: z
       .strictObject({
-        host: hostName,
+        host: tunnelHostSchema,
         port: z.number().int().min(1).max(65_535).default(22),
         user: z.string().regex(/^[a-z_][a-z0-9_.-]{0,31}$/, 'must be a user name'),
         hostKey: keyText("not the bastion's public host key"),
@@ -51,9 +50,21 @@ export function grantAccessArgs(settings: Pick<AccessSettings, 'principals' | 'm
   });
 }
 
+/**
+ * The agent's schema adds the tunnel's bounds, which the installer leaves out: the agent runs the
+ * tunnel, as itself, so the bastions it may reach are its config's to say.
+ */
+function agentArgs(settings: AccessSettings) {
+  return grantAccessArgs(settings).superRefine((args, ctx) => {
+    if (!args.tunnel) return;
+    if (!settings.tunnels) ctx.addIssue({ code: 'custom', path: ['tunnel'], message: 'reverse tunnels are off on this device (commands.access.tunnels; unset, on once commands.access.tunnelHosts names a bastion)' });
+    else if (!tunnelHostAllowed(settings.tunnelHosts, args.tunnel.host)) ctx.addIssue({ code: 'custom', path: ['tunnel', 'host'], message: `not in commands.access.tunnelHosts (${args.tunnel.host})` });
+  });
+}
+
 export function grantAccessHandler(settings: AccessSettings, access: () => AccessService): CommandHandler<z.output<ReturnType<typeof grantAccessArgs>>> {
   return {
-    args: grantAccessArgs(settings),
+    args: agentArgs(settings),
     timeoutMs: 60_000,
     run: (args, { command }) => access().grant(command.id, { ...args, ...(args.tunnel ? { tunnel: { ...args.tunnel, hostKey: parsePublicKey(args.tunnel.hostKey).text } } : {}) }, acceptedEnvelope(command)),
   };

@@ -57,7 +57,7 @@ async function accessDevice(t: Test, split = false): Promise<{ device: OtaDevice
   d.world.writeConfig({
     broker: { url: broker.url, caFile: pki.ca.cert, certFile: pki.client.cert, keyFile: pki.client.key, reconnectMinMs: 200, reconnectMaxMs: 1000 },
     update: ota.updateConfig(),
-    commands: { access: { principals: [principal], keysDir: device.keysDir, maxDurationSec: 60, sshdPort: device.port, loginPollSec: 1 } },
+    commands: { access: { principals: [principal], keysDir: device.keysDir, maxDurationSec: 60, sshdPort: device.port, loginPollSec: 1, tunnelHosts: ['127.0.0.1'] } },
     ...(split ? { installer: { socket: join(d.world.dir, 'installer.sock'), stateDir: join(d.world.dir, 'installer-state'), idleExitSec: 0 } } : {}),
   });
   const boot = async () => {
@@ -203,6 +203,9 @@ t.test('a reverse tunnel reaches the device\'s sshd through the bastion for the 
   await sharedDevice();
   const heard = await listen(t);
   const remotePort = await freePort();
+  // The same bastion under a name that is not on commands.access.tunnelHosts.
+  const offList = await send(heard, 'grant-access', { publicKey: operatorPub, principal, durationSec: 60, tunnel: { host: 'localhost', port: bastion.port, user: 'root', hostKey: bastion.hostKey, remotePort } });
+  t.match(offList, { outcome: 'rejected', reason: 'bad-args', message: /tunnel\.host: not in commands\.access\.tunnelHosts \(localhost\)/ });
   const granted = await send(heard, 'grant-access', { publicKey: operatorPub, principal, durationSec: 60, tunnel: { host: '127.0.0.1', port: bastion.port, user: 'root', hostKey: bastion.hostKey, remotePort } });
   t.equal(granted.outcome, 'succeeded', granted.message);
   const devicePublicKey = (granted.output as { tunnel: { devicePublicKey: string } }).tunnel.devicePublicKey;

@@ -61,7 +61,7 @@ t.test('a revoke while a checkpoint is between its read and its write stays revo
   });
   const principal = 'jit-nobody';
   const service = new AccessService({
-    settings: accessSettings({ principals: [principal], maxDurationSec: 3600, sshdPort: 22, tunnels: false, loginPollSec: 3600 }, join(dir, 'state')),
+    settings: accessSettings({ principals: [principal], maxDurationSec: 3600, sshdPort: 22, tunnels: false, tunnelHosts: [], loginPollSec: 3600 }, join(dir, 'state')),
     deviceId: 'gw-1',
     store: () => held,
     outbox: () => outbox,

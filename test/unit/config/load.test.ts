@@ -85,6 +85,23 @@ t.test('commands need the broker and the update sections, and say why', async (t
   ]);
 });
 
+t.test('tunnels go only to the bastions of commands.access.tunnelHosts, and are off without one', async (t) => {
+  const dir = tempDir(t);
+  const withAccess = (access: Record<string, unknown>) =>
+    write(dir, 'c.json', { deviceId: 'gw-1', broker, update: { server: 'https://updates.example', hardware: 'gw' }, commands: { access: { principals: ['ops'], ...access } } });
+  const access = (file: string) => validateConfigFile(file).commands?.access;
+
+  t.match(access(withAccess({})), { tunnels: false, tunnelHosts: [] }, 'a config from before the list loads, tunnels off');
+  t.match(access(withAccess({ tunnelHosts: ['bastion.example.com', '192.0.2.7'] })), { tunnels: true, tunnelHosts: ['bastion.example.com', '192.0.2.7'] }, 'naming a bastion turns them on');
+  t.match(access(withAccess({ tunnels: false, tunnelHosts: ['bastion.example.com'] })), { tunnels: false }, 'tunnels: false still turns them off');
+  const bare = withAccess({ tunnels: true });
+  t.same(problemsOf(() => validateConfigFile(bare)), [`${bare}: commands.access.tunnelHosts: must name at least one bastion when tunnels is true (a grant's tunnel.host must be one of them)`]);
+  const empty = withAccess({ tunnels: true, tunnelHosts: [] });
+  t.match(problemsOf(() => validateConfigFile(empty)), [/commands\.access\.tunnelHosts: must name at least one bastion/]);
+  const option = withAccess({ tunnelHosts: ['-oProxyCommand=x'] });
+  t.same(problemsOf(() => validateConfigFile(option)), [`${option}: commands.access.tunnelHosts.0: must be a host name or address`]);
+});
+
 t.test('invalid JSON names the line and column', async (t) => {
   const dir = tempDir(t);
   const file = write(dir, 'c.json', '{\n  "deviceId": "gw-1",\n}\n');
