@@ -21,9 +21,11 @@
  *   the refused ids with why. A grant the installer cannot prove (its proof lost with the agent's
  *   crash, or its command expired before the agent could show it) never holds up the others nor a
  *   revocation.
- * - Time never goes back for the record: judged at the latest of the wall clock and the newest
- *   time a set ran at (kept in the record), as the update path keeps its floor. A clock set back
- *   cannot forget an ended grant early, nor make its envelope verify again.
+ * - A record is forgotten only once the installer's trusted time (the reference time of its TUF
+ *   walks, which never goes back and judges every envelope) is past the time its envelope could
+ *   still verify: a wall clock run ahead and set back cannot make it forget an ended grant. The
+ *   entries themselves are judged by the wall clock, as the agent computed their expiry: a clock
+ *   behind the last set (a power cut, no RTC) never drops a new grant.
  * - The issuers come from the export walked as for a deploy, but expired metadata falls back to
  *   what this installer verified last (deploy-gate.ts `stored-if-expired`), as the agent does.
  */
@@ -78,12 +80,12 @@ type Accepted = z.infer<typeof acceptedSchema>;
 
 const recordSchema = z.looseObject({
   schema: z.literal(recordSchemaId),
-  /** The newest time a set ran at: the record's clock never goes back (absent in older records). */
-  highWater: z.iso.datetime().optional(),
+  /** The newest reference time of this installer's TUF walks (absent in older records). */
+  trustedTime: z.iso.datetime().optional(),
   grants: z.record(z.string(), acceptedSchema),
 });
 interface GateRecord {
-  readonly highWaterMs: number;
+  readonly trustedMs: number;
   readonly grants: Map<string, Accepted>;
 }
 
@@ -97,7 +99,7 @@ async function readRecord(options: AccessGateOptions): Promise<GateRecord> {
   try {
     text = await readFile(options.recordFile, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { highWaterMs: 0, grants: new Map() };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { trustedMs: 0, grants: new Map() };
     throw new OutpostError('INSTALLER_REFUSED', `cannot read ${options.recordFile}: ${(err as Error).message}`, { transient: true });
   }
   const parsed = (() => {
@@ -112,9 +114,9 @@ async function readRecord(options: AccessGateOptions): Promise<GateRecord> {
   // refusing every change from then on.
   if (!parsed?.success) {
     options.log.error('the record of accepted access grants is unreadable; starting it again', { file: options.recordFile });
-    return { highWaterMs: 0, grants: new Map() };
+    return { trustedMs: 0, grants: new Map() };
   }
-  return { highWaterMs: parsed.data.highWater === undefined ? 0 : Date.parse(parsed.data.highWater), grants: new Map(Object.entries(parsed.data.grants)) };
+  return { trustedMs: parsed.data.trustedTime === undefined ? 0 : Date.parse(parsed.data.trustedTime), grants: new Map(Object.entries(parsed.data.grants)) };
 }
 
 /** The lines of the key files, as accepted grants (see the module's invariants). */
@@ -145,9 +147,11 @@ function sameKey(a: string, b: string): boolean {
 }
 
 /** Why `entry` may not be added on the strength of `proof`, or what to record for it. */
-async function checkProof(options: AccessGateOptions, entry: AccessEntry, targets: () => Promise<TrustedTargets>, nowMs: number): Promise<string | Accepted> {
+async function checkProof(options: AccessGateOptions, entry: AccessEntry, targets: () => Promise<TrustedTargets>, nowMs: number, trustedMs: number): Promise<string | Accepted> {
   if (entry.proof === undefined) return 'it adds a key and carries no signed grant-access command';
   const trusted = await targets();
+  // Never before what a record was forgotten by (a store set aside starts its floor again).
+  const referenceMs = Math.max(trusted.referenceTime.getTime(), trustedMs);
   const issuers = issuersFromTargets(trusted);
   if (!issuers.ok) return `the command issuers of the signed metadata are unusable: ${issuers.reason}`;
   const verdict = await verifyEnvelope(entry.proof, {
@@ -155,7 +159,7 @@ async function checkProof(options: AccessGateOptions, entry: AccessEntry, target
     groups: options.groups,
     issuers: issuers.issuers,
     now: new Date(nowMs),
-    notEarlierThan: trusted.referenceTime,
+    notEarlierThan: new Date(referenceMs),
     skewMs: options.skewMs,
     // The record is the installer's replay store: an id in it never reaches this check.
     seen: async () => undefined,
@@ -168,7 +172,7 @@ async function checkProof(options: AccessGateOptions, entry: AccessEntry, target
   if (args.principal !== entry.principal) return `its command grants principal ${args.principal}, not ${entry.principal}`;
   if (!sameKey(args.publicKey, entry.publicKey)) return 'its command grants another key';
   if (args.from !== entry.from) return `its command grants from=${args.from ?? '(any)'}, not from=${entry.from ?? '(any)'}`;
-  const reference = Math.max(nowMs, trusted.referenceTime.getTime());
+  const reference = Math.max(nowMs, referenceMs);
   const latest = Math.min(Date.parse(command.expires), reference + expirySlackMs) + args.durationSec * 1000;
   if (Date.parse(entry.expiresAt) > latest) return `it expires at ${entry.expiresAt}, later than its command allows (${new Date(latest).toISOString()}: ${args.durationSec} s from now)`;
   const until = new Date(Math.max(Date.parse(entry.expiresAt), Date.parse(command.expires) + options.skewMs)).toISOString();
@@ -179,13 +183,17 @@ async function checkProof(options: AccessGateOptions, entry: AccessEntry, target
 export function gatedAccessHost(options: AccessGateOptions): AccessHost {
   return {
     async set(entries) {
+      const nowMs = options.now().getTime();
       const stored = await readRecord(options);
-      const nowMs = Math.max(options.now().getTime(), stored.highWaterMs);
+      let trustedMs = stored.trustedMs;
       const record = stored.grants;
-      for (const [id, accepted] of record) if (Date.parse(accepted.until) < nowMs) record.delete(id);
       for (const [id, line] of await keyFileGrants(options.keysDir)) if (!record.has(id)) record.set(id, line);
       let targets: Promise<TrustedTargets> | undefined;
-      const walk = () => (targets ??= exportedTargets(options.walk, 'will not add an access key', 'stored-if-expired'));
+      const walk = () =>
+        (targets ??= exportedTargets(options.walk, 'will not add an access key', 'stored-if-expired').then((trusted) => {
+          trustedMs = Math.max(trustedMs, trusted.referenceTime.getTime());
+          return trusted;
+        }));
       const refused: AccessRefusal[] = [];
       const kept: AccessEntry[] = [];
       const next = new Map(record);
@@ -202,7 +210,7 @@ export function gatedAccessHost(options: AccessGateOptions): AccessHost {
           else kept.push(entry);
         } else {
           // A store that is busy passes: the whole set is retried. Metadata that does not verify stays so.
-          const checked = await checkProof(options, entry, walk, nowMs).catch((err: unknown) => {
+          const checked = await checkProof(options, entry, walk, nowMs, stored.trustedMs).catch((err: unknown) => {
             if (isOutpostError(err) && err.transient) throw err;
             return `its proof cannot be checked: ${(err as Error).message}`;
           });
@@ -215,9 +223,12 @@ export function gatedAccessHost(options: AccessGateOptions): AccessHost {
       }
       if (refused.length > 0) options.log.warn('access keys refused', { refused });
       const keptIds = new Set(kept.map((e) => e.id));
-      for (const [id, accepted] of next) if (!accepted.ended && !keptIds.has(id)) next.set(id, { ...accepted, ended: true });
+      for (const [id, accepted] of next) {
+        if (Date.parse(accepted.until) < trustedMs) next.delete(id);
+        else if (!accepted.ended && !keptIds.has(id)) next.set(id, { ...accepted, ended: true });
+      }
       await mkdir(dirname(options.recordFile), { recursive: true, mode: 0o700 });
-      await writeFileAtomic(options.recordFile, `${JSON.stringify({ schema: recordSchemaId, highWater: new Date(nowMs).toISOString(), grants: Object.fromEntries(next) })}\n`, { mode: 0o600 });
+      await writeFileAtomic(options.recordFile, `${JSON.stringify({ schema: recordSchemaId, ...(trustedMs > 0 ? { trustedTime: new Date(trustedMs).toISOString() } : {}), grants: Object.fromEntries(next) })}\n`, { mode: 0o600 });
       const written = await options.host.set(kept);
       return { refused: [...refused, ...written.refused] };
     },

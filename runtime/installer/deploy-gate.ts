@@ -95,10 +95,11 @@ async function verifiedTargets(options: ExportWalkOptions, exportDir: string, re
 
 /**
  * `fresh` for what installs (a deploy): expired metadata refuses. `stored-if-expired` for who may
- * send commands: when the export has expired (the repository unreachable for longer than its
- * lifetime), what this store verified last, with no expiry judged, as the agent judges commands
- * by its own store (TufClient.stored); else a gateway cut off from its repository could not be
- * reached by SSH either, which is when it is needed most.
+ * send commands: when the export has expired (the repository unreachable for longer than the
+ * timestamp's lifetime), the targets this store verified last, as long as they have not expired
+ * themselves; the agent judges commands by its own store the same way (TufClient.stored). Else a
+ * gateway cut off from its repository could not be reached by SSH either, which is when it is
+ * needed most.
  */
 export type Freshness = 'fresh' | 'stored-if-expired';
 
@@ -120,7 +121,9 @@ async function walkExport(options: ExportWalkOptions, exportDir: string, freshne
     } catch (err) {
       if (freshness === 'fresh' || !isOutpostError(err, 'UPDATE_EXPIRED')) throw err;
       const stored = await client.stored();
-      if (!stored) throw err;
+      // The targets' own lifetime is how long the fleet vouches for its issuer list: past it,
+      // an agent withholding newer metadata (a revoked issuer in it) gains nothing more.
+      if (!stored || stored.expires.getTime() <= Math.max(options.now().getTime(), stored.referenceTime.getTime())) throw err;
       options.log.warn('the exported metadata has expired; judging command issuers by the targets this installer verified last', { targets: stored.versions.targets, err });
       return stored;
     }

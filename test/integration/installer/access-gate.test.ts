@@ -226,7 +226,24 @@ t.test('with the exported metadata expired (the repository out of reach), grants
   t.match(keys(), `outpost-grant:${next.id}`);
 });
 
-t.test('a clock set back does not make the gate forget an ended grant, nor its envelope verify again', async (t) => {
+t.test('with the targets metadata expired too, the installer no longer vouches for the issuers', async (t) => {
+  // Targets that live 25 s: the export's timestamp outlives them, so only their own lifetime runs out.
+  const repo = await openRepository(world.ota.tufDir);
+  const signing = { targetsKey: await readPrivateKeyFile(join(world.ota.keysDir, 'targets.key')), snapshotKey: await readPrivateKeyFile(join(world.ota.keysDir, 'snapshot.key')), timestampKey: await readPrivateKeyFile(join(world.ota.keysDir, 'timestamp.key')) };
+  await repo.publish({ ...signing, expiresMs: { targets: 25_000 } });
+  t.teardown(async () => void (await (await openRepository(world.ota.tufDir)).publish(signing)));
+  const published = Date.now();
+  const { keys } = await gateDevice(t);
+  const { result: first } = await send(t, 'grant-access', { publicKey: sshKey(), principal, durationSec: 60 });
+  t.equal(first.outcome, 'succeeded', `while the targets live: ${first.message}`);
+  await until('the targets expired', () => (Date.now() > published + 27_000 ? true : undefined), 40_000);
+
+  const { result: next } = await send(t, 'grant-access', { publicKey: sshKey(), principal, durationSec: 60 });
+  t.match(next, { outcome: 'failed', message: /ACCESS_UNPROVEN|UPDATE_EXPIRED|does not verify/ }, `refused by the installer: ${next.message}`);
+  t.notMatch(keys(), `outpost-grant:${next.id}`);
+});
+
+t.test('a clock run ahead and set back does not make the gate forget an ended grant; a clock behind the last set drops no grant', async (t) => {
   const { stateDir } = await gateDevice(t);
   const dir = mkdtempSync(join(tmpdir(), 'outpost-gate-clock-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -252,9 +269,18 @@ t.test('a clock set back does not make the gate forget an ended grant, nor its e
   t.same(await gate.set([proven]), { refused: [] }, 'a proven grant is accepted');
   t.same(await gate.set([]), { refused: [] }, 'and ended');
   clock += 365 * 24 * 3600_000;
-  t.same(await gate.set([]), { refused: [] }, 'a year later (a clock run ahead), nothing is left to keep of it');
+  t.same(await gate.set([]), { refused: [] }, 'a year later (a clock run ahead)');
   clock = Date.now();
-  // Judged at the record's time, a year on, the entry has expired: it is left out like any expired one.
-  await gate.set([proven]);
-  t.notOk(existsSync(join(keysDir, principal)), 'back at the right time, its envelope does not bring it back: no key is written');
+  const replayed = await gate.set([proven]);
+  t.match(replayed.refused, [{ id: proven.id, reason: /^it was removed/ }], 'back at the right time, its envelope does not bring it back');
+  t.notOk(existsSync(join(keysDir, principal)), 'no key is written');
+
+  // A power cut on a gateway without RTC: the clock starts behind the last set.
+  clock = Date.now() + 3600_000;
+  await gate.set([]);
+  clock = Date.now();
+  const fresh = { ...args, publicKey: sshKey() };
+  const grant = entry(fresh, grantEnvelope(fresh));
+  t.same(await gate.set([grant]), { refused: [] }, 'a grant shorter than the clock fell back is accepted');
+  t.match(readFileSync(join(keysDir, principal), 'utf8'), `outpost-grant:${grant.id}`, 'and its key written');
 });
