@@ -21,7 +21,8 @@
  *   be killed). A timeout is answered `failed`, decided at the timeout whatever the handler does
  *   later, so a late completion can never produce a second result. A handler that settles within
  *   the grace of a stop is answered as it settled; one still running when the grace is over is
- *   left `started` and answered `interrupted` at the next start, as after a power cut.
+ *   left `started` and answered `interrupted` at the next start, as after a power cut; so is a
+ *   success whose `whenAnswered` action (a reboot) the stopping daemon will not run.
  */
 import { z } from 'zod';
 import { isOutpostError } from '../errors.js';
@@ -357,8 +358,11 @@ export class CommandService implements Service {
       const timedOut = signal.reason === timeout.signal.reason;
       const late = await Promise.race([settled, new Promise<undefined>((resolve) => (grace = setTimeout(() => resolve(undefined), this.options.graceMs ?? HANDLER_GRACE_MS)))]);
       if (late === undefined) this.options.log.warn('a handler cut short did not settle within its grace; the service goes on without it', { id: command.id, type: command.type, timedOut });
-      // A stop has no outcome of its own: a handler that settled within the grace is answered as it settled.
-      return timedOut ? { outcome: 'failed', message: `timed out after ${timeoutMs} ms` } : late;
+      if (timedOut) return { outcome: 'failed', message: `timed out after ${timeoutMs} ms` };
+      // A stop has no outcome of its own: a handler that settled within the grace is answered as it
+      // settled; but a success that was to end in a whenAnswered action (a reboot), which a stopping
+      // daemon no longer runs, did not happen: that one is interrupted.
+      return late?.outcome === 'succeeded' && answered.length > 0 ? undefined : late;
     } finally {
       clearTimeout(timer);
       clearTimeout(grace);

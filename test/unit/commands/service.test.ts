@@ -279,36 +279,42 @@ t.test('outpost stopping mid-run, the handler never settling: nothing is answere
   t.same(started, [id], 'ran once');
 });
 
-t.test('outpost stopping mid-run, the handler settling within the grace: its own result is recorded before the stop returns and sent after the next start, never interrupted, its whenAnswered action not run', async (t) => {
+t.test('outpost stopping mid-run, the handler settling within the grace: its own result is recorded before the stop returns and sent after the next start; a success whose whenAnswered action a stopping daemon will not run is interrupted', async (t) => {
   const started: string[] = [];
   const actions: string[] = [];
   const w = await world(t, {
     wait: {
-      args: z.strictObject({ fail: z.boolean() }),
+      args: z.strictObject({ fail: z.boolean(), follow: z.boolean() }),
       run: (args, { command, signal, whenAnswered }) => {
+        const { fail, follow } = args as { fail: boolean; follow: boolean };
         started.push(command.id);
-        whenAnswered(() => actions.push(command.id));
+        if (follow) whenAnswered(() => actions.push(command.id));
         // It finishes its step when told to stop: done, or given up.
-        return new Promise((resolve, reject) =>
-          signal.addEventListener('abort', () => setImmediate(() => ((args as { fail: boolean }).fail ? reject(new Error('gave up at the stop')) : resolve({ finished: true })))),
-        );
+        return new Promise((resolve, reject) => signal.addEventListener('abort', () => setImmediate(() => (fail ? reject(new Error('gave up at the stop')) : resolve({ finished: true })))));
       },
     },
   });
-  for (const [fail, outcome, message_] of [[false, 'succeeded', 'done'], [true, 'failed', 'gave up at the stop']] as const) {
-    const id = `c-wait-${fail}`;
-    await w.service.receive(message(command({ id, type: 'wait', args: { fail } })));
+  const cases = [
+    [false, false, 'succeeded', 'done'],
+    [true, true, 'failed', 'gave up at the stop'],
+    // Its success meant "and then reboot", which the stop will not do: answering succeeded would lie.
+    [false, true, 'interrupted', /outpost stopped while the command ran/],
+  ] as const;
+  for (const [fail, follow, outcome, message_] of cases) {
+    const id = `c-wait-${fail}-${follow}`;
+    await w.service.receive(message(command({ id, type: 'wait', args: { fail, follow } })));
     await until(() => started.includes(id));
     await w.service.stop();
-    t.match(await new CommandLedger(w.store).get(id), { state: 'finished' }, 'recorded before the stop returned');
+    if (outcome !== 'interrupted') t.match(await new CommandLedger(w.store).get(id), { state: 'finished' }, 'recorded before the stop returned');
     await w.restart();
     const sent = await w.sent();
-    t.same(sent.map((s) => [s.result.id, s.result.outcome, s.result.message]), [[id, outcome, message_]], 'answered as it settled, once');
-    if (!fail) t.same(sent[0]?.result.output, { finished: true });
-    await w.service.receive(message(command({ id, type: 'wait', args: { fail } })));
+    t.match(sent.map((s) => [s.result.id, s.result.outcome, s.result.message]), [[id, outcome, message_]], `${id}: answered ${outcome}, once`);
+    t.equal(sent.length, 1);
+    if (outcome === 'succeeded') t.same(sent[0]?.result.output, { finished: true });
+    await w.service.receive(message(command({ id, type: 'wait', args: { fail, follow } })));
     t.same((await w.sent()).map((s) => s.payload), sent.map((s) => s.payload), 'the same command again: the recorded answer');
   }
-  t.same(started, ['c-wait-false', 'c-wait-true'], 'each ran once');
+  t.same(started, cases.map(([fail, follow]) => `c-wait-${fail}-${follow}`), 'each ran once');
   t.same(actions, [], 'a daemon already stopping restarts or reboots for no command');
 });
 
