@@ -11,14 +11,19 @@
  * Between 2 and 3: the default entry's boot link is removed with a trial armed (the brick the
  * power-cut review found): the initramfs' emergency mode reboots by itself until GRUB falls back;
  * then signed commands: a reboot back to release 2, and just-in-time SSH access (grant, a real
- * login in the guest, revoke ending an open session, a short grant expiring by itself).
+ * login from the host through a forwarded port, revoke ending an open session, a short grant
+ * expiring by itself).
  */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { execa } from 'execa';
 import t from 'tap';
 import { bootedRelease, nextBoot, ostreeStatus, outpostReady, recordResult, scenario, settled, until, updateStatus, startUpdate } from './lib/scenario.js';
 import type { Vm } from './lib/vm.js';
 import { updateMessageIds } from '../../runtime/update/message-ids.js';
 import { newCommand, signCommand } from '../../runtime/commands/index.js';
 import { guest } from './lib/image.js';
+import { freePort } from '../../scripts/world/mosquitto.js';
 
 /** Trial boots the image's config gives a release (test/system/lib/image.ts). */
 const trialBoots = 2;
@@ -34,7 +39,8 @@ async function update(vm: Vm, timeoutMs = 900_000): Promise<{ ms: number; status
 }
 
 t.test('update v1 -> v2; bad release rolls back (broker down); never-booting release falls back in GRUB', async (t) => {
-  const { vm, world, image } = await scenario(t, '02-update-rollback');
+  const sshPort = await freePort();
+  const { vm, world, image, dir } = await scenario(t, '02-update-rollback', { sshPort });
   const commits = image.commits;
   await vm.start();
   t.equal(await bootedRelease(vm), 1, 'boots release 1');
@@ -108,13 +114,18 @@ t.test('update v1 -> v2; bad release rolls back (broker down); never-booting rel
   t.equal((await vm.sh('cat /proc/sys/kernel/random/boot_id')).trim(), bootIdAfter, 'and no second reboot');
 
   // Just-in-time SSH access (issue 19) on the booted gateway: the image's sshd with the shipped
-  // drop-in, the installer writing outpost's key file, real logins from inside the guest. The key
-  // pair is made in the guest so only its public half travels, as an operator's would.
+  // drop-in, the installer writing outpost's key file, real logins from the host through qemu's
+  // forwarded port, as an operator's would come in. The key pair is made on the host, so only its
+  // public half travels.
   const tAccess = performance.now();
-  const sshKey = '/run/rig-ssh/operator';
-  const publicKey = (await vm.sh(`mkdir -p -m 0700 /run/rig-ssh && rm -f ${sshKey} ${sshKey}.pub && ssh-keygen -q -t ed25519 -N '' -C rig-operator -f ${sshKey} && cat ${sshKey}.pub`)).trim();
-  const ssh = `ssh -F /dev/null -i ${sshKey} -o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=30 gwops@127.0.0.1`;
-  const login = (remote = 'id') => vm.exec(`${ssh} ${remote}`, 90_000);
+  const sshKey = join(dir, 'operator-ssh');
+  await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'rig-operator', '-f', sshKey], { timeout: 30_000 });
+  const publicKey = (await readFile(`${sshKey}.pub`, 'utf8')).trim();
+  const sshArgs = ['-F', '/dev/null', '-p', String(sshPort), '-i', sshKey, '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR', '-o', 'ConnectTimeout=30', 'gwops@127.0.0.1'];
+  const login = async (remote = 'id') => {
+    const r = await execa('ssh', [...sshArgs, remote], { reject: false, all: true, stdin: 'ignore', timeout: 90_000 });
+    return { rc: r.exitCode ?? -1, out: r.timedOut ? `timed out after 90 s: ${r.all ?? ''}` : (r.all ?? '') };
+  };
   const sendCommand = async (type: 'grant-access' | 'revoke-access', args: Record<string, unknown>) => {
     const envelope = signCommand(newCommand({ issuer: operator.keyid, target: { device: guest.deviceId }, type, args, validitySec: 600 }), operator);
     const result = await world.command(JSON.stringify(envelope), 120_000);
@@ -130,16 +141,18 @@ t.test('update v1 -> v2; bad release rolls back (broker down); never-booting rel
   t.match(granted, { outcome: 'succeeded', output: { grantId: granted.id, fingerprint: /^SHA256:/ } }, `grant-access succeeded: ${granted.message}`);
   t.match(await keyLines(), [/^expiry-time="\d{14}Z",restrict,pty ssh-ed25519 \S+ outpost-grant:/], "the grant is a line of outpost's key file");
   const during = await login();
-  t.equal(during.rc, 0, `ssh gwops@127.0.0.1 id logs in during the grant: ${during.out.trim()}`);
+  t.equal(during.rc, 0, `ssh -p ${sshPort} gwops@127.0.0.1 id from the host logs in during the grant: ${during.out.trim()}`);
   t.match(during.out, /uid=\d+\(gwops\).*\(outpost-access\)/, 'as the principal, a member of outpost-access');
   // An open session: the revoke must end it too, since sshd checks keys only at login.
-  await vm.sh(`setsid -f ${ssh} 'sleep 600' </dev/null >/dev/null 2>&1`);
+  const session = execa('ssh', [...sshArgs, 'sleep 600'], { reject: false, all: true, stdin: 'ignore', timeout: 300_000 });
   const sessionUp = await until('the open session of gwops', async () => ((await vm.exec('pgrep -u gwops -x sleep')).rc === 0 ? true : undefined), 60_000, 1000).catch(() => false);
-  t.ok(sessionUp, 'an ssh session of gwops is open');
+  t.ok(sessionUp, 'an ssh session of gwops from the host is open');
   const revoked = await sendCommand('revoke-access', { grantId: granted.id });
   t.match(revoked, { outcome: 'succeeded', output: { revoked: [granted.id] } }, `revoke-access ended the grant: ${revoked.message}`);
   const sessionGone = await until('no process of gwops', async () => ((await vm.exec('pgrep -u gwops')).rc === 1 ? true : undefined), 30_000, 1000).catch(() => false);
   t.ok(sessionGone, 'the revoke ended the open session (no process of gwops left)');
+  const sessionEnd = await Promise.race([session, new Promise<null>((resolve) => setTimeout(resolve, 30_000, null))]);
+  t.ok(sessionEnd !== null, `and the host's ssh with it (rc ${sessionEnd?.exitCode}: ${sessionEnd?.all?.trim()})`);
   t.same(await keyLines(), [], 'the key is gone from the file');
   const afterRevoke = await login();
   t.ok(afterRevoke.rc !== 0 && refused.test(afterRevoke.out), `the login is refused after the revoke (rc ${afterRevoke.rc}: ${afterRevoke.out.trim()})`);

@@ -3,7 +3,7 @@
  * serial console appended to one log per test, a guest agent on a virtio-serial port for
  * commands, swtpm as TPM 2.0, the i6300esb watchdog, and user networking with `restrict=on` whose
  * only exits are guestfwds to the test's HTTP server and broker (both on loopback in the test's
- * network namespace).
+ * network namespace) and whose only way in, if asked, is a hostfwd to the guest's sshd.
  *
  * Invariants: every qemu and swtpm this module starts is killed by `stop()`/`powerCut()`; a
  * request to the agent either gets its reply or times out (a guest that reboots never answers).
@@ -26,6 +26,8 @@ export interface VmOptions {
   /** Host ports (in the test's netns) the guest's forwards lead to. */
   httpPort?: number;
   brokerPort?: number;
+  /** Loopback port on the host forwarded to the guest's sshd (port 22), for logins from outside. */
+  sshPort?: number;
   /** Extra raw/qcow2 disk (e.g. a "USB stick" with an offline bundle) as a second virtio disk. */
   extraDisk?: string;
   memMb?: number;
@@ -126,6 +128,8 @@ export class Vm {
     const fwd: string[] = [];
     if (this.options.httpPort !== undefined) fwd.push(`guestfwd=tcp:${guest.httpAddr}-cmd:socat - TCP:127.0.0.1:${this.options.httpPort}`);
     if (this.options.brokerPort !== undefined) fwd.push(`guestfwd=tcp:${guest.brokerAddr}-cmd:socat - TCP:127.0.0.1:${this.options.brokerPort}`);
+    // restrict=on leaves explicit forwarding rules working: this one lets the host in, not the guest out.
+    if (this.options.sshPort !== undefined) fwd.push(`hostfwd=tcp:127.0.0.1:${this.options.sshPort}-:22`);
     const a = await accel();
     const args = [
       '-accel', a === 'kvm' ? 'kvm' : 'tcg,thread=multi', '-cpu', a === 'kvm' ? 'host' : 'max', '-smp', String(this.options.smp ?? Number(process.env.OUTPOST_SYSTEM_SMP ?? 2)), '-m', String(this.options.memMb ?? 1024),
