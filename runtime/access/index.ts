@@ -21,6 +21,7 @@ export {
   ACCESS_EVENT_SCHEMA,
   accessSettings,
   fingerprintSchema,
+  MAX_ACTIVE_GRANTS,
   type AccessServiceOptions,
   type AccessSettings,
   type GrantOutcome,

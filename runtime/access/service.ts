@@ -90,6 +90,15 @@ export interface RevokeSelector {
   readonly principal?: string;
 }
 
+/** What one reconcile run did: grants the installer refused (with why), ends it could not finish (with the error). */
+interface ReconcileOutcome {
+  readonly refused: ReadonlyMap<string, string>;
+  readonly unfinished: ReadonlyMap<string, unknown>;
+}
+
+/** Bounds the installer request that carries every active grant's proof (installer/protocol.ts). */
+export const MAX_ACTIVE_GRANTS = 64;
+
 const retryMinMs = 1_000;
 const retryMaxMs = 60_000;
 
@@ -169,9 +178,11 @@ export class AccessService implements Service {
    * Installs a grant; `id` is the granting command's, `proof` its envelope (what the installer
    * needs to add the key). Resolves once the key is in place.
    */
-  async grant(id: string, request: GrantRequest, proof?: unknown): Promise<GrantOutcome> {
+  async grant(id: string, request: GrantRequest, proof?: unknown, signal?: AbortSignal): Promise<GrantOutcome> {
     const grants = this.requireGrants();
     const { settings } = this.options;
+    // Every active grant's proof travels in one installer request after a restart (installer/protocol.ts).
+    if ((await this.active()).length >= MAX_ACTIVE_GRANTS) throw new OutpostError('ACCESS_REFUSED', `${MAX_ACTIVE_GRANTS} grants are active already; revoke one first`);
     if (!settings.principals.includes(request.principal)) throw new OutpostError('ACCESS_REFUSED', `principal ${request.principal} is not in commands.access.principals`);
     if (request.durationSec > settings.maxDurationSec) throw new OutpostError('ACCESS_REFUSED', `durationSec ${request.durationSec} is more than commands.access.maxDurationSec (${settings.maxDurationSec})`);
     if (request.tunnel && !settings.tunnels) throw new OutpostError('ACCESS_REFUSED', 'reverse tunnels are off on this device (commands.access.tunnels; unset, on once commands.access.tunnelHosts names a bastion)');
@@ -199,9 +210,12 @@ export class AccessService implements Service {
     await this.event(batch, 'access-granted', id, record);
     await batch.commit();
     this.options.log.info('access granted', { id, principal: record.principal, fingerprint: record.fingerprint, expiresAt: record.expiresAt, from: record.from, tunnel: record.tunnel?.host });
-    let refused: Map<string, string>;
+    let refused: ReadonlyMap<string, string>;
     try {
-      refused = await this.reconcile();
+      ({ refused } = await this.reconcile());
+      // The command was answered (timed out) meanwhile: a key in place now would be access the
+      // operator was told had failed.
+      signal?.throwIfAborted();
     } catch (err) {
       // Not in place: the grant ends rather than appearing later, when a retry succeeds (which
       // then removes whatever part of it was written).
@@ -244,7 +258,8 @@ export class AccessService implements Service {
   /** Records the end (state, reason, event: one batch), then carries it out. */
   private async end(entries: [string, GrantRecord][], reason: 'expired' | 'revoked'): Promise<void> {
     await this.markEnded(entries, reason);
-    await this.reconcile();
+    const { unfinished } = await this.reconcile();
+    for (const [id] of entries) if (unfinished.has(id)) throw unfinished.get(id);
   }
 
   private serially<T>(write: () => Promise<T>): Promise<T> {
@@ -257,7 +272,11 @@ export class AccessService implements Service {
   private async markEnded(entries: [string, GrantRecord][], reason: 'expired' | 'revoked' | 'failed', refusals?: ReadonlyMap<string, string>): Promise<void> {
     await this.serially(async () => {
       const batch = this.options.store().batch();
-      for (const [id, record] of entries) await this.markEnding(batch, id, record, reason, refusals?.get(id));
+      for (const [id, record] of entries) {
+        // Another end (a revoke during an installer call) may have recorded it since it was read.
+        const current = (await this.grants?.get(id)) ?? record;
+        if (current.state === 'active') await this.markEnding(batch, id, current, reason, refusals?.get(id));
+      }
       await batch.commit();
     });
     for (const [id] of entries) {
@@ -304,7 +323,11 @@ export class AccessService implements Service {
       void this.expire(id);
     };
     fire();
-    if (record.tunnel && !this.tunnels.has(id)) this.openTunnel(id, record);
+    if (record.tunnel && !this.tunnels.has(id)) {
+      // A grant stored before the config changed: its bastion must still be allowed.
+      if (this.options.settings.tunnels && tunnelHostAllowed(this.options.settings.tunnelHosts, record.tunnel.host)) this.openTunnel(id, record);
+      else this.options.log.warn('the tunnel of a grant is not opened: its bastion is no longer in commands.access.tunnelHosts', { id, host: record.tunnel.host });
+    }
   }
 
   private async expire(id: string): Promise<void> {
@@ -354,13 +377,14 @@ export class AccessService implements Service {
    * One run at a time, in call order; each reads the grants afresh, so a change made while a run is
    * under way is in the next one.
    */
-  private reconcile(): Promise<Map<string, string>> {
+  private reconcile(): Promise<ReconcileOutcome> {
     const run = this.chain.catch(() => undefined).then(() => this.reconcileOnce());
     this.chain = run.then(() => undefined);
     return run.then(
-      (refused) => {
-        this.retryMs = retryMinMs;
-        return refused;
+      (outcome) => {
+        if (outcome.unfinished.size > 0) this.scheduleRetry();
+        else this.retryMs = retryMinMs;
+        return outcome;
       },
       (err: unknown) => {
         this.scheduleRetry();
@@ -383,8 +407,11 @@ export class AccessService implements Service {
     }, delay);
   }
 
-  /** Sets the key files to the active grants; ends the ones the installer refuses, and answers them with why. */
-  private async reconcileOnce(): Promise<Map<string, string>> {
+  /**
+   * Sets the key files to the active grants, ends the ones the installer refuses, and finishes the
+   * ending ones; rejects only when the set fails. A grant's own outcome is not another's failure.
+   */
+  private async reconcileOnce(): Promise<ReconcileOutcome> {
     const grants = this.requireGrants();
     const all = await grants.entries();
     const active = all.filter(([, r]) => r.state === 'active');
@@ -408,14 +435,20 @@ export class AccessService implements Service {
       this.options.log.warn('the installer refused grants; they end', { refused });
       await this.markEnded(failed, 'failed', reasons);
     }
+    const unfinished = new Map<string, unknown>();
     for (const [id, record] of all.filter(([, r]) => r.state === 'ending')) {
-      await this.closeTunnel(id);
-      const ended = await this.options.host.endSessions(record.principal);
-      await this.options.store().batch().del(grants as Collection<unknown>, id).commit();
-      this.shown.delete(id);
-      this.options.log.info('grant ended: key removed, sessions ended', { id, principal: record.principal, reason: record.endReason, processesEnded: ended });
+      try {
+        await this.closeTunnel(id);
+        const ended = await this.options.host.endSessions(record.principal);
+        await this.options.store().batch().del(grants as Collection<unknown>, id).commit();
+        this.shown.delete(id);
+        this.options.log.info('grant ended: key removed, sessions ended', { id, principal: record.principal, reason: record.endReason, processesEnded: ended });
+      } catch (err) {
+        this.options.log.warn('cannot finish ending a grant yet; retried', { id, err });
+        unfinished.set(id, err);
+      }
     }
-    return reasons;
+    return { refused: reasons, unfinished };
   }
 
   /** Writes down what a reboot may still give each active grant (grants.ts). */

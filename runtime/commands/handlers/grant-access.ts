@@ -66,6 +66,6 @@ export function grantAccessHandler(settings: AccessSettings, access: () => Acces
   return {
     args: agentArgs(settings),
     timeoutMs: 60_000,
-    run: (args, { command }) => access().grant(command.id, { ...args, ...(args.tunnel ? { tunnel: { ...args.tunnel, hostKey: parsePublicKey(args.tunnel.hostKey).text } } : {}) }, acceptedEnvelope(command)),
+    run: (args, { command, signal }) => access().grant(command.id, { ...args, ...(args.tunnel ? { tunnel: { ...args.tunnel, hostKey: parsePublicKey(args.tunnel.hostKey).text } } : {}) }, acceptedEnvelope(command), signal),
   };
 }
