@@ -19,7 +19,7 @@ import type { CertPair, Pki } from '../../../scripts/world/pki.js';
 import { freePort, type Mosquitto } from '../../../scripts/world/mosquitto.js';
 import { createSshWorld, type Sshd, type SshWorld } from '../../../scripts/world/sshd.js';
 import { until } from '../../../scripts/world/until.js';
-import { createCommandWorld, type CommandWorld } from '../../fixtures/command-world.js';
+import { bootKnowingIssuers, createCommandWorld, type CommandWorld } from '../../fixtures/command-world.js';
 
 const deviceId = 'gw-test-1';
 const principal = 'outpost-jit-test';
@@ -60,15 +60,7 @@ async function accessDevice(t: Test, split = false): Promise<{ device: OtaDevice
     commands: { access: { principals: [principal], keysDir: device.keysDir, maxDurationSec: 60, sshdPort: device.port, loginPollSec: 1, tunnelHosts: ['127.0.0.1'] } },
     ...(split ? { installer: { socket: join(d.world.dir, 'installer.sock'), stateDir: join(d.world.dir, 'installer-state'), idleExitSec: 0 } } : {}),
   });
-  const boot = async () => {
-    const { daemon } = await d.boot();
-    t.teardown(() => daemon.kill('SIGKILL'));
-    return { daemon };
-  };
-  const { daemon } = await boot();
-  const check = await d.cli(['update', 'check']);
-  if (check.exitCode !== 0) throw new Error(`the update check (which makes the issuers known) failed: ${check.stderr}`);
-  return { device: d, daemon, boot };
+  return { device: d, ...(await bootKnowingIssuers(t, d)) };
 }
 
 interface Heard {

@@ -23,7 +23,7 @@ import { parseCommandResult, type CommandEnvelope, type CommandResult } from '..
 import { generateKey, readPrivateKeyFile, type PrivateKey } from '../../../runtime/trust/index.js';
 import { otaDevice } from '../../../scripts/world/ota-device.js';
 import { until } from '../../../scripts/world/until.js';
-import { commandDeviceId, createCommandWorld, type CommandWorld } from '../../fixtures/command-world.js';
+import { bootKnowingIssuers, commandDeviceId, createCommandWorld, type CommandWorld } from '../../fixtures/command-world.js';
 
 const principal = 'outpost-gate-one';
 const otherPrincipal = 'outpost-gate-two';
@@ -58,15 +58,8 @@ async function gateDevice(t: Test) {
     commands: { access: { principals: [principal, otherPrincipal], keysDir, maxDurationSec: 120, tunnels: false } },
     installer: { socket, stateDir: join(device.world.dir, 'installer-state'), idleExitSec: 0 },
   });
-  const boot = async () => {
-    const { daemon } = await device.boot();
-    t.teardown(() => daemon.kill('SIGKILL'));
-    return { daemon };
-  };
-  const { daemon } = await boot();
   // The check exports the signed metadata the installer walks (and makes the issuer known to the agent).
-  const check = await device.cli(['update', 'check']);
-  if (check.exitCode !== 0) throw new Error(`update check: ${check.stderr}`);
+  const { daemon, boot } = await bootKnowingIssuers(t, device);
   const keysFile = join(keysDir, principal);
   const recordFile = join(device.world.dir, 'installer-state', 'access-grants.json');
   return {

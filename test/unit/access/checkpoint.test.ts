@@ -4,7 +4,6 @@
  */
 import t from 'tap';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { z } from 'zod';
@@ -13,19 +12,9 @@ import { Outbox } from '../../../runtime/link/index.js';
 import { createLogger } from '../../../runtime/logs/index.js';
 import { createExec } from '../../../runtime/platform/index.js';
 import { Store } from '../../../runtime/store/index.js';
+import { sshPublicKey } from '../../fixtures/access-service.js';
 
 const log = createLogger({ level: 'error', sinks: [] });
-
-/** An ed25519 public key line as ssh-keygen writes one. */
-function sshPublicKey(): string {
-  const withLength = (bytes: Buffer) => {
-    const length = Buffer.alloc(4);
-    length.writeUInt32BE(bytes.length);
-    return Buffer.concat([length, bytes]);
-  };
-  const blob = Buffer.concat([withLength(Buffer.from('ssh-ed25519')), withLength(randomBytes(32))]);
-  return `ssh-ed25519 ${blob.toString('base64')} operator@laptop`;
-}
 
 t.test('a revoke while a checkpoint is between its read and its write stays revoked', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-access-checkpoint-'));
