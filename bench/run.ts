@@ -45,7 +45,12 @@ try {
       '',
       '| subject | time to READY=1 | idle RssAnon | idle Rss |',
       '|---|---|---|---|',
-      ...rows.map((r) => `| ${r.subject} | ${r.readyMs === null ? '—' : `${r.readyMs} ms`} | ${(r.idle.rssAnonKiB / 1024).toFixed(1)} MiB | ${(r.idle.rssKiB / 1024).toFixed(1)} MiB |`),
+      ...rows.map((r) => {
+        const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
+        const started = r.installer ? `; started ${r.installer.activations}×` : '';
+        const idle = r.installer && !r.installer.running ? [`0 (exited${started})`, '0'] : [`${mib(r.idle.rssAnonKiB)}${r.installer ? ` (running${started})` : ''}`, mib(r.idle.rssKiB)];
+        return `| ${r.subject} | ${r.readyMs === null ? '—' : `${r.readyMs} ms`} | ${idle[0]} | ${idle[1]} |`;
+      }),
     ].join('\n'));
   }
   if (wanted('commands')) {
