@@ -129,6 +129,13 @@ export class Outbox {
   #reported: OutboxDrops;
   /** Removals (ack, eviction, drop bookkeeping) run one at a time on this chain. */
   #tail: Promise<unknown> = Promise.resolve();
+  /**
+   * Per class, a key no live entry is below: where reading the class starts. An acked entry stays
+   * in LevelDB as a tombstone until a compaction, and reading from the class's start would step
+   * over every one of them: draining a backlog of 30k messages went from 0.9 to 8 ms each.
+   * Keys grow with the sequence, but a caller's batch commits its key later: a commit lowers it.
+   */
+  readonly #heads: (string | undefined)[] = outboxClasses.map(() => undefined);
   readonly #listeners = new Set<() => void>();
 
   private constructor(
@@ -197,6 +204,7 @@ export class Outbox {
       batch.put(this.entries, key, stored);
       batch.afterCommit(
         () => {
+          this.#committed(priority, key);
           this.#count(priority, 1, bytes);
           this.#notify();
           if (this.#totalBytes() > this.maxBytes) {
@@ -219,6 +227,7 @@ export class Outbox {
       const key = this.#nextKey(priority);
       write.put(this.entries, key, stored);
       await write.commit();
+      this.#committed(priority, key);
       this.#count(priority, 1, bytes);
     });
     this.#notify();
@@ -226,11 +235,17 @@ export class Outbox {
 
   /** The oldest entry of the highest-priority non-empty class, or undefined when empty. */
   async next(): Promise<OutboxEntry | undefined> {
-    const [first] = await this.entries.range({ limit: 1 });
-    if (first === undefined) return undefined;
-    const [key, entry] = first;
-    const cls = outboxClasses[parseKey(key).priority]!;
-    return { key, class: cls, ...entry, bytes: sizeOf(entry) };
+    for (let priority = 0; priority < outboxClasses.length; priority += 1) {
+      // LevelDB checks a range's end only at a live key: reading an empty class would step over
+      // the tombstones of the classes after it. The counters know it is empty.
+      if (this.#classes[priority]!.entries === 0) continue;
+      const [first] = await this.entries.range({ ...this.#unread(priority), limit: 1 });
+      if (first === undefined) continue;
+      const [key, entry] = first;
+      this.#heads[priority] = key;
+      return { key, class: outboxClasses[priority]!, ...entry, bytes: sizeOf(entry) };
+    }
+    return undefined;
   }
 
   /** Whether an entry is still queued (not acked, not evicted). */
@@ -283,6 +298,7 @@ export class Outbox {
       for (const cls of outboxClasses) reported[cls] += unreported[cls];
       const key = this.#nextKey(priority);
       await write.put(this.entries, key, entry).put(this.drops, reportedKey, reported).commit();
+      this.#committed(priority, key);
       this.#reported = reported;
       this.#count(priority, 1, bytes);
       stored = { key, priority, bytes };
@@ -297,6 +313,18 @@ export class Outbox {
     return () => {
       this.#listeners.delete(listener);
     };
+  }
+
+  /** The range of `priority`'s keys that may hold live entries. */
+  #unread(priority: number): { gte: string; lt: string } {
+    const whole = classPrefix(priority);
+    const head = this.#heads[priority];
+    return head === undefined || head < whole.gte ? whole : { gte: head, lt: whole.lt };
+  }
+
+  #committed(priority: number, key: string): void {
+    const head = this.#heads[priority];
+    if (head !== undefined && key < head) this.#heads[priority] = key;
   }
 
   #nextKey(priority: number): string {
@@ -342,7 +370,7 @@ export class Outbox {
     const victims: { key: string; priority: number; bytes: number }[] = [];
     for (let priority = outboxClasses.length - 1; priority >= upTo && need > 0; priority -= 1) {
       // Streamed: only the victims' keys and sizes are kept, however long the class is.
-      for await (const [key, entry] of this.entries.iterate(classPrefix(priority))) {
+      for await (const [key, entry] of this.entries.iterate(this.#unread(priority))) {
         const size = sizeOf(entry);
         victims.push({ key, priority, bytes: size });
         need -= size;

@@ -228,14 +228,19 @@ t.test('25k entries (20+ MB): counted at open in flat memory, drained in order',
   // A first open warms up the code paths (JIT, the store's iterator), so the measured one shows data only.
   await w.open(64 * 1024 * 1024);
 
-  const before = heap();
-  outbox = await w.open(64 * 1024 * 1024);
-  const after = heap();
+  // The least of three opens: what the queue holds shows in every one, the collector's page
+  // bookkeeping (~2 MB now and then, either way) not.
+  let growth = Infinity;
+  for (let i = 0; i < 3; i++) {
+    const before = heap();
+    outbox = await w.open(64 * 1024 * 1024);
+    growth = Math.min(growth, heap() - before);
+  }
   const queuedBytes = outbox.stats().bytes;
   t.equal(outbox.stats().entries, total, 'all counted at open');
   t.ok(queuedBytes > 20_000_000, `the queue holds ${queuedBytes} bytes`);
   // ~1 MiB measured; an index of 100 bytes an entry (2.5 MB) would fail too, not only held payloads.
-  t.ok(after - before < 2 * 1024 * 1024, `heap grew ${after - before} bytes with ${queuedBytes} bytes queued (held entries would be > 20 MB, a per-entry index > 2 MB)`);
+  t.ok(growth < 2 * 1024 * 1024, `heap grew ${growth} bytes with ${queuedBytes} bytes queued (held entries would be > 20 MB, a per-entry index > 2 MB)`);
 
   t.match(await outbox.next(), { class: 'result', payload: `${payload}0` });
   // Squeezing it to 4 MiB evicts ~20k logs in one streamed pass; the 2.5k results (~2 MiB) stay.
@@ -249,4 +254,47 @@ t.test('25k entries (20+ MB): counted at open in flat memory, drained in order',
     await outbox.ack(entry.key);
   }
   t.same(order.slice(0, 3), [0, 10, 20], 'results first, oldest first');
+});
+
+t.test('reading skips what was acked and the empty classes: a drained backlog leaves tombstones LevelDB would step over at every read', async (t) => {
+  const w = await world(t);
+  const reads: { gte?: string }[] = [];
+  // Records where each read of the queue starts (the reads' cost is in bench/README.md, never timed here).
+  const recording = new Proxy(w.store, {
+    get(target, property, receiver) {
+      if (property !== 'collection') return Reflect.get(target, property, receiver) as unknown;
+      return (name: string, schema: z.ZodType) => {
+        const collection = target.collection(name, schema);
+        return new Proxy(collection, {
+          get(c, p, r) {
+            if (p !== 'range' && p !== 'iterate') return Reflect.get(c, p, r) as unknown;
+            return (options: { gte?: string }) => {
+              reads.push(options);
+              return (c[p] as (o: unknown) => unknown).call(c, options);
+            };
+          },
+        });
+      };
+    },
+  });
+  const outbox = await Outbox.open(recording, { maxBytes: 1024 * 1024, log: createLogger({ level: 'error', sinks: [] }) });
+  for (const payload of ['e1', 'e2', 'e3']) await outbox.put(msg('event', payload));
+  const late = w.store.batch();
+  await outbox.put(msg('event', 'e-late'), late);
+  await outbox.put(msg('event', 'e4'));
+  reads.length = 0;
+
+  const read: string[] = [];
+  const returned: string[] = [];
+  for (let entry = await outbox.next(); entry !== undefined; entry = await outbox.next()) {
+    read.push(entry.payload);
+    returned.push(entry.key);
+    await outbox.ack(entry.key);
+    // A caller's batch committing after later messages were read: its older key is read still.
+    if (entry.payload === 'e4') await late.commit();
+  }
+  t.same(read, ['e1', 'e2', 'e3', 'e4', 'e-late'], 'every message once; the late commit after the ones read before it');
+  t.ok(reads.every((r) => r.gte?.startsWith('1/')), `the empty classes are never read: ${JSON.stringify(reads.map((r) => r.gte))}`);
+  t.same(reads.slice(1).map((r) => r.gte), [returned[0], returned[1], returned[2], returned[4]], "after the first read, each starts at the last message read, not at the class start; the late commit moves it back to its own key");
+  t.equal(reads.length, 5, 'and an empty queue is not read at all');
 });
