@@ -171,7 +171,7 @@ export class AccessService implements Service {
     clearInterval(this.checkpointTimer);
     clearTimeout(this.pollTimer);
     await Promise.all([...this.tunnels.keys()].map((id) => this.closeTunnel(id)));
-    await this.chain.catch(() => undefined);
+    await this.chain;
   }
 
   /**
@@ -378,8 +378,12 @@ export class AccessService implements Service {
    * under way is in the next one.
    */
   private reconcile(): Promise<ReconcileOutcome> {
-    const run = this.chain.catch(() => undefined).then(() => this.reconcileOnce());
-    this.chain = run.then(() => undefined);
+    const run = this.chain.then(() => this.reconcileOnce());
+    // Handled here: the caller gets `run` itself, and a rejection left on the chain would end the process.
+    this.chain = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run.then(
       (outcome) => {
         if (outcome.unfinished.size > 0) this.scheduleRetry();

@@ -99,6 +99,27 @@ t.test("one grant's end failing does not fail another grant; an end recorded dur
   t.equal(events.filter((e) => e.grantId === 'g-b' && e.type !== 'access-granted').length, 1);
 });
 
+t.test('an installer that fails at start is retried; the agent does not die of it', async (t) => {
+  const world = await accessServiceWorld(t);
+  const first = world.service();
+  await first.start();
+  await first.grant('g-stored', request());
+  await first.stop();
+  let calls = 0;
+  const restarted = world.service({
+    host: (local) => ({
+      ...local,
+      set: async () => {
+        calls += 1;
+        throw new Error('the installer exited before answering');
+      },
+    }),
+  });
+  await restarted.start();
+  await until('the set is tried again after its backoff', () => (calls >= 2 ? true : undefined), 10_000);
+  t.pass('still running');
+});
+
 t.test(`at most ${MAX_ACTIVE_GRANTS} grants are active at once`, async (t) => {
   const world = await accessServiceWorld(t);
   const service = world.service();
