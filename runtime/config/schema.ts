@@ -202,9 +202,10 @@ const accessSchema = z.strictObject({
   /** The port of this device's sshd, where a reverse tunnel leads. */
   sshdPort: z.number().int().min(1).max(65_535).default(22),
   /**
-   * Whether a grant may open a reverse SSH tunnel to the bastion its command names. Unset, it is
-   * whether `tunnelHosts` names one: a config from before that list loads with tunnels off rather
-   * than failing, or tunnelling to any host.
+   * Whether a grant may open a reverse SSH tunnel to a bastion of `tunnelHosts` (default true).
+   * With no bastion listed they are off whatever this says: a config from before that list (when
+   * `true` was the default and any host went) loads with tunnels off, rather than failing to load
+   * and holding the device on its previous release.
    */
   tunnels: z.boolean().optional(),
   /**
@@ -218,11 +219,7 @@ const accessSchema = z.strictObject({
   /** How often the sessions of granted principals are looked at, for the access-login events. */
   loginPollSec: z.number().int().min(1).max(600).default(5),
 })
-  .refine((access) => access.tunnels !== true || access.tunnelHosts.length > 0, {
-    message: 'must name at least one bastion when tunnels is true (a grant\'s tunnel.host must be one of them)',
-    path: ['tunnelHosts'],
-  })
-  .transform((access) => ({ ...access, tunnels: access.tunnels ?? access.tunnelHosts.length > 0 }));
+  .transform((access) => ({ ...access, tunnels: access.tunnels !== false && access.tunnelHosts.length > 0 }));
 
 /**
  * Signed remote commands (docs/protocol.md). Who may send what is in the signed update metadata,

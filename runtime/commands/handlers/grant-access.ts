@@ -57,7 +57,7 @@ export function grantAccessArgs(settings: Pick<AccessSettings, 'principals' | 'm
 function agentArgs(settings: AccessSettings) {
   return grantAccessArgs(settings).superRefine((args, ctx) => {
     if (!args.tunnel) return;
-    if (!settings.tunnels) ctx.addIssue({ code: 'custom', path: ['tunnel'], message: 'reverse tunnels are off on this device (commands.access.tunnels; unset, on once commands.access.tunnelHosts names a bastion)' });
+    if (!settings.tunnels) ctx.addIssue({ code: 'custom', path: ['tunnel'], message: 'reverse tunnels are off on this device (on when commands.access.tunnelHosts names a bastion and commands.access.tunnels is not false)' });
     else if (!tunnelHostAllowed(settings.tunnelHosts, args.tunnel.host)) ctx.addIssue({ code: 'custom', path: ['tunnel', 'host'], message: `not in commands.access.tunnelHosts (${args.tunnel.host})` });
   });
 }
