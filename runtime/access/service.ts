@@ -23,7 +23,7 @@
  */
 import { join } from 'node:path';
 import { z } from 'zod';
-import { OutpostError } from '../errors.js';
+import { isOutpostError, OutpostError } from '../errors.js';
 import type { Service } from '../lifecycle/index.js';
 import type { Outbox } from '../link/index.js';
 import type { Logger } from '../logs/index.js';
@@ -206,21 +206,28 @@ export class AccessService implements Service {
       remainingMs: checkpointRemaining(nowMs + durationMs, nowMs),
       ...(proof === undefined ? {} : { proof }),
     };
+    signal?.throwIfAborted();
     const batch = this.options.store().batch().put(grants, id, record);
     await this.event(batch, 'access-granted', id, record);
     await batch.commit();
     this.options.log.info('access granted', { id, principal: record.principal, fingerprint: record.fingerprint, expiresAt: record.expiresAt, from: record.from, tunnel: record.tunnel?.host });
+    const fail = (): Promise<void> => this.markEnded([[id, record]], 'failed').catch((e: unknown) => this.options.log.error('cannot record the failed grant as ended', { id, err: e }));
+    // The command is answered (timed out) while the installer is still at it: the end is recorded
+    // at once, so a kill -9 before the installer answers cannot bring back access the operator
+    // was told had failed.
+    const abandon = (): void => void fail();
+    signal?.addEventListener('abort', abandon, { once: true });
     let refused: ReadonlyMap<string, string>;
     try {
       ({ refused } = await this.reconcile());
-      // The command was answered (timed out) meanwhile: a key in place now would be access the
-      // operator was told had failed.
       signal?.throwIfAborted();
     } catch (err) {
       // Not in place: the grant ends rather than appearing later, when a retry succeeds (which
       // then removes whatever part of it was written).
-      await this.markEnded([[id, record]], 'failed').catch((e: unknown) => this.options.log.error('cannot record the failed grant as ended', { id, err: e }));
+      await fail();
       throw err;
+    } finally {
+      signal?.removeEventListener('abort', abandon);
     }
     const reason = refused.get(id);
     // Already recorded as ended by the run that was refused.
@@ -443,7 +450,13 @@ export class AccessService implements Service {
     for (const [id, record] of all.filter(([, r]) => r.state === 'ending')) {
       try {
         await this.closeTunnel(id);
-        const ended = await this.options.host.endSessions(record.principal);
+        const ended = await this.options.host.endSessions(record.principal).catch((err: unknown) => {
+          // Refused for good (a principal root's config does not allow: it never had a key from
+          // it either). Retrying would ask every minute, forever.
+          if (!isOutpostError(err) || err.transient) throw err;
+          this.options.log.error('the installer refuses to end the sessions of a grant\'s principal; its record is dropped', { id, principal: record.principal, err });
+          return 0;
+        });
         await this.options.store().batch().del(grants as Collection<unknown>, id).commit();
         this.shown.delete(id);
         this.options.log.info('grant ended: key removed, sessions ended', { id, principal: record.principal, reason: record.endReason, processesEnded: ended });

@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { MAX_ACTIVE_GRANTS, type AccessHost } from '../../../runtime/access/index.js';
+import { OutpostError } from '../../../runtime/errors.js';
 import { until } from '../../../scripts/world/until.js';
 import { accessPrincipal as principal, accessServiceWorld, sshPublicKey } from '../../fixtures/access-service.js';
 
@@ -42,6 +43,8 @@ t.test('a grant whose command was answered (timed out) while the installer was s
   const granting = service.grant('g-slow', request(), undefined, abort.signal);
   await until('the installer is writing the key', () => (current.called ? true : undefined), 10_000);
   abort.abort(new Error('timed out after 60000 ms'));
+  // Recorded ended at once: a kill -9 before the installer answers must not bring it back at the next start.
+  await until('it is recorded as ended while the installer is still at it', async () => ((await service.active()).length === 0 ? true : undefined), 10_000);
   hold = undefined;
   current.resolve();
   await t.rejects(granting, /timed out/, 'the grant fails with its command');
@@ -118,6 +121,25 @@ t.test('an installer that fails at start is retried; the agent does not die of i
   await restarted.start();
   await until('the set is tried again after its backoff', () => (calls >= 2 ? true : undefined), 10_000);
   t.pass('still running');
+});
+
+t.test('an end whose sessions root refuses for good is finished, not retried forever', async (t) => {
+  const world = await accessServiceWorld(t);
+  let ends = 0;
+  const service = world.service({
+    host: (local) => ({
+      ...local,
+      endSessions: async () => {
+        ends += 1;
+        throw new OutpostError('INSTALLER_REFUSED', 'principal jit-nobody is not in commands.access.principals');
+      },
+    }),
+  });
+  await service.start();
+  await service.grant('g-1', request());
+  t.same(await service.revoke({ grantId: 'g-1' }), ['g-1'], 'the revoke succeeds: the key is gone');
+  await new Promise((r) => setTimeout(r, 2_500));
+  t.equal(ends, 1, 'asked once, not again at every retry');
 });
 
 t.test(`at most ${MAX_ACTIVE_GRANTS} grants are active at once`, async (t) => {
