@@ -22,7 +22,7 @@
  *   later, so a late completion can never produce a second result. A handler that settles within
  *   the grace of a stop is answered as it settled; one still running when the grace is over is
  *   left `started` and answered `interrupted` at the next start, as after a power cut; so is a
- *   success whose `whenAnswered` action (a reboot) the stopping daemon will not run.
+ *   success whose essential `whenAnswered` action (a reboot) the stopping daemon will not take.
  */
 import { z } from 'zod';
 import { isOutpostError } from '../errors.js';
@@ -47,9 +47,11 @@ export interface HandlerContext {
   /**
    * Runs `action` once the command `succeeded` and its result is recorded and queued (never when
    * it failed or was cut short, nor when the daemon is stopping): for what would end the daemon
-   * before it could answer.
+   * before it could answer. `essential`: the action is what the command does (a reboot), so a
+   * success the stopping daemon cannot follow with it is not answered `succeeded` but left for
+   * `interrupted`; otherwise (a restart to apply a config already written) it is answered as it is.
    */
-  readonly whenAnswered: (action: () => void) => void;
+  readonly whenAnswered: (action: () => void, options?: { essential?: boolean }) => void;
   /**
    * Reports how far the command is (`fraction` from 0 to 1, a short `message`) as an
    * `outpost.command-progress/1` event: at most one a second, the last report of a second
@@ -81,6 +83,11 @@ export const DEFAULT_HANDLER_TIMEOUT_MS = 60_000;
  * before the service answers without it; well inside the daemon's stop budget.
  */
 export const HANDLER_GRACE_MS = 2_000;
+interface AnsweredAction {
+  readonly action: () => void;
+  readonly essential: boolean;
+}
+
 /** Unauthenticated messages answered at once; after that, one per {@link UNAUTHENTIC_ANSWER_INTERVAL_MS}. */
 const UNAUTHENTIC_ANSWER_BURST = 10;
 const UNAUTHENTIC_ANSWER_INTERVAL_MS = 1_000;
@@ -310,9 +317,9 @@ export class CommandService implements Service {
     await ledger.record(batch, command.id, started).commit();
     options.log.info('command started', { id: command.id, type: command.type, issuer: command.issuer });
     options.onStep?.('started', command.id);
-    const answered: (() => void)[] = [];
+    const answered: AnsweredAction[] = [];
     const outcome = await this.run(command, verdict.args, answered);
-    if (outcome === undefined) {
+    if (outcome === undefined || (outcome.outcome === 'succeeded' && this.stopping && answered.some((a) => a.essential))) {
       options.log.warn('outpost is stopping: the command is answered interrupted at the next start', { id: command.id, type: command.type });
       return;
     }
@@ -321,7 +328,7 @@ export class CommandService implements Service {
     options.onStep?.('finished', command.id);
     // A daemon already stopping ends anyway; a restart asked for now would end its stop early.
     if (answeredAs === 'succeeded' && !this.stopping) {
-      for (const action of answered) {
+      for (const { action } of answered) {
         try {
           action();
         } catch (err) {
@@ -332,7 +339,7 @@ export class CommandService implements Service {
   }
 
   /** Runs the handler; undefined when a stop cut it short and it did not settle within the grace (it stays `started`). */
-  private async run(command: CommandSigned, args: unknown, answered: (() => void)[]): Promise<Ran | undefined> {
+  private async run(command: CommandSigned, args: unknown, answered: AnsweredAction[]): Promise<Ran | undefined> {
     const stop = this.stopController.signal;
     if (stop.aborted) return undefined;
     const handler = this.options.handlers.get(command.type)!;
@@ -342,7 +349,7 @@ export class CommandService implements Service {
     const timer = setTimeout(() => timeout.abort(), timeoutMs);
     const { deviceId, outbox, log } = this.options;
     const progress = new ProgressReporter({ command, deviceId, outbox, now: this.now, log });
-    const context: HandlerContext = { command, signal, whenAnswered: (action) => void answered.push(action), progress: (fraction, message) => progress.report(fraction, message) };
+    const context: HandlerContext = { command, signal, whenAnswered: (action, { essential = false } = {}) => void answered.push({ action, essential }), progress: (fraction, message) => progress.report(fraction, message) };
     const settled = Promise.resolve()
       .then(() => handler.run(args, context))
       .then(
@@ -358,11 +365,8 @@ export class CommandService implements Service {
       const timedOut = signal.reason === timeout.signal.reason;
       const late = await Promise.race([settled, new Promise<undefined>((resolve) => (grace = setTimeout(() => resolve(undefined), this.options.graceMs ?? HANDLER_GRACE_MS)))]);
       if (late === undefined) this.options.log.warn('a handler cut short did not settle within its grace; the service goes on without it', { id: command.id, type: command.type, timedOut });
-      if (timedOut) return { outcome: 'failed', message: `timed out after ${timeoutMs} ms` };
-      // A stop has no outcome of its own: a handler that settled within the grace is answered as it
-      // settled; but a success that was to end in a whenAnswered action (a reboot), which a stopping
-      // daemon no longer runs, did not happen: that one is interrupted.
-      return late?.outcome === 'succeeded' && answered.length > 0 ? undefined : late;
+      // A stop has no outcome of its own: a handler that settled within the grace is answered as it settled.
+      return timedOut ? { outcome: 'failed', message: `timed out after ${timeoutMs} ms` } : late;
     } finally {
       clearTimeout(timer);
       clearTimeout(grace);

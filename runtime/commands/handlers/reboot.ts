@@ -19,7 +19,7 @@ export function rebootHandler(reboot: (reason: string) => Promise<void>, onError
       const reason = `command ${command.id}: ${args.reason}`;
       // Only once the result is recorded and queued: a reboot before that (delaySec 0) would
       // leave the command `started`, to be reported `interrupted` though it did what it was asked.
-      whenAnswered(() => void setTimeout(() => reboot(reason).catch(onError), args.delaySec * 1000));
+      whenAnswered(() => void setTimeout(() => reboot(reason).catch(onError), args.delaySec * 1000), { essential: true });
       return { rebootInSec: args.delaySec };
     },
   };

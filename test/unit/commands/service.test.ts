@@ -279,26 +279,28 @@ t.test('outpost stopping mid-run, the handler never settling: nothing is answere
   t.same(started, [id], 'ran once');
 });
 
-t.test('outpost stopping mid-run, the handler settling within the grace: its own result is recorded before the stop returns and sent after the next start; a success whose whenAnswered action a stopping daemon will not run is interrupted', async (t) => {
+t.test('outpost stopping mid-run, the handler settling within the grace: its own result is recorded before the stop returns and sent after the next start; a success whose essential whenAnswered action a stopping daemon will not take is interrupted', async (t) => {
   const started: string[] = [];
   const actions: string[] = [];
   const w = await world(t, {
     wait: {
-      args: z.strictObject({ fail: z.boolean(), follow: z.boolean() }),
+      args: z.strictObject({ fail: z.boolean(), follow: z.enum(['none', 'plain', 'essential']) }),
       run: (args, { command, signal, whenAnswered }) => {
-        const { fail, follow } = args as { fail: boolean; follow: boolean };
+        const { fail, follow } = args as { fail: boolean; follow: 'none' | 'plain' | 'essential' };
         started.push(command.id);
-        if (follow) whenAnswered(() => actions.push(command.id));
+        if (follow !== 'none') whenAnswered(() => actions.push(command.id), { essential: follow === 'essential' });
         // It finishes its step when told to stop: done, or given up.
         return new Promise((resolve, reject) => signal.addEventListener('abort', () => setImmediate(() => (fail ? reject(new Error('gave up at the stop')) : resolve({ finished: true })))));
       },
     },
   });
   const cases = [
-    [false, false, 'succeeded', 'done'],
-    [true, true, 'failed', 'gave up at the stop'],
+    [false, 'none', 'succeeded', 'done'],
+    [true, 'essential', 'failed', 'gave up at the stop'],
+    // Its action only applies what it did (a set-config's restart): the next start does that anyway.
+    [false, 'plain', 'succeeded', 'done'],
     // Its success meant "and then reboot", which the stop will not do: answering succeeded would lie.
-    [false, true, 'interrupted', /outpost stopped while the command ran/],
+    [false, 'essential', 'interrupted', /outpost stopped while the command ran/],
   ] as const;
   for (const [fail, follow, outcome, message_] of cases) {
     const id = `c-wait-${fail}-${follow}`;
