@@ -134,8 +134,11 @@ export function localAccessHost(options: LocalAccessHostOptions): AccessHost {
   const procDir = options.procDir ?? '/proc';
   const allowed = new Set(options.principals);
 
+  const notAllowed = (principal: string): string | undefined =>
+    PRINCIPAL_PATTERN.test(principal) && allowed.has(principal) ? undefined : `principal ${JSON.stringify(principal.slice(0, 64))} is not in commands.access.principals`;
   const requireAllowed = (principal: string): void => {
-    if (!PRINCIPAL_PATTERN.test(principal) || !allowed.has(principal)) throw new OutpostError('INSTALLER_REFUSED', `principal ${JSON.stringify(principal.slice(0, 64))} is not in commands.access.principals`);
+    const problem = notAllowed(principal);
+    if (problem !== undefined) throw new OutpostError('INSTALLER_REFUSED', problem);
   };
 
   return {
@@ -144,11 +147,9 @@ export function localAccessHost(options: LocalAccessHostOptions): AccessHost {
       const latest = now().getTime() + options.maxDurationSec * 1000 + expirySlackMs;
       const refused: AccessRefusal[] = [];
       for (const entry of entries) {
-        const problem = !PRINCIPAL_PATTERN.test(entry.principal) || !allowed.has(entry.principal)
-          ? `principal ${JSON.stringify(entry.principal.slice(0, 64))} is not in commands.access.principals`
-          : Date.parse(entry.expiresAt) > latest
-            ? `it expires at ${entry.expiresAt}, more than commands.access.maxDurationSec (${options.maxDurationSec} s) from now`
-            : malformed(entry);
+        const problem =
+          notAllowed(entry.principal) ??
+          (Date.parse(entry.expiresAt) > latest ? `it expires at ${entry.expiresAt}, more than commands.access.maxDurationSec (${options.maxDurationSec} s) from now` : malformed(entry));
         if (problem === undefined) byPrincipal.set(entry.principal, [...(byPrincipal.get(entry.principal) ?? []), entry]);
         else refused.push({ id: entry.id, reason: problem });
       }

@@ -33,7 +33,7 @@ import type { Collection, Store, WriteBatch } from '../store/index.js';
 import { checkpointRemaining, CHECKPOINT_MS, GRANTS_COLLECTION, grantRecordSchema, resumeGrant, type GrantRecord } from './grants.js';
 import type { AccessEntry, AccessHost } from './host.js';
 import { parsePublicKey } from './keys.js';
-import { ensureTunnelKey, startTunnel, tunnelHostAllowed, type Tunnel, type TunnelTarget } from './tunnel.js';
+import { ensureTunnelKey, startTunnel, tunnelHostAllowed, TUNNELS_OFF, type Tunnel, type TunnelTarget } from './tunnel.js';
 
 /** Schema id of the events (as link/drain.ts's `outbox-dropped`). */
 export const ACCESS_EVENT_SCHEMA = 'outpost.event/1';
@@ -185,7 +185,7 @@ export class AccessService implements Service {
     if ((await this.active()).length >= MAX_ACTIVE_GRANTS) throw new OutpostError('ACCESS_REFUSED', `${MAX_ACTIVE_GRANTS} grants are active already; revoke one first`);
     if (!settings.principals.includes(request.principal)) throw new OutpostError('ACCESS_REFUSED', `principal ${request.principal} is not in commands.access.principals`);
     if (request.durationSec > settings.maxDurationSec) throw new OutpostError('ACCESS_REFUSED', `durationSec ${request.durationSec} is more than commands.access.maxDurationSec (${settings.maxDurationSec})`);
-    if (request.tunnel && !settings.tunnels) throw new OutpostError('ACCESS_REFUSED', 'reverse tunnels are off on this device (on when commands.access.tunnelHosts names a bastion and commands.access.tunnels is not false)');
+    if (request.tunnel && !settings.tunnels) throw new OutpostError('ACCESS_REFUSED', TUNNELS_OFF);
     if (request.tunnel && !tunnelHostAllowed(settings.tunnelHosts, request.tunnel.host)) throw new OutpostError('ACCESS_REFUSED', `tunnel host ${request.tunnel.host} is not in commands.access.tunnelHosts`);
     const key = parsePublicKey(request.publicKey);
     const devicePublicKey = request.tunnel ? await ensureTunnelKey(settings.tunnelKeyFile, this.options.exec) : undefined;

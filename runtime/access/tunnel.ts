@@ -54,6 +54,9 @@ const backoffMinMs = 1_000;
 const backoffMaxMs = 60_000;
 const keygenTimeoutMs = 30_000;
 
+/** Why a grant with a tunnel is refused when tunnels are off (the args schema and the service say it alike). */
+export const TUNNELS_OFF = 'reverse tunnels are off on this device (on when commands.access.tunnelHosts names a bastion and commands.access.tunnels is not false)';
+
 /**
  * Whether `host` is one of `allowed` (config `commands.access.tunnelHosts`): as spelled, since a
  * resolved address could change under a name; host names are case-insensitive.

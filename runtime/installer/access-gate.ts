@@ -27,7 +27,7 @@
  *   entries themselves are judged by the wall clock, as the agent computed their expiry: a clock
  *   behind the last set (a power cut, no RTC) never drops a new grant.
  * - The issuers come from the export walked as for a deploy, but expired metadata falls back to
- *   what this installer verified last (deploy-gate.ts `stored-if-expired`), as the agent does.
+ *   the targets this installer verified last while they live (deploy-gate.ts `stored-if-expired`).
  */
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';

@@ -97,9 +97,9 @@ async function verifiedTargets(options: ExportWalkOptions, exportDir: string, re
  * `fresh` for what installs (a deploy): expired metadata refuses. `stored-if-expired` for who may
  * send commands: when the export has expired (the repository unreachable for longer than the
  * timestamp's lifetime), the targets this store verified last, as long as they have not expired
- * themselves; the agent judges commands by its own store the same way (TufClient.stored). Else a
- * gateway cut off from its repository could not be reached by SSH either, which is when it is
- * needed most.
+ * themselves. The agent judges commands by its own store (TufClient.stored) with no such bound, so
+ * past the targets' lifetime a grant passes the agent and is refused here. Else a gateway cut off
+ * from its repository could not be reached by SSH either, which is when it is needed most.
  */
 export type Freshness = 'fresh' | 'stored-if-expired';
 

@@ -8,7 +8,7 @@
  */
 import { z } from 'zod';
 import { checkFromPatterns, parsePublicKey, type AccessService, type AccessSettings } from '../../access/index.js';
-import { tunnelHostAllowed } from '../../access/tunnel.js';
+import { tunnelHostAllowed, TUNNELS_OFF } from '../../access/tunnel.js';
 import { tunnelHostSchema } from '../../config/index.js';
 import type { CommandHandler } from '../service.js';
 import { acceptedEnvelope } from '../verify.js';
@@ -57,7 +57,7 @@ export function grantAccessArgs(settings: Pick<AccessSettings, 'principals' | 'm
 function agentArgs(settings: AccessSettings) {
   return grantAccessArgs(settings).superRefine((args, ctx) => {
     if (!args.tunnel) return;
-    if (!settings.tunnels) ctx.addIssue({ code: 'custom', path: ['tunnel'], message: 'reverse tunnels are off on this device (on when commands.access.tunnelHosts names a bastion and commands.access.tunnels is not false)' });
+    if (!settings.tunnels) ctx.addIssue({ code: 'custom', path: ['tunnel'], message: TUNNELS_OFF });
     else if (!tunnelHostAllowed(settings.tunnelHosts, args.tunnel.host)) ctx.addIssue({ code: 'custom', path: ['tunnel', 'host'], message: `not in commands.access.tunnelHosts (${args.tunnel.host})` });
   });
 }
