@@ -1,3 +1,3 @@
 /** Configuration: one strict schema, layered files, errors that name file and field. */
-export { configSchema, unitNameSchema, tunnelHostSchema, type Config, type BrokerConfig, type UpdateConfig } from './schema.js';
+export { configSchema, healthCheckSchema, unitNameSchema, tunnelHostSchema, type Config, type BrokerConfig, type UpdateConfig, type HealthConfig, type HealthCheckConfig } from './schema.js';
 export { loadConfig, validateConfigFile, defaultConfigPath, overlayFileName, type ConfigProblem, type LoadConfigOptions } from './load.js';

@@ -240,6 +240,141 @@ const commandsSchema = z.strictObject({
   access: accessSchema.optional(),
 });
 
+const checkName = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, 'must be a short lower-case name');
+const argv = z.array(z.string().min(1)).min(1);
+
+/** What outpost does when a check has failed: each action at most once per backoff step. */
+const remediationSchema = z.discriminatedUnion('action', [
+  /** Through the installer when there is one; its own config must list the unit in a check's remediation too. */
+  z.strictObject({ action: z.literal('restart-unit'), unit: unitNameSchema }),
+  z.strictObject({ action: z.literal('exec'), command: argv, timeoutSec: z.number().int().min(1).max(3600).default(60) }),
+  /** Stops outpost with a non-zero code so systemd starts it again. */
+  z.strictObject({ action: z.literal('restart-outpost') }),
+  /** Through the update path's reboot, under the reboot circuit breaker. */
+  z.strictObject({ action: z.literal('reboot') }),
+]);
+
+/**
+ * What every check has. A check fails after `failAfter` failing runs in a row and passes again
+ * after `recoverAfter` passing runs in a row (flap damping); it never overlaps itself, and a run
+ * past `timeoutSec` is abandoned (its process killed) and counts as failing.
+ */
+const checkCommon = {
+  name: checkName,
+  intervalSec: z.number().int().min(1).max(86_400).default(30),
+  timeoutSec: z.number().int().min(1).max(3600).default(10),
+  failAfter: z.number().int().min(1).max(100).default(3),
+  recoverAfter: z.number().int().min(1).max(100).default(1),
+  /** A failing required check makes the device `failed` (and fails probation); a wanted one `degraded`. */
+  severity: z.enum(['required', 'wanted']).default('wanted'),
+  remediation: remediationSchema.optional(),
+};
+
+const regexSource = z.string().max(1000).refine((source) => {
+  try {
+    new RegExp(source);
+    return true;
+  } catch {
+    return false;
+  }
+}, 'must be a valid regular expression');
+
+/** One health check (docs/architecture.md "Health"); `kind` says what it looks at. */
+export const healthCheckSchema = z.discriminatedUnion('kind', [
+  /** argv, no shell; exit status 0 passes. */
+  z.strictObject({ ...checkCommon, kind: z.literal('exec'), command: argv }),
+  z.strictObject({
+    ...checkCommon,
+    kind: z.literal('http'),
+    url: httpUrl,
+    /** Status codes that pass. */
+    status: z.array(z.number().int().min(100).max(599)).min(1).max(32).default([200]),
+    /** A regular expression the body (its first 64 KiB) must match. */
+    bodyMatch: regexSource.optional(),
+  }),
+  z.strictObject({ ...checkCommon, kind: z.literal('tcp'), host: z.string().min(1).max(253), port: z.number().int().min(1).max(65_535) }),
+  /** Active, and not restarted by systemd more than `maxRestarts` times within `restartWindowSec`. */
+  z.strictObject({
+    ...checkCommon,
+    kind: z.literal('unit'),
+    unit: unitNameSchema,
+    maxRestarts: z.number().int().min(0).max(1000).default(3),
+    restartWindowSec: z.number().int().min(1).max(86_400).default(600),
+  }),
+  z
+    .strictObject({
+      ...checkCommon,
+      kind: z.literal('disk'),
+      path: filePath,
+      minFreeBytes: z.number().int().min(0).optional(),
+      minFreePercent: z.number().min(0).max(100).optional(),
+      minFreeInodes: z.number().int().min(0).optional(),
+    })
+    .refine((c) => c.minFreeBytes !== undefined || c.minFreePercent !== undefined || c.minFreeInodes !== undefined, { message: 'needs minFreeBytes, minFreePercent or minFreeInodes', path: ['minFreeBytes'] }),
+  z
+    .strictObject({
+      ...checkCommon,
+      kind: z.literal('memory'),
+      minAvailableBytes: z.number().int().min(0).optional(),
+      /** PSI `memory` (/proc/pressure/memory) avg10 limits, in percent. */
+      maxSomeAvg10: z.number().min(0).max(100).optional(),
+      maxFullAvg10: z.number().min(0).max(100).optional(),
+    })
+    .refine((c) => c.minAvailableBytes !== undefined || c.maxSomeAvg10 !== undefined || c.maxFullAvg10 !== undefined, { message: 'needs minAvailableBytes, maxSomeAvg10 or maxFullAvg10', path: ['minAvailableBytes'] }),
+  z
+    .strictObject({
+      ...checkCommon,
+      kind: z.literal('cpu'),
+      /** The cgroup v2 whose `cpu.stat` is measured: a unit's (its ControlGroup) or a path under the cgroup root. */
+      unit: unitNameSchema.optional(),
+      cgroup: z.string().regex(/^\/[^\0]*$/, 'must be a cgroup path such as /system.slice/app.service').optional(),
+      /** The group's CPU time between two runs, in percent of one core. */
+      maxPercent: z.number().min(0).max(100_000).optional(),
+      /** Host PSI `cpu some` avg10, in percent. */
+      maxSomeAvg10: z.number().min(0).max(100).optional(),
+      /** Host 1-minute load average per online CPU. */
+      maxLoadPerCpu: z.number().min(0).optional(),
+    })
+    .refine((c) => !(c.unit !== undefined && c.cgroup !== undefined), { message: 'takes unit or cgroup, not both', path: ['cgroup'] })
+    .refine((c) => c.maxPercent === undefined || c.unit !== undefined || c.cgroup !== undefined, { message: 'maxPercent needs unit or cgroup', path: ['maxPercent'] })
+    .refine((c) => c.maxPercent !== undefined || c.maxSomeAvg10 !== undefined || c.maxLoadPerCpu !== undefined, { message: 'needs maxPercent, maxSomeAvg10 or maxLoadPerCpu', path: ['maxPercent'] }),
+  /** Thermal zones (/sys/class/thermal); passes where there are none. */
+  z.strictObject({ ...checkCommon, kind: z.literal('temperature'), maxCelsius: z.number().min(-50).max(200), zones: z.array(z.string().min(1)).max(32).optional() }),
+  /** The broker link is up, or was within `withinSec`. */
+  z.strictObject({ ...checkCommon, kind: z.literal('mqtt'), withinSec: z.number().int().min(0).max(7 * 86_400).default(300) }),
+]);
+
+/** greenboot's layout: check/required.d and check/wanted.d are checks; green.d / red.d run after a commit / rollback. */
+const greenbootSchema = z.strictObject({
+  dir: filePath.default('/etc/greenboot'),
+  intervalSec: z.number().int().min(1).max(86_400).default(300),
+  timeoutSec: z.number().int().min(1).max(3600).default(60),
+});
+
+const healthSchema = z.strictObject({
+  checks: z.array(healthCheckSchema).max(64).default([]),
+  greenboot: greenbootSchema.prefault({}),
+  /** Remediation of one check backs off from min to max, doubling each time it did not help. */
+  backoffMinSec: z.number().int().min(1).max(86_400).default(30),
+  backoffMaxSec: z.number().int().min(1).max(7 * 86_400).default(3600),
+  /** At most `maxReboots` remediation reboots within `windowSec`; then outpost reports that it needs attention instead. */
+  rebootBreaker: z.strictObject({ maxReboots: z.number().int().min(0).max(100).default(3), windowSec: z.number().int().min(60).max(30 * 86_400).default(86_400) }).prefault({}),
+  /** cgroup v2 mount point, for `cpu` checks. */
+  cgroupRoot: filePath.default('/sys/fs/cgroup'),
+  /** WATCHDOG=1 (and the hardware watchdog) are withheld while the event loop lags more than this. */
+  maxLoopLagMs: z.number().int().min(100).max(600_000).default(5_000),
+  /** Pinged only while every part makes progress; closed with the magic character on a clean stop. */
+  hardwareWatchdog: z.strictObject({ device: filePath.default('/dev/watchdog'), timeoutSec: z.number().int().min(2).max(3600).default(60) }).optional(),
+})
+  .refine((h) => h.backoffMaxSec >= h.backoffMinSec, { message: 'must be at least backoffMinSec', path: ['backoffMaxSec'] })
+  .superRefine((h, ctx) => {
+    const seen = new Set<string>();
+    h.checks.forEach((check, index) => {
+      if (seen.has(check.name)) ctx.addIssue({ code: 'custom', path: ['checks', index, 'name'], message: `${check.name} is used by an earlier check` });
+      seen.add(check.name);
+    });
+  });
+
 /** The whole configuration file. */
 export const configSchema = z.strictObject({
   deviceId,
@@ -252,6 +387,7 @@ export const configSchema = z.strictObject({
   installer: installerSchema.prefault({}),
   outbox: outboxSchema.prefault({}),
   commands: commandsSchema.optional(),
+  health: healthSchema.prefault({}),
 })
   .superRefine((config, ctx) => {
     if (!config.commands) return;
@@ -264,5 +400,9 @@ export const configSchema = z.strictObject({
 export type Config = Readonly<z.output<typeof configSchema>>;
 /** Update settings, present when the device takes OTA updates. */
 export type UpdateConfig = NonNullable<Config['update']>;
+/** Health settings (always present, defaulted). */
+export type HealthConfig = Config['health'];
+/** One configured health check. */
+export type HealthCheckConfig = HealthConfig['checks'][number];
 /** Broker settings, present only when the device talks to a fleet broker. */
 export type BrokerConfig = NonNullable<Config['broker']>;

@@ -12,6 +12,7 @@
  */
 import { OutpostError, toOutpostError } from '../errors.js';
 import type { Logger } from '../logs/index.js';
+import type { HardwareWatchdog } from '../platform/index.js';
 import type { Notify, Service } from './service.js';
 
 /** Timer functions, injectable so tests can drive time. */
@@ -42,6 +43,12 @@ export interface SupervisorOptions {
    * in all; without it the unit's TimeoutStartSec alone applies.
    */
   startExtension?: { byMs: number; maxMs: number };
+  /**
+   * Opens the hardware watchdog once every service started (opening arms it). It is fed on the
+   * same rule as WATCHDOG=1, at a third of its timeout, and closed with the magic character on an
+   * orderly stop; a failed start or a crash leaves it to reset the board.
+   */
+  hardwareWatchdog?: () => HardwareWatchdog;
   timers?: Timers;
 }
 
@@ -49,6 +56,7 @@ export interface SupervisorOptions {
 export class Supervisor {
   private readonly started: Service[] = [];
   private watchdogTimer: unknown;
+  private hardware: { device: HardwareWatchdog; timer: unknown } | undefined;
   private stopping: Promise<void> | undefined;
   private withheld = false;
   private readonly timers: Timers;
@@ -76,6 +84,7 @@ export class Supervisor {
       stopExtending();
     }
     this.startWatchdog();
+    this.startHardwareWatchdog();
     await this.options.notify({ READY: '1', STATUS: 'running' }).catch((err: unknown) => this.options.log.warn('cannot notify systemd', { err }));
     this.options.log.info('ready', { services: this.started.map((s) => s.name) });
   }
@@ -108,6 +117,11 @@ export class Supervisor {
     return this.started.every((s) => s.healthy?.() ?? true);
   }
 
+  /** The started services that report no progress. */
+  private stalled(): string[] {
+    return this.started.filter((s) => s.healthy?.() === false).map((s) => s.name);
+  }
+
   /** Sends STOPPING=1 and stops all services in reverse order, bounded by stopTimeoutMs. */
   stop(): Promise<void> {
     this.stopping ??= this.stopBounded();
@@ -133,6 +147,7 @@ export class Supervisor {
   private async stopStarted(): Promise<void> {
     if (this.watchdogTimer !== undefined) this.timers.clearInterval(this.watchdogTimer);
     this.watchdogTimer = undefined;
+    this.closeHardwareWatchdog();
     while (this.started.length > 0) {
       const service = this.started.pop();
       if (!service) break;
@@ -147,19 +162,69 @@ export class Supervisor {
 
   /**
    * The ping runs on the event loop on purpose: a blocked loop stops the pings and systemd
-   * kills us, which is the point. An unhealthy service withholds pings the same way.
+   * kills us, which is the point. A service making no progress withholds pings the same way, and
+   * STATUS= names it, so `systemctl status` says which part was stuck.
    */
   private startWatchdog(): void {
     const intervalMs = this.options.watchdogIntervalMs;
     if (intervalMs === undefined) return;
     this.watchdogTimer = this.timers.setInterval(() => {
-      if (!this.healthy()) {
-        if (!this.withheld) this.options.log.error('withholding watchdog ping: a service is unhealthy', { unhealthy: this.started.filter((s) => s.healthy?.() === false).map((s) => s.name) });
-        this.withheld = true;
-        return;
-      }
-      this.withheld = false;
+      if (!this.feedable()) return;
       this.options.notify({ WATCHDOG: '1' }).catch((err: unknown) => this.options.log.warn('watchdog ping failed', { err }));
     }, intervalMs);
+  }
+
+  /** Whether the watchdogs may be fed now; logs and shows the change when it is not. */
+  private feedable(): boolean {
+    const stalled = this.stalled();
+    if (stalled.length > 0) {
+      if (!this.withheld) {
+        this.options.log.error('withholding watchdog ping: a service makes no progress', { unhealthy: stalled });
+        void this.status(`watchdog withheld: ${stalled.join(', ')} not making progress`);
+      }
+      this.withheld = true;
+      return false;
+    }
+    if (this.withheld) {
+      this.options.log.info('watchdog pings resume: every service makes progress again');
+      void this.status('running');
+    }
+    this.withheld = false;
+    return true;
+  }
+
+  private startHardwareWatchdog(): void {
+    const open = this.options.hardwareWatchdog;
+    if (open === undefined) return;
+    let device: HardwareWatchdog;
+    try {
+      device = open();
+    } catch (err) {
+      // Running without it beats not running: the systemd watchdog still guards the daemon.
+      this.options.log.error('hardware watchdog unavailable: running without it', { err });
+      return;
+    }
+    const everyMs = Math.max(500, Math.floor((device.timeoutSec * 1000) / 3));
+    const timer = this.timers.setInterval(() => {
+      if (!this.feedable()) return;
+      try {
+        device.keepalive();
+      } catch (err) {
+        this.options.log.error('hardware watchdog keepalive failed', { err });
+      }
+    }, everyMs);
+    this.hardware = { device, timer };
+    this.options.log.info('hardware watchdog armed', { device: device.path, timeoutSec: device.timeoutSec });
+  }
+
+  private closeHardwareWatchdog(): void {
+    if (this.hardware === undefined) return;
+    this.timers.clearInterval(this.hardware.timer);
+    try {
+      this.hardware.device.close({ disarm: true });
+    } catch (err) {
+      this.options.log.error('hardware watchdog: the magic close failed, so the board may reset', { err });
+    }
+    this.hardware = undefined;
   }
 }

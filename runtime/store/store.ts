@@ -22,6 +22,7 @@ import { basename, dirname, join } from 'node:path';
 import { ClassicLevel } from 'classic-level';
 import { z } from 'zod';
 import { OutpostError, toOutpostError } from '../errors.js';
+import { monotonicMs } from '../platform/index.js';
 
 type Db = ClassicLevel<string, unknown>;
 const jsonSublevel = (db: Db, name: string) => db.sublevel<string, unknown>(name, { valueEncoding: 'json' });
@@ -158,10 +159,37 @@ class LevelCollection<T> implements Collection<T> {
   }
 }
 
+/**
+ * The commits under way, by when each began on CLOCK_MONOTONIC: a disk that stopped answering
+ * shows up as an old one, which the daemon's watchdog reads as the store making no progress.
+ */
+class CommitsInFlight {
+  private readonly startedMs = new Set<{ readonly atMs: number }>();
+
+  async track<T>(write: () => Promise<T>): Promise<T> {
+    const entry = { atMs: monotonicMs() };
+    this.startedMs.add(entry);
+    try {
+      return await write();
+    } finally {
+      this.startedMs.delete(entry);
+    }
+  }
+
+  oldestMs(): number | undefined {
+    // Insertion order is start order.
+    for (const entry of this.startedMs) return entry.atMs;
+    return undefined;
+  }
+}
+
 class LevelBatch implements WriteBatch {
   private readonly ops: BatchOps = [];
   private readonly hooks: { hook: () => void; onHookError: ((err: unknown) => void) | undefined }[] = [];
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly inFlight: CommitsInFlight,
+  ) {}
 
   private subOf(collection: Collection<unknown>): Sub {
     if (!(collection instanceof LevelCollection)) throw new OutpostError('INTERNAL', `collection ${collection.name} is not from this store`);
@@ -186,7 +214,7 @@ class LevelBatch implements WriteBatch {
   async commit(): Promise<void> {
     if (this.ops.length > 0) {
       try {
-        await this.db.batch(this.ops, { sync: true });
+        await this.inFlight.track(() => this.db.batch(this.ops, { sync: true }));
       } catch (err) {
         throw toOutpostError(err, 'STORE_IO', `cannot write the state store at ${this.db.location}`);
       }
@@ -204,6 +232,8 @@ class LevelBatch implements WriteBatch {
 
 /** An open state store. */
 export class Store {
+  private readonly inFlight = new CommitsInFlight();
+
   private constructor(
     private readonly db: Db,
     private readonly options: OpenStoreOptions,
@@ -251,7 +281,12 @@ export class Store {
   }
 
   batch(): WriteBatch {
-    return new LevelBatch(this.db);
+    return new LevelBatch(this.db, this.inFlight);
+  }
+
+  /** CLOCK_MONOTONIC ms at which the oldest commit still under way began; undefined when none is. */
+  oldestPendingCommitMs(): number | undefined {
+    return this.inFlight.oldestMs();
   }
 
   async close(): Promise<void> {

@@ -118,3 +118,64 @@ t.test('while services start, systemd is asked for more time, up to the cap; non
   t.equal(m.intervals.size, 0, 'no extension timer left once READY');
   t.ok(r.events.at(-1)?.startsWith('READY=1'));
 });
+
+t.test('a stalled service is named in STATUS= while pings are withheld, and running is shown again after', async (t) => {
+  const r = recorder();
+  const m = manualTimers();
+  let storeMoves = true;
+  const sup = new Supervisor({ services: [r.service('store', { healthy: () => storeMoves }), r.service('health')], notify: r.notify, log: silentLogger, stopTimeoutMs: 1000, watchdogIntervalMs: 5000, timers: m.timers });
+  await sup.start();
+  storeMoves = false;
+  m.tickIntervals();
+  m.tickIntervals();
+  t.same(r.events.filter((e) => e.startsWith('STATUS=watchdog')), ['STATUS=watchdog withheld: store not making progress'], 'named once, not at every tick');
+  storeMoves = true;
+  m.tickIntervals();
+  t.same(r.events.slice(-2), ['STATUS=running', 'WATCHDOG=1']);
+  await sup.stop();
+});
+
+t.test('the hardware watchdog is armed after start, fed only while every service moves, and disarmed by an orderly stop', async (t) => {
+  const r = recorder();
+  const m = manualTimers();
+  let moving = true;
+  const calls: string[] = [];
+  const sup = new Supervisor({
+    services: [r.service('health', { healthy: () => moving })],
+    notify: r.notify,
+    log: silentLogger,
+    stopTimeoutMs: 1000,
+    timers: m.timers,
+    hardwareWatchdog: () => {
+      calls.push('open');
+      return { path: '/dev/watchdog', timeoutSec: 30, keepalive: () => void calls.push('keepalive'), close: ({ disarm }) => void calls.push(`close disarm=${disarm}`) };
+    },
+  });
+  await sup.start();
+  t.same(calls, ['open']);
+  m.tickIntervals();
+  moving = false;
+  m.tickIntervals();
+  moving = true;
+  m.tickIntervals();
+  t.same(calls, ['open', 'keepalive', 'keepalive'], 'no keepalive while a service is stalled');
+  await sup.stop();
+  t.same(calls.at(-1), 'close disarm=true');
+  t.equal(m.intervals.size, 0, 'no timer left');
+});
+
+t.test('a hardware watchdog that cannot be opened is reported and the daemon runs on', async (t) => {
+  const r = recorder();
+  const sup = new Supervisor({
+    services: [r.service('a')],
+    notify: r.notify,
+    log: silentLogger,
+    stopTimeoutMs: 1000,
+    hardwareWatchdog: () => {
+      throw new Error('no such device');
+    },
+  });
+  await sup.start();
+  t.ok(r.events.includes('READY=1 STATUS=running'));
+  await sup.stop();
+});

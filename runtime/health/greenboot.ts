@@ -1,0 +1,71 @@
+/**
+ * greenboot's layout, so gateways that carry greenboot scripts keep them: the executables in
+ * `<dir>/check/required.d` and `<dir>/check/wanted.d` become required and wanted exec checks, and
+ * those in `<dir>/green.d` / `<dir>/red.d` run after a release is committed / rolled back.
+ * Unlike greenboot, each script runs with a timeout (a hung script fails its run, it does not
+ * hold the boot), and on the checks' schedule, not only once per boot.
+ */
+import { constants } from 'node:fs';
+import { access, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { HealthCheckConfig, HealthConfig } from '../config/index.js';
+import type { Exec } from '../platform/index.js';
+
+/** A script's file name as a check name: lower case, only the characters check names take. */
+function checkName(severity: 'required' | 'wanted', file: string): string {
+  const stem = file.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+/, '');
+  return `greenboot-${severity}-${stem}`.slice(0, 64);
+}
+
+/** The executable regular files of `dir` in name order (greenboot's order); none when it is missing. */
+async function scripts(dir: string): Promise<string[]> {
+  let entries;
+  try {
+    entries = await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+  const names = entries.filter((e) => e.isFile()).map((e) => e.name).sort();
+  const executable = await Promise.all(names.map((name) => access(join(dir, name), constants.X_OK).then(() => true, () => false)));
+  return names.filter((_, i) => executable[i]);
+}
+
+/** The greenboot check scripts as exec checks (one failing run fails them, as in greenboot). */
+export async function greenbootChecks(settings: HealthConfig['greenboot']): Promise<HealthCheckConfig[]> {
+  const checks: HealthCheckConfig[] = [];
+  for (const severity of ['required', 'wanted'] as const) {
+    for (const file of await scripts(join(settings.dir, 'check', `${severity}.d`))) {
+      checks.push({
+        kind: 'exec',
+        name: checkName(severity, file),
+        command: [join(settings.dir, 'check', `${severity}.d`, file)],
+        severity,
+        intervalSec: settings.intervalSec,
+        timeoutSec: settings.timeoutSec,
+        failAfter: 1,
+        recoverAfter: 1,
+      });
+    }
+  }
+  return checks;
+}
+
+/** What running the green.d or red.d scripts gave, one entry per script. */
+export type HookRun = { script: string; ok: true } | { script: string; ok: false; error: string };
+
+/** Runs every script of green.d or red.d in order, each bounded; a failing one does not stop the rest. */
+export async function runGreenbootHooks(settings: HealthConfig['greenboot'], which: 'green' | 'red', exec: Exec): Promise<HookRun[]> {
+  const dir = join(settings.dir, `${which}.d`);
+  const runs: HookRun[] = [];
+  for (const file of await scripts(dir)) {
+    const script = join(dir, file);
+    try {
+      await exec.run(script, [], { timeoutMs: settings.timeoutSec * 1000, stdout: 'discard' });
+      runs.push({ script, ok: true });
+    } catch (err) {
+      runs.push({ script, ok: false, error: err instanceof Error ? err.message.split('\n')[0]! : String(err) });
+    }
+  }
+  return runs;
+}
