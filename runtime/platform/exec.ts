@@ -27,6 +27,8 @@ export interface ExecOptions {
    * function gets each line as it comes, and nothing is kept: output of any length in bounded memory.
    */
   stdout?: 'capture' | 'discard' | ((line: string) => void);
+  /** Aborting kills the child as a timeout does (SIGTERM, then SIGKILL); the call rejects once it is gone. */
+  signal?: AbortSignal;
 }
 
 /** Options of {@link createExec}. */
@@ -92,6 +94,7 @@ export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
         const result = await execa(cmd, args, {
           shell: false,
           timeout: timeoutMs,
+          ...(opts.signal === undefined ? {} : { cancelSignal: opts.signal }),
           forceKillAfterDelay: 5_000,
           // Tools that wait on stdin (none should) must not hang the daemon: give them EOF.
           ...(opts.input === undefined ? { stdin: 'ignore' as const } : { input: opts.input }),
@@ -121,6 +124,9 @@ function execError(cmd: string, args: string[], timeoutMs: number, maxBuffer: nu
   else if (err.timedOut) {
     how = `timed out after ${timeoutMs} ms and was killed`;
     // A slow disk or a busy device can finish next time; a wrong argument cannot.
+    transient = true;
+  } else if (err.isCanceled) {
+    how = 'cancelled and killed';
     transient = true;
   } else if (err.isMaxBuffer) how = `printed more than the ${maxBuffer} bytes of output outpost keeps and was stopped`;
   else if (err.signal !== undefined) how = `killed by ${err.signal}`;
