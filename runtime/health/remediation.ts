@@ -1,0 +1,147 @@
+/**
+ * Remediation: what outpost does about a check that has turned failing, and how often.
+ *
+ * Invariants:
+ * - Per check, on CLOCK_MONOTONIC: the first action right away, then one after backoffMinSec,
+ *   doubling each time the check is still failing, up to backoffMaxSec, with up to 10% jitter
+ *   (never below the min nor above the max) so a fleet failing together does not act in step.
+ *   Passing again starts the check's backoff over. An attempt that took no action (breaker open,
+ *   safe mode) moves the backoff on too: the same answer is reported at the backoff's pace, not at
+ *   every run of the check.
+ * - A reboot goes through the breaker, which records it before it is asked for; in safe mode (no
+ *   deployment is healthy, so a reboot can only land in another failing one) none is taken.
+ * - An action's failure is a result, never a throw: the caller reports it and the check runs on.
+ * - Nothing but the breaker is persisted: backoff starting over at a daemon restart is intended
+ *   (the restart may be what fixed things). `restart-outpost` is the exception that could loop on
+ *   it, every restart acting "right away" again: a remediator does not restart outpost before
+ *   backoffMinSec have passed since it was created, so that loop runs no faster than the min (the
+ *   check also has to fail `failAfter` runs again in the new process). Its doubling across
+ *   restarts is left to systemd: StartLimitBurst in outpost.service ends the loop (systemd's
+ *   RestartSteps/RestartMaxDelaySec would stretch it, where the unit sets them).
+ */
+import type { HealthCheckConfig } from '../config/index.js';
+import type { Clock, Exec } from '../platform/index.js';
+import type { RebootBreaker } from './breaker.js';
+
+/** One configured remediation (config `health.checks[].remediation`). */
+export type Remediation = NonNullable<HealthCheckConfig['remediation']>;
+
+/** How an action is carried out; wired by the daemon. */
+export interface RemediationPorts {
+  /** The installer's unit.restart (or systemctl). */
+  restartUnit(unit: string): Promise<void>;
+  /** Runs `exec` actions, with the action's timeoutSec as timeoutMs. */
+  exec: Exec;
+  /** Stops outpost with a non-zero code so systemd starts it again. */
+  restartOutpost(reason: string): void;
+  /** The update path's reboot. */
+  reboot(reason: string): Promise<void>;
+}
+
+/** What one call of {@link Remediator.failing} did; the caller turns it into an event. */
+export interface RemediationRecord {
+  check: string;
+  action: Remediation['action'];
+  /** `backing-off`: not yet, see nextInMs; `needs-attention`: the reboot breaker is open; `safe-mode`: no reboot while no deployment is healthy. */
+  outcome: 'done' | 'failed' | 'needs-attention' | 'safe-mode' | 'backing-off';
+  detail?: string;
+  /** The attempt in this failing streak, from 1; for `backing-off`, the one that is waiting. */
+  attempt: number;
+  /** When the next attempt may come, if the check is still failing. */
+  nextInMs?: number;
+}
+
+/** Options of {@link Remediator}. */
+export interface RemediatorOptions {
+  backoffMinSec: number;
+  backoffMaxSec: number;
+  ports: RemediationPorts;
+  breaker: RebootBreaker;
+  /** Why no deployment is healthy (the update path rolled back and the old one fails too), or undefined. */
+  safeMode: () => string | undefined;
+  clock: Clock;
+  /** In [0, 1): the jitter; Math.random by default. */
+  random?: () => number;
+}
+
+/** How an action went; the attempt's bookkeeping is added by the caller. */
+type ActionResult = Pick<RemediationRecord, 'outcome' | 'detail'>;
+type Handlers = { [A in Remediation['action']]: (action: Extract<Remediation, { action: A }>, reason: string) => Promise<ActionResult> };
+
+const maxJitter = 0.1;
+
+/** Decides when a failing check is remediated again, and does it through the ports. */
+export class Remediator {
+  private readonly streaks = new Map<string, { attempts: number; nextAtMs: number }>();
+  private readonly startedMs: number;
+  private readonly handlers: Handlers;
+
+  constructor(private readonly options: RemediatorOptions) {
+    this.startedMs = options.clock.monotonicMs();
+    const { ports, breaker, safeMode } = options;
+    this.handlers = {
+      'restart-unit': (action) => outcomeOf(() => ports.restartUnit(action.unit)),
+      exec: (action) => {
+        const [cmd, ...args] = action.command;
+        if (cmd === undefined) return Promise.resolve({ outcome: 'failed', detail: 'empty command' });
+        return outcomeOf(() => ports.exec.run(cmd, args, { timeoutMs: action.timeoutSec * 1000 }));
+      },
+      'restart-outpost': (_action, reason) => outcomeOf(async () => ports.restartOutpost(reason)),
+      reboot: async (_action, reason) => {
+        const unsafe = safeMode();
+        if (unsafe !== undefined) return { outcome: 'safe-mode', detail: `no reboot in safe mode: ${unsafe}` };
+        if (!(await breaker.allow(reason))) return { outcome: 'needs-attention', detail: breaker.state().reason ?? 'the reboot breaker is open' };
+        return outcomeOf(() => ports.reboot(reason));
+      },
+    };
+  }
+
+  /**
+   * The check is failing (the scheduler's verdict, after its flap damping): acts when its backoff
+   * allows, else says when it will. `detail` is the check's reason, passed on to the reboot and the
+   * restart so their logs say why.
+   */
+  async failing(check: string, remediation: Remediation, detail?: string): Promise<RemediationRecord> {
+    const now = this.options.clock.monotonicMs();
+    const streak = this.streaks.get(check) ?? { attempts: 0, nextAtMs: now };
+    this.streaks.set(check, streak);
+    const notBefore = remediation.action === 'restart-outpost' ? Math.max(streak.nextAtMs, this.startedMs + this.options.backoffMinSec * 1000) : streak.nextAtMs;
+    const base = { check, action: remediation.action };
+    if (now < notBefore) return { ...base, outcome: 'backing-off', attempt: streak.attempts + 1, nextInMs: notBefore - now };
+    // Moved on before acting: a second call while the action runs backs off instead of acting twice.
+    const attempt = (streak.attempts += 1);
+    const delayMs = this.delayMs(attempt);
+    streak.nextAtMs = now + delayMs;
+    const reason = `health check ${check} is failing${detail === undefined ? '' : ` (${detail})`}; remediation attempt ${attempt}`;
+    const result = await this.run(remediation, reason);
+    return { ...base, ...result, attempt, nextInMs: delayMs };
+  }
+
+  /** The check passes again: its next failure is acted on right away. */
+  passed(check: string): void {
+    this.streaks.delete(check);
+  }
+
+  private run<A extends Remediation>(remediation: A, reason: string): Promise<ActionResult> {
+    const handler = this.handlers[remediation.action] as (action: A, reason: string) => Promise<ActionResult>;
+    return handler(remediation, reason);
+  }
+
+  /** The wait after attempt `attempts` (from 1): min doubling up to max, plus jitter within both. */
+  private delayMs(attempts: number): number {
+    const minMs = this.options.backoffMinSec * 1000;
+    const maxMs = this.options.backoffMaxSec * 1000;
+    const base = Math.min(minMs * 2 ** (attempts - 1), maxMs);
+    const jitter = base * maxJitter * (this.options.random ?? Math.random)();
+    return Math.round(Math.min(base + jitter, maxMs));
+  }
+}
+
+async function outcomeOf(action: () => Promise<unknown>): Promise<ActionResult> {
+  try {
+    await action();
+    return { outcome: 'done' };
+  } catch (err) {
+    return { outcome: 'failed', detail: err instanceof Error ? err.message : String(err) };
+  }
+}
