@@ -3,3 +3,4 @@ export { ApiServer, type ApiServerOptions, type Routes, type Handler, type Uploa
 export { apiGet, apiRequest, apiUpload } from './client.js';
 export { statusSchema, formatStatus, type Status } from './status.js';
 export { apiAccess, type AccessGroup, type AccessRule } from './access.js';
+export { healthReportSchema, formatHealth, healthExitCode, type HealthReportDocument } from './health.js';

@@ -7,7 +7,7 @@
 import { join } from 'node:path';
 import { overlayFileName, type Config } from '../config/index.js';
 import type { Service } from '../lifecycle/index.js';
-import { Outbox, startOutboxDrain, type Link } from '../link/index.js';
+import { Outbox, startOutboxDrain, type Link, type OutboxMessage } from '../link/index.js';
 import type { Logger } from '../logs/index.js';
 import type { Store } from '../store/index.js';
 import type { UpdateService } from '../update/index.js';
@@ -20,7 +20,7 @@ import { restartServiceHandler } from '../commands/handlers/restart-service.js';
 import { setConfigHandler } from '../commands/handlers/set-config.js';
 import { lazyHandler } from '../commands/handlers/lazy.js';
 import { logsSpec } from '../commands/handlers/logs-spec.js';
-import { localUnits, type UnitControl } from '../commands/units.js';
+import { unitControl } from './unit-control.js';
 import type { AccessService } from '../access/index.js';
 import type { Exec } from '../platform/index.js';
 
@@ -50,6 +50,8 @@ export interface CommandWiring {
   receive(message: InboundMessage): Promise<void>;
   /** For the update service: every verified refresh may change who may send commands. */
   onTrusted(targets: TrustedTargets): void;
+  /** Stores a message (another domain's event) in the outbox for delivery; rejects until the outbox is open. */
+  event(message: OutboxMessage): Promise<void>;
 }
 
 export async function commandWiring(options: CommandWiringOptions): Promise<CommandWiring> {
@@ -85,11 +87,8 @@ export async function commandWiring(options: CommandWiringOptions): Promise<Comm
     },
   };
 
-  // Restarting a unit needs root: the installer's when there is one (it checks its own list too).
-  // The installer's client is loaded by the first restart: without updates through the installer
-  // nothing else needs it.
   const socket = config.installer.socket;
-  const units: UnitControl = socket ? { restart: async (unit) => void (await (await import('../installer/client.js')).installerCall(socket, { op: 'unit.restart', unit })) } : localUnits(options.exec);
+  const units = unitControl(socket, options.exec);
 
   // Just-in-time access: what needs root goes through the installer when there is one. Its code is
   // loaded only when configured, and then at start: the service ends at their expiry the grants a
@@ -157,5 +156,6 @@ export async function commandWiring(options: CommandWiringOptions): Promise<Comm
     afterLink: [drainService],
     receive: (message) => commands.receive(message),
     onTrusted: (targets) => trust(targets, 'refresh'),
+    event: async (message) => void (await requireOutbox().put(message)),
   };
 }

@@ -7,11 +7,14 @@ import { join } from 'node:path';
 import { ApiServer, apiAccess, statusSchema, type AccessGroup, type ApiServerOptions, type Status } from '../api/index.js';
 import { loadConfig, type Config, type LoadConfigOptions } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
-import { markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
+import { loopLagMonitor, markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
+import { HealthService, type HealthReport } from '../health/index.js';
+import { eventsTopic } from '../protocol/index.js';
 import { createLink, type Link } from '../link/index.js';
 import { createLogger, isJournalStream, journalSink, journalSocketPath, streamSink, type Logger, type LogSink } from '../logs/index.js';
-import { createExec, createNotifier, groupId, kernelBootId, loadNative, peerLookup, watchdogIntervalMs, type NativeLoad } from '../platform/index.js';
+import { createExec, createNotifier, groupId, kernelBootId, loadNative, monotonicMs, openHardwareWatchdog, peerLookup, systemClock, watchdogIntervalMs, type NativeLoad } from '../platform/index.js';
 import type { StateDocument } from '../protocol/index.js';
+import { unitControl } from './unit-control.js';
 import { Store, type OpenEvent } from '../store/index.js';
 import { readBootedCommit } from '../update/booted-commit.js';
 import type { UpdateService, UpdateStatus } from '../update/index.js';
@@ -54,15 +57,34 @@ class StoreService implements Service {
     await this.store?.close();
     this.store = undefined;
   }
+
+  /** A commit that has not come back for this long means the disk stopped answering. */
+  healthy(): boolean {
+    const since = this.store?.oldestPendingCommitMs();
+    return since === undefined || monotonicMs() - since < storeStallMs;
+  }
 }
+
+/** Longest a store commit may take before the watchdog counts the store as stuck (a slow SD card fsyncs in seconds). */
+const storeStallMs = 60_000;
 
 /** Adapts the MQTT link to the lifecycle. */
 function linkService(link: Link): Service {
   return { name: 'link', start: async () => link.start(), stop: () => link.stop() };
 }
 
+/** The health part of the state document; `health` keeps its v1 values (protocol/state.ts). */
+function stateHealth(report: HealthReport | undefined): Pick<StateDocument, 'health' | 'healthReport'> {
+  if (!report) return { health: 'unknown' };
+  const checks = Object.fromEntries(report.checks.map((c) => [c.name, { status: c.status, severity: c.severity, since: c.since, ...(c.detail === undefined ? {} : { detail: c.detail.slice(0, 300) }) }]));
+  return {
+    health: report.status === 'failed' ? 'degraded' : report.status,
+    healthReport: { status: report.status, checks, ...(report.safeMode === undefined ? {} : { safeMode: report.safeMode.slice(0, 1000) }), ...(report.attention === undefined ? {} : { attention: report.attention.slice(0, 1000) }) },
+  };
+}
+
 /** Builds the state document from what the daemon knows now. */
-function stateDocument(config: Config, bootedCommit: string | null, update: UpdateStatus | undefined): StateDocument {
+function stateDocument(config: Config, bootedCommit: string | null, update: UpdateStatus | undefined, health: HealthReport | undefined): StateDocument {
   const updatePart = update && {
     state: update.state,
     installedVersion: update.installedVersion,
@@ -71,7 +93,7 @@ function stateDocument(config: Config, bootedCommit: string | null, update: Upda
     reason: update.reason,
     last: update.last,
   };
-  return { schema: 'outpost.state/1', deviceId: config.deviceId, version: outpostVersion, bootedCommit, health: 'unknown', ...(updatePart ? { update: updatePart } : {}), updatedAt: new Date().toISOString() };
+  return { schema: 'outpost.state/1', deviceId: config.deviceId, version: outpostVersion, bootedCommit, ...stateHealth(health), ...(updatePart ? { update: updatePart } : {}), updatedAt: new Date().toISOString() };
 }
 
 /**
@@ -186,6 +208,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     requestStop(reason);
   };
   let lastUpdate: UpdateStatus | undefined;
+  // Built after the update service, which asks it for probation's checks.
+  let health: HealthService | undefined;
   let lastPublish = 0;
   // STATUS= follows the update once READY=1 went out (before that it names the starting service).
   let statusReady = false;
@@ -200,7 +224,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     // Progress changes often; the retained state is refreshed at most once a second for it.
     if (!force && Date.now() - lastPublish < 1000) return;
     lastPublish = Date.now();
-    link?.publishState(stateDocument(config, bootedCommit, lastUpdate));
+    link?.publishState(stateDocument(config, bootedCommit, lastUpdate, health?.report()));
   };
   const simulatedReboot = (reason: string): void => requestStop(`simulated reboot: ${reason}`);
   // Loaded only when configured: a device without updates does not carry the update code's memory.
@@ -232,11 +256,16 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
             }
           : {}),
         onTrusted: (targets) => commands?.onTrusted(targets),
+        requiredHealthChecks: () => health?.requiredChecks() ?? [],
         onChange: (status) => {
           // Fault injection for the crash tests (docs/architecture.md): die like `kill -9` the
           // moment this state has been persisted, so resumption is tested from every state.
           if (env.OUTPOST_FAULT_KILL_AT_STATE === status.state) process.kill(process.pid, 'SIGKILL');
           const changed = status.state !== lastUpdate?.state || status.bootedCommit !== bootedCommit;
+          // greenboot's green.d / red.d: once per outcome this process saw happen.
+          if (lastUpdate !== undefined && status.last && status.last.at !== lastUpdate.last?.at && status.last.result !== 'failed') {
+            void health?.runHooks(status.last.result === 'committed' ? 'green' : 'red');
+          }
           lastUpdate = status;
           if (status.bootedCommit) bootedCommit = status.bootedCommit;
           publishState(changed);
@@ -248,6 +277,46 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     if (!update) throw new OutpostError('UPDATE_REFUSED', 'updates are not configured on this device (no "update" section in the config)');
     return update;
   };
+
+  const units = unitControl(config.installer.socket, exec);
+  // When the link was last up, for `mqtt` checks: the moment it went down, on CLOCK_MONOTONIC. A
+  // start counts as up: the link gets the check's window to come up after it.
+  let linkUpUntilMs: number | undefined = monotonicMs();
+  let linkWasUp = false;
+  link?.onStatus((linkStatus) => {
+    if (linkWasUp && linkStatus.state !== 'connected') linkUpUntilMs = monotonicMs();
+    linkWasUp = linkStatus.state === 'connected';
+  });
+  health = new HealthService({
+    config: config.health,
+    store: () => {
+      if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');
+      return storeService.store;
+    },
+    clock: systemClock,
+    exec,
+    log: log.child('health'),
+    bootId: () => kernelBootId().catch(() => 'unknown'),
+    ...(link ? { link: () => ({ connected: link.status.state === 'connected', lastConnectedMs: linkUpUntilMs }) } : {}),
+    ports: {
+      restartUnit: (unit) => units.restart(unit),
+      restartOutpost: (reason) => requestRestart(`health: ${reason}`),
+      reboot: async (reason) => {
+        if (!update) throw new OutpostError('UPDATE_REFUSED', 'rebooting needs the update section (its reboot path, through the installer)');
+        await update.reboot(reason);
+      },
+    },
+    safeMode: () => {
+      const last = lastUpdate?.last;
+      return last?.result === 'rolledBack' ? `release ${last.version} failed its trial and was rolled back (${last.reason ?? 'no reason recorded'}), and this deployment fails its required checks too` : undefined;
+    },
+    emit: async (event) => {
+      const payload = JSON.stringify({ schema: 'outpost.event/1', at: new Date().toISOString(), ...event });
+      if (commands) await commands.event({ class: 'event', topic: eventsTopic(config.deviceId), payload });
+      else log.info('health event (no outbox: commands are not configured)', { event: payload });
+    },
+    onChange: () => publishState(true),
+  });
 
   const status = async (): Promise<Status> => {
     const memory = process.memoryUsage();
@@ -276,6 +345,11 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
       'POST /v1/update/apply': () => requireUpdate().apply(),
       'POST /v1/update/cancel': () => requireUpdate().cancel(),
       'POST /v1/update/rollback': () => requireUpdate().rollback(),
+      'GET /v1/health': async () => health?.report(),
+      'POST /v1/health/reset-breaker': async () => {
+        await health?.resetBreaker();
+        return health?.report();
+      },
     },
     uploads: {
       'POST /v1/update/install': (upload) => requireUpdate().installUpload(upload),
@@ -306,11 +380,11 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     });
     receiveCommand = commands.receive;
   }
-  const services: Service[] = [storeService, ...(commands?.beforeLink ?? [])];
+  const services: Service[] = [loopLagMonitor({ maxLagMs: config.health.maxLoopLagMs }), storeService, ...(commands?.beforeLink ?? [])];
   if (link) services.push(linkService(link));
   services.push(...(commands?.afterLink ?? []));
   if (update) services.push(update);
-  services.push(api);
+  services.push(health, api);
 
   const supervisor = new Supervisor({
     services,
@@ -319,6 +393,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     stopTimeoutMs: config.lifecycle.stopTimeoutMs,
     watchdogIntervalMs: watchdogIntervalMs(env, process.pid),
     startExtension,
+    ...(config.health.hardwareWatchdog ? { hardwareWatchdog: () => openHardwareWatchdog(config.health.hardwareWatchdog!.device, config.health.hardwareWatchdog!.timeoutSec, native) } : {}),
   });
 
   // Handlers go in before the first service starts: systemd may stop a unit that is still

@@ -71,7 +71,7 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
             }
           : {}),
         // This config is the image's alone (cli/outpost.ts): the agent cannot widen the list.
-        units: { allowed: config.commands?.restartUnits ?? [], control: localUnits(exec) },
+        units: { allowed: restartableUnits(config), control: localUnits(exec) },
         log,
         // Only systemd starts it again after an idle exit.
         idleExitMs: typeof listen === 'string' ? 0 : config.installer.idleExitSec * 1000,
@@ -98,4 +98,10 @@ export async function runInstaller(config: Config, env: NodeJS.ProcessEnv): Prom
     process.once('SIGINT', () => stop('SIGINT'));
   });
   return done;
+}
+
+/** The units the agent may have restarted: `restart-service`'s list and the health checks' restart-unit remediations. */
+export function restartableUnits(config: Config): string[] {
+  const remediated = config.health.checks.flatMap((check) => (check.remediation?.action === 'restart-unit' ? [check.remediation.unit] : []));
+  return [...new Set([...(config.commands?.restartUnits ?? []), ...remediated])];
 }

@@ -7,6 +7,7 @@ import { OutpostError } from '../errors.js';
 import { outpostVersion } from '../version.js';
 import { runMain, type Command, type CommandContext, type OptionSpec } from './command.js';
 import { updateCommands } from './update-commands.js';
+import { healthCommands } from './health-commands.js';
 import { runDaemon } from './daemon.js';
 
 const configOption: OptionSpec = { type: 'string', short: 'c', valueName: 'PATH', description: `config file (default $OUTPOST_CONFIG or ${defaultConfigPath})` };
@@ -63,6 +64,7 @@ const commands: Command[] = [
     },
   },
   ...updateCommands({ config: configOption, socket: socketOption }, socketOf),
+  ...healthCommands({ config: configOption, socket: socketOption }, socketOf),
 ];
 
 await runMain({ name: 'outpost', summary: 'outpost keeps this gateway updated and healthy.', commands }, outpostVersion);

@@ -34,8 +34,8 @@ export interface RemediationPorts {
   exec: Exec;
   /** Stops outpost with a non-zero code so systemd starts it again. */
   restartOutpost(reason: string): void;
-  /** The update path's reboot. */
-  reboot(reason: string): Promise<void>;
+  /** The update path's reboot; `about` names the check and attempt, for the event announcing it. */
+  reboot(reason: string, about: { check: string; attempt: number }): Promise<void>;
 }
 
 /** What one call of {@link Remediator.failing} did; the caller turns it into an event. */
@@ -66,7 +66,8 @@ export interface RemediatorOptions {
 
 /** How an action went; the attempt's bookkeeping is added by the caller. */
 type ActionResult = Pick<RemediationRecord, 'outcome' | 'detail'>;
-type Handlers = { [A in Remediation['action']]: (action: Extract<Remediation, { action: A }>, reason: string) => Promise<ActionResult> };
+type Attempt = { check: string; attempt: number };
+type Handlers = { [A in Remediation['action']]: (action: Extract<Remediation, { action: A }>, reason: string, about: Attempt) => Promise<ActionResult> };
 
 const maxJitter = 0.1;
 
@@ -87,11 +88,11 @@ export class Remediator {
         return outcomeOf(() => ports.exec.run(cmd, args, { timeoutMs: action.timeoutSec * 1000 }));
       },
       'restart-outpost': (_action, reason) => outcomeOf(async () => ports.restartOutpost(reason)),
-      reboot: async (_action, reason) => {
+      reboot: async (_action, reason, about) => {
         const unsafe = safeMode();
         if (unsafe !== undefined) return { outcome: 'safe-mode', detail: `no reboot in safe mode: ${unsafe}` };
         if (!(await breaker.allow(reason))) return { outcome: 'needs-attention', detail: breaker.state().reason ?? 'the reboot breaker is open' };
-        return outcomeOf(() => ports.reboot(reason));
+        return outcomeOf(() => ports.reboot(reason, about));
       },
     };
   }
@@ -113,7 +114,7 @@ export class Remediator {
     const delayMs = this.delayMs(attempt);
     streak.nextAtMs = now + delayMs;
     const reason = `health check ${check} is failing${detail === undefined ? '' : ` (${detail})`}; remediation attempt ${attempt}`;
-    const result = await this.run(remediation, reason);
+    const result = await this.run(remediation, reason, { check, attempt });
     return { ...base, ...result, attempt, nextInMs: delayMs };
   }
 
@@ -122,9 +123,9 @@ export class Remediator {
     this.streaks.delete(check);
   }
 
-  private run<A extends Remediation>(remediation: A, reason: string): Promise<ActionResult> {
-    const handler = this.handlers[remediation.action] as (action: A, reason: string) => Promise<ActionResult>;
-    return handler(remediation, reason);
+  private run<A extends Remediation>(remediation: A, reason: string, about: Attempt): Promise<ActionResult> {
+    const handler = this.handlers[remediation.action] as (action: A, reason: string, about: Attempt) => Promise<ActionResult>;
+    return handler(remediation, reason, about);
   }
 
   /** The wait after attempt `attempts` (from 1): min doubling up to max, plus jitter within both. */

@@ -29,8 +29,9 @@ export interface InstallerServerOptions {
   idleExitMs: number;
   onIdle: () => void;
   /**
-   * `unit.restart`: the units the installer's own config allows (`commands.restartUnits` of the
-   * image's config, never the agent's overlay) and how it restarts one. Unset: refused.
+   * `unit.restart`: the units the installer's own config allows (`commands.restartUnits` and the
+   * health checks' restart-unit remediations of the image's config, never the agent's overlay)
+   * and how it restarts one. Unset: refused.
    */
   units?: { allowed: readonly string[]; control: UnitControl };
   /** The `access.*` ops (access-gate.ts over access/host.ts's local adapter, with the installer's own config). Unset: refused. */
@@ -134,7 +135,7 @@ async function perform(options: InstallerServerOptions, request: InstallerReques
     }
     case 'unit.restart':
       // The agent checked its list too; this one holds when the agent is not to be trusted.
-      if (!options.units || !restartAllowed(request.unit, options.units.allowed)) throw new OutpostError('INSTALLER_REFUSED', `unit ${request.unit} is not in the installer's commands.restartUnits`);
+      if (!options.units || !restartAllowed(request.unit, options.units.allowed)) throw new OutpostError('INSTALLER_REFUSED', `unit ${request.unit} is not in the installer's commands.restartUnits or a health check's restart-unit remediation`);
       await options.units.control.restart(request.unit);
       return null;
   }

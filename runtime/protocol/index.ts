@@ -21,6 +21,8 @@ export {
   STATE_SCHEMA_ID,
   STATE_MAX_BYTES,
   healthValues,
+  healthStatusValues,
+  stateHealthReportSchema,
   stateDocumentSchema,
   stateJsonSchema,
   validateStateDocument,

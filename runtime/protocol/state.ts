@@ -16,6 +16,34 @@ export const STATE_SCHEMA_ID = 'outpost.state/1';
 /** Health summary values; `unknown` until the first round of checks has run. */
 export const healthValues = ['ok', 'degraded', 'unknown'] as const;
 
+/** The detailed health summary's values: `failed` when a required check fails. */
+export const healthStatusValues = ['unknown', 'ok', 'degraded', 'failed'] as const;
+
+/**
+ * The detailed health report in the state document (`healthReport`): added within
+ * `outpost.state/1`, so readers that know only `health` keep working. `health` stays the v1
+ * summary, with `failed` shown there as `degraded` (its enum has no `failed`, and readers of the
+ * published JSON Schema would reject a value it does not list).
+ */
+export const stateHealthReportSchema = z
+  .object({
+    status: z.enum(healthStatusValues).describe('ok, degraded (a wanted check fails), failed (a required check fails), unknown before the first verdicts.'),
+    checks: z
+      .record(
+        z.string(),
+        z.object({
+          status: z.enum(['unknown', 'passing', 'failing']),
+          severity: z.enum(['required', 'wanted']),
+          since: z.string().describe('When the status last changed (UTC, RFC 3339).'),
+          detail: z.string().max(300).optional().describe('Why, from the last run (cut to 300 characters).'),
+        }),
+      )
+      .describe('Per check, by name.'),
+    safeMode: z.string().max(1000).optional().describe('Why outpost is in safe mode: no deployment is healthy; it stays up and reachable and does not reboot.'),
+    attention: z.string().max(1000).optional().describe('Why a person is needed: the reboot breaker is open while a check still fails.'),
+  })
+  .describe('Health checks and remediation state.');
+
 /** Size cap checked before JSON.parse, so a hostile or broken retained message costs little. */
 export const STATE_MAX_BYTES = 64 * 1024;
 
@@ -33,6 +61,7 @@ export const stateDocumentSchema = z
       .optional()
       .describe('OSTree checksum of the booted deployment; null when not booted from OSTree, absent when not yet known.'),
     health: z.enum(healthValues).describe('Health summary: ok, degraded, or unknown before the first checks ran.'),
+    healthReport: stateHealthReportSchema.optional(),
     update: z
       .record(z.string(), z.unknown())
       .optional()

@@ -40,6 +40,15 @@ t.test('a minimal file gets every default', async (t) => {
     log: { level: 'info' },
     installer: { stateDir: '/var/lib/outpost-installer', idleExitSec: 60 },
     outbox: { maxBytes: 16 * 1024 * 1024 },
+    health: {
+      checks: [],
+      greenboot: { dir: '/etc/greenboot', intervalSec: 300, timeoutSec: 60 },
+      backoffMinSec: 30,
+      backoffMaxSec: 3600,
+      rebootBreaker: { maxReboots: 3, windowSec: 86_400 },
+      cgroupRoot: '/sys/fs/cgroup',
+      maxLoopLagMs: 5_000,
+    },
   });
   t.ok(Object.isFrozen(config), 'config is frozen once validated');
 });
@@ -132,4 +141,44 @@ t.test('OUTPOST_CONFIG and the directory variables override the file', async (t)
   const config = loadConfig({ env: { OUTPOST_CONFIG: file, OUTPOST_STATE_DIR: join(dir, 's'), OUTPOST_RUN_DIR: join(dir, 'r') } });
   t.same(config.paths, { stateDir: join(dir, 's'), runDir: join(dir, 'r') });
   t.equal(config.deviceId, 'gw-2');
+});
+
+t.test('health checks: defaults per check, and problems named by their field path', async (t) => {
+  const dir = tempDir(t);
+  const config = loadConfig({ path: write(dir, 'c.json', { deviceId: 'gw-1', health: { checks: [{ name: 'app', kind: 'http', url: 'http://127.0.0.1:8080/health', remediation: { action: 'restart-unit', unit: 'app.service' } }] } }), env: {} });
+  t.same(config.health.checks[0], {
+    name: 'app',
+    kind: 'http',
+    url: 'http://127.0.0.1:8080/health',
+    status: [200],
+    intervalSec: 30,
+    timeoutSec: 10,
+    failAfter: 3,
+    recoverAfter: 1,
+    severity: 'wanted',
+    remediation: { action: 'restart-unit', unit: 'app.service' },
+  });
+  const bad = write(dir, 'bad.json', {
+    deviceId: 'gw-1',
+    health: {
+      checks: [
+        { name: 'burn', kind: 'cpu', maxPercent: 80 },
+        { name: 'disk', kind: 'disk', path: '/' },
+        { name: 'burn', kind: 'exec', command: ['true'] },
+        { name: 'page', kind: 'http', url: 'http://x/', bodyMatch: '(' },
+        { name: 'fix', kind: 'tcp', host: 'h', port: 1, remediation: { action: 'restart-unit', unit: 'not a unit' } },
+      ],
+      backoffMinSec: 100,
+      backoffMaxSec: 10,
+    },
+  });
+  const problems = problemsOf(() => loadConfig({ path: bad, env: {} })).join('\n');
+  for (const expected of [
+    'health.checks.0.maxPercent: maxPercent needs unit or cgroup',
+    'health.checks.1.minFreeBytes: needs minFreeBytes, minFreePercent or minFreeInodes',
+    'health.checks.2.name: burn is used by an earlier check',
+    'health.checks.3.bodyMatch: must be a valid regular expression',
+    'health.checks.4.remediation.unit: must be a unit name',
+    'health.backoffMaxSec: must be at least backoffMinSec',
+  ]) t.match(problems, expected);
 });

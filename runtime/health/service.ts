@@ -1,0 +1,210 @@
+/**
+ * The health service: runs the configured checks (and greenboot's scripts) on their schedule,
+ * remediates failing ones under backoff and the reboot breaker, and reports: a summary for the
+ * state document, the API and the CLI; an event for every transition and remediation.
+ *
+ * Invariants:
+ * - Events are handed to `emit` (the persistent outbox) before the action they announce: a reboot's
+ *   event is stored before the reboot is asked for, so it is delivered after the reboot.
+ * - A check's remediation runs only while it is failing (after its flap damping), at the
+ *   remediator's pace; a passing run resets that pace.
+ * - `healthy()` (the watchdog's view) is about progress, not verdicts: it is false only while the
+ *   scheduler is stuck on a probe. Failing checks are remediated, never answered by starving the
+ *   watchdog (that would be a reboot outside the breaker).
+ */
+import type { HealthConfig, HealthCheckConfig } from '../config/index.js';
+import type { Service } from '../lifecycle/index.js';
+import type { Logger } from '../logs/index.js';
+import type { Clock, Exec } from '../platform/index.js';
+import type { Store } from '../store/index.js';
+import { RebootBreaker, type RebootBreakerState } from './breaker.js';
+import { greenbootChecks, runGreenbootHooks } from './greenboot.js';
+import { createProbe, type ProbeDeps } from './kinds/index.js';
+import type { CheckOutcome } from './probe.js';
+import { Remediator, type RemediationPorts, type RemediationRecord } from './remediation.js';
+import { HealthScheduler, type CheckRun, type CheckState, type ScheduledCheck } from './scheduler.js';
+
+/** The summary: `failed` when a required check fails, `degraded` when a wanted one does. */
+export type HealthStatus = 'unknown' | 'ok' | 'degraded' | 'failed';
+
+/** What `outpost health`, `GET /v1/health` and the state document show. */
+export interface HealthReport {
+  readonly status: HealthStatus;
+  readonly checks: readonly CheckState[];
+  readonly rebootBreaker: RebootBreakerState;
+  /** Why outpost is in safe mode (no deployment is healthy: it stays up and reachable, and does not reboot). */
+  readonly safeMode?: string;
+  /** Why a person is needed (the reboot breaker is open while a check still fails). */
+  readonly attention?: string;
+}
+
+/** An event of the health domain (`outpost.event/1` on the events topic). */
+export type HealthEvent =
+  | { type: 'health-check-changed'; check: string; severity: 'required' | 'wanted'; from: CheckState['status']; to: CheckState['status']; detail?: string; measurements?: Readonly<Record<string, number>> }
+  | ({ type: 'health-remediation'; measurements?: Readonly<Record<string, number>> } & RemediationRecord);
+
+/** Options of {@link HealthService}. */
+export interface HealthServiceOptions {
+  readonly config: HealthConfig;
+  readonly store: () => Store;
+  readonly clock: Clock;
+  readonly exec: Exec;
+  readonly log: Logger;
+  readonly bootId: () => Promise<string>;
+  readonly link?: ProbeDeps['link'];
+  /** How actions are carried out (the installer's unit restart, outpost's restart, the update path's reboot). */
+  readonly ports: Omit<RemediationPorts, 'exec' | 'reboot'> & { reboot(reason: string): Promise<void> };
+  /** Why no deployment is healthy, or undefined (from the update path's last outcome). */
+  readonly safeMode: () => string | undefined;
+  /** Stores an event for delivery (the outbox); resolves once it is stored. */
+  readonly emit: (event: HealthEvent) => Promise<void>;
+  /** The report changed (a check's status, safe mode, the breaker). */
+  readonly onChange?: (report: HealthReport) => void;
+}
+
+/** Summarises check states: unknown until some check has a verdict. */
+export function summarize(states: readonly CheckState[]): HealthStatus {
+  if (states.some((s) => s.status === 'failing' && s.severity === 'required')) return 'failed';
+  if (states.some((s) => s.status === 'failing')) return 'degraded';
+  if (states.length > 0 && states.every((s) => s.status === 'unknown')) return 'unknown';
+  return 'ok';
+}
+
+/** Runs the device's health checks for the daemon's lifetime. */
+export class HealthService implements Service {
+  readonly name = 'health';
+  private scheduler: HealthScheduler | undefined;
+  private remediator: Remediator | undefined;
+  private breaker: RebootBreaker | undefined;
+  private checks: HealthCheckConfig[] = [];
+  private readonly probeDeps: ProbeDeps;
+
+  constructor(private readonly options: HealthServiceOptions) {
+    this.probeDeps = {
+      exec: options.exec,
+      cgroupRoot: options.config.cgroupRoot,
+      monotonicMs: () => options.clock.monotonicMs(),
+      ...(options.link ? { link: options.link } : {}),
+    };
+  }
+
+  async start(): Promise<void> {
+    const { config, clock, log } = this.options;
+    const greenboot = await greenbootChecks(config.greenboot).catch((err: unknown) => {
+      log.error('cannot read the greenboot check scripts; running without them', { dir: config.greenboot.dir, err });
+      return [];
+    });
+    const taken = new Set(config.checks.map((c) => c.name));
+    this.checks = [...config.checks, ...greenboot.filter((c) => !taken.has(c.name))];
+    this.breaker = await RebootBreaker.open(this.options.store(), { ...config.rebootBreaker, bootId: await this.options.bootId(), clock });
+    this.remediator = new Remediator({
+      backoffMinSec: config.backoffMinSec,
+      backoffMaxSec: config.backoffMaxSec,
+      ports: { ...this.options.ports, exec: this.options.exec, reboot: (reason, about) => this.announceReboot(reason, about) },
+      breaker: this.breaker,
+      safeMode: this.options.safeMode,
+      clock,
+    });
+    this.scheduler = new HealthScheduler({ checks: this.checks.map((c) => this.scheduled(c)), clock, onRun: (run) => this.onRun(run) });
+    this.scheduler.start();
+    if (this.checks.length > 0) log.info('health checks running', { checks: this.checks.map((c) => c.name) });
+  }
+
+  async stop(): Promise<void> {
+    await this.scheduler?.stop();
+    this.scheduler = undefined;
+  }
+
+  /** False while the scheduler is stuck on a probe that ignores its timeout. */
+  healthy(): boolean {
+    return (this.scheduler?.stuck().length ?? 0) === 0;
+  }
+
+  report(): HealthReport {
+    const checks = this.scheduler?.states() ?? [];
+    const status = summarize(checks);
+    const rebootBreaker = this.breaker?.state() ?? { open: false, recent: 0, maxReboots: this.options.config.rebootBreaker.maxReboots, windowSec: this.options.config.rebootBreaker.windowSec };
+    const safeMode = status === 'failed' ? this.options.safeMode() : undefined;
+    const attention = rebootBreaker.open && status !== 'ok' && status !== 'unknown' ? rebootBreaker.reason : undefined;
+    return { status, checks, rebootBreaker, ...(safeMode === undefined ? {} : { safeMode }), ...(attention === undefined ? {} : { attention }) };
+  }
+
+  /**
+   * The required checks as probation runs them: each once per round, bounded by its timeout,
+   * outside the schedule (a trial must not wait for a check's interval or its damping).
+   */
+  requiredChecks(): { name: string; run(): Promise<{ ok: boolean; detail?: string }> }[] {
+    return this.checks
+      .filter((c) => c.severity === 'required')
+      .map((c) => {
+        const scheduled = this.scheduled(c);
+        return { name: c.name, run: () => HealthScheduler.runOnce(scheduled) };
+      });
+  }
+
+  /** Operator reset of the reboot breaker. */
+  async resetBreaker(): Promise<void> {
+    await this.breaker?.reset();
+    this.options.onChange?.(this.report());
+  }
+
+  /** Runs greenboot's green.d (after a commit) or red.d (after a rollback) scripts. */
+  async runHooks(which: 'green' | 'red'): Promise<void> {
+    const runs = await runGreenbootHooks(this.options.config.greenboot, which, this.options.exec);
+    for (const run of runs) {
+      if (run.ok) this.options.log.info(`greenboot ${which}.d script ran`, { script: run.script });
+      else this.options.log.error(`greenboot ${which}.d script failed`, { script: run.script, error: run.error });
+    }
+  }
+
+  private scheduled(check: HealthCheckConfig): ScheduledCheck {
+    return {
+      name: check.name,
+      severity: check.severity,
+      intervalMs: check.intervalSec * 1000,
+      timeoutMs: check.timeoutSec * 1000,
+      failAfter: check.failAfter,
+      recoverAfter: check.recoverAfter,
+      probe: createProbe(check, this.probeDeps),
+    };
+  }
+
+  private async onRun(run: CheckRun): Promise<void> {
+    const { log } = this.options;
+    const { state, outcome } = run;
+    if (run.changedFrom !== undefined) {
+      const level = state.status === 'failing' ? 'warn' : 'info';
+      log[level](`health check ${state.name} is ${state.status}`, { from: run.changedFrom, detail: outcome.detail, measurements: outcome.measurements });
+      await this.emit({ type: 'health-check-changed', check: state.name, severity: state.severity, from: run.changedFrom, to: state.status, ...details(outcome) });
+      this.options.onChange?.(this.report());
+    }
+    const config = this.checks.find((c) => c.name === state.name);
+    if (state.status === 'passing') this.remediator?.passed(state.name);
+    if (state.status !== 'failing' || !config?.remediation || !this.remediator) return;
+    const record = await this.remediator.failing(state.name, config.remediation, outcome.detail);
+    if (record.outcome === 'backing-off') return;
+    const level = record.outcome === 'done' ? 'warn' : 'error';
+    log[level](`health remediation of ${state.name}: ${record.action} ${record.outcome}`, { ...record });
+    // A reboot's event went out before the reboot was asked for (announceReboot).
+    if (!(record.action === 'reboot' && record.outcome === 'done')) await this.emit({ type: 'health-remediation', ...record, ...(outcome.measurements ? { measurements: outcome.measurements } : {}) });
+    if (record.outcome === 'needs-attention' || record.outcome === 'safe-mode') this.options.onChange?.(this.report());
+  }
+
+  /** Stores the reboot's event first: after the reboot nothing of this process is left to send it. */
+  private async announceReboot(reason: string, about: { check: string; attempt: number }): Promise<void> {
+    await this.emit({ type: 'health-remediation', ...about, action: 'reboot', outcome: 'done', detail: reason });
+    await this.options.ports.reboot(reason);
+  }
+
+  private async emit(event: HealthEvent): Promise<void> {
+    try {
+      await this.options.emit(event);
+    } catch (err) {
+      this.options.log.error('cannot store a health event', { type: event.type, err });
+    }
+  }
+}
+
+function details(outcome: CheckOutcome): { detail?: string; measurements?: Readonly<Record<string, number>> } {
+  return { ...(outcome.detail === undefined ? {} : { detail: outcome.detail }), ...(outcome.measurements === undefined ? {} : { measurements: outcome.measurements }) };
+}
