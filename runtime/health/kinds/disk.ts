@@ -1,3 +1,4 @@
+import type { StatsFs } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import type { CheckProbe } from '../probe.js';
 import { abortable } from './abort.js';
@@ -12,7 +13,7 @@ import { Findings, round2 } from './outcome.js';
 export function diskProbe(check: CheckOf<'disk'>, _deps: ProbeDeps): CheckProbe {
   return {
     async run(signal) {
-      let fs;
+      let fs: StatsFs;
       try {
         fs = await abortable(signal, statfs(check.path));
       } catch (err) {

@@ -36,6 +36,7 @@ function exitCodeOf(err: unknown): number | undefined {
  * abort Exec kills it (SIGTERM, SIGKILL after its grace) and the run ends once it is gone.
  */
 export function execProbe(check: CheckOf<'exec'>, deps: ProbeDeps): CheckProbe {
+  // The schema's argv has at least one element.
   const [cmd, ...args] = check.command as [string, ...string[]];
   return {
     async run(signal) {

@@ -6,6 +6,7 @@ import type { CheckOf, ProbeDeps } from './deps.js';
 import { errnoCode, messageOf, readText } from './files.js';
 import { Findings, round2 } from './outcome.js';
 
+const zonePrefix = 'thermal_zone';
 const zoneDirRe = /^thermal_zone\d+$/;
 
 /** The hottest thermal zone (of those named in `zones`, by their `type`) against `maxCelsius`. */
@@ -21,7 +22,7 @@ export function temperatureProbe(check: CheckOf<'temperature'>, deps: ProbeDeps)
         if (errnoCode(err) !== 'ENOENT') throw err;
         entries = [];
       }
-      const zones = entries.filter((name) => zoneDirRe.test(name)).sort((a, b) => Number(a.slice(12)) - Number(b.slice(12)));
+      const zones = entries.filter((name) => zoneDirRe.test(name)).sort((a, b) => Number(a.slice(zonePrefix.length)) - Number(b.slice(zonePrefix.length)));
       const found = new Findings();
       const present: string[] = [];
       let hottest: { celsius: number; zone: string } | undefined;
