@@ -33,6 +33,9 @@ interface Sample {
   atMs: number;
 }
 
+/** What resolving a unit's cgroup gives when the unit has none: it is not running. */
+const notRunning = Symbol('not running');
+
 /** A cgroup's CPU share against `maxPercent`, host CPU PSI against `maxSomeAvg10`, load per CPU against `maxLoadPerCpu`. */
 export function cpuProbe(check: CheckOf<'cpu'>, deps: ProbeDeps): CheckProbe {
   const procRoot = deps.procRoot ?? '/proc';
@@ -40,7 +43,7 @@ export function cpuProbe(check: CheckOf<'cpu'>, deps: ProbeDeps): CheckProbe {
   // A unit's ControlGroup is fixed by its name: asked once, again only when the group is gone.
   let unitCgroup: string | undefined;
 
-  async function resolveCgroup(signal: AbortSignal, fresh: boolean): Promise<string | { fail: string }> {
+  async function resolveCgroup(signal: AbortSignal, fresh: boolean): Promise<string | typeof notRunning | { fail: string }> {
     if (check.cgroup !== undefined) return check.cgroup;
     // The schema takes maxPercent only with a unit or a cgroup.
     const unit = check.unit as string;
@@ -54,7 +57,7 @@ export function cpuProbe(check: CheckOf<'cpu'>, deps: ProbeDeps): CheckProbe {
       return { fail: `could not ask systemd for the cgroup of ${unit}: ${messageOf(err)}` };
     }
     const cgroup = stdout.trim();
-    if (cgroup === '') return { fail: `${unit} has no control group: it is not running (systemctl status ${unit})` };
+    if (cgroup === '') return notRunning;
     unitCgroup = cgroup;
     return cgroup;
   }
@@ -77,9 +80,16 @@ export function cpuProbe(check: CheckOf<'cpu'>, deps: ProbeDeps): CheckProbe {
     let cgroup = await resolveCgroup(signal, false);
     let usage = typeof cgroup === 'string' ? await readUsage(cgroup, signal) : undefined;
     if (usage === 'gone' && check.unit !== undefined) {
-      // The unit may have been stopped and started under a changed unit file: ask again.
+      // The unit may have been stopped, or started under a changed unit file: ask again.
       cgroup = await resolveCgroup(signal, true);
       usage = typeof cgroup === 'string' ? await readUsage(cgroup, signal) : undefined;
+    }
+    if (cgroup === notRunning) {
+      // A unit that is not running burns no CPU: whether it should run is a `unit` check's verdict.
+      previous = undefined;
+      found.measure({ cpuPercent: 0, maxPercent: max });
+      found.note(`${check.unit} is not running`);
+      return;
     }
     if (typeof cgroup !== 'string') {
       previous = undefined;
