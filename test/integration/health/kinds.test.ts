@@ -17,6 +17,7 @@ import { silentLogger } from '../../../runtime/logs/index.js';
 import { createExec, monotonicMs, type Exec } from '../../../runtime/platform/index.js';
 import { createProbe, type ProbeDeps } from '../../../runtime/health/kinds/index.js';
 import type { CheckOutcome } from '../../../runtime/health/probe.js';
+import { cgroup2Mount, cgroupSkipReason } from '../../fixtures/cgroup.js';
 
 const exec = createExec(silentLogger);
 
@@ -55,27 +56,8 @@ async function pidFrom(file: string): Promise<number> {
   throw new Error(`${file} never got a pid`);
 }
 
-/** The first cgroup v2 mount of /proc/self/mountinfo (fields after " - " are fstype, source, options). */
-function cgroup2Mount(): string | undefined {
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const [before, after] = line.split(' - ');
-    if (after?.split(' ')[0] === 'cgroup2') return before?.split(' ')[4];
-  }
-  return undefined;
-}
-
 const cgroupRoot = cgroup2Mount();
-const cgroupSkip = ((): string | false => {
-  if (cgroupRoot === undefined) return 'no cgroup2 file system is mounted (/proc/self/mountinfo)';
-  const probeDir = join(cgroupRoot, `outpost-probe-${process.pid}`);
-  try {
-    mkdirSync(probeDir);
-    rmdirSync(probeDir);
-    return false;
-  } catch (err) {
-    return `cannot create a cgroup under ${cgroupRoot}: ${(err as Error).message}`;
-  }
-})();
+const cgroupSkip = cgroupSkipReason(cgroupRoot);
 
 /**
  * A process in a fresh cgroup of its own. One teardown kills and reaps it, then removes the
