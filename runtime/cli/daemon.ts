@@ -2,13 +2,13 @@
  * `outpost run`: wires the domains into one daemon. This is the only place that knows all of
  * them; each domain sees just the narrow interfaces it is handed.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiServer, apiAccess, statusSchema, type AccessGroup, type ApiServerOptions, type Status } from '../api/index.js';
 import { loadConfig, type Config, type LoadConfigOptions } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import { loopLagMonitor, markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
-import { HealthService, type HealthReport } from '../health/index.js';
+import type { HealthReport, HealthService } from '../health/index.js';
 import { eventsTopic } from '../protocol/index.js';
 import { createLink, type Link } from '../link/index.js';
 import { createLogger, isJournalStream, journalSink, journalSocketPath, streamSink, type Logger, type LogSink } from '../logs/index.js';
@@ -73,9 +73,13 @@ function linkService(link: Link): Service {
   return { name: 'link', start: async () => link.start(), stop: () => link.stop() };
 }
 
+/** The report of a device with no checks configured: nothing fails. */
+function uncheckedReport(config: Config): HealthReport {
+  return { status: 'ok', checks: [], rebootBreaker: { open: false, recent: 0, ...config.health.rebootBreaker } };
+}
+
 /** The health part of the state document; `health` keeps its v1 values (protocol/state.ts). */
-function stateHealth(report: HealthReport | undefined): Pick<StateDocument, 'health' | 'healthReport'> {
-  if (!report) return { health: 'unknown' };
+function stateHealth(report: HealthReport): Pick<StateDocument, 'health' | 'healthReport'> {
   const checks = Object.fromEntries(report.checks.map((c) => [c.name, { status: c.status, severity: c.severity, since: c.since, ...(c.detail === undefined ? {} : { detail: c.detail.slice(0, 300) }) }]));
   return {
     health: report.status === 'failed' ? 'degraded' : report.status,
@@ -84,7 +88,7 @@ function stateHealth(report: HealthReport | undefined): Pick<StateDocument, 'hea
 }
 
 /** Builds the state document from what the daemon knows now. */
-function stateDocument(config: Config, bootedCommit: string | null, update: UpdateStatus | undefined, health: HealthReport | undefined): StateDocument {
+function stateDocument(config: Config, bootedCommit: string | null, update: UpdateStatus | undefined, health: HealthReport): StateDocument {
   const updatePart = update && {
     state: update.state,
     installedVersion: update.installedVersion,
@@ -224,7 +228,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     // Progress changes often; the retained state is refreshed at most once a second for it.
     if (!force && Date.now() - lastPublish < 1000) return;
     lastPublish = Date.now();
-    link?.publishState(stateDocument(config, bootedCommit, lastUpdate, health?.report()));
+    link?.publishState(stateDocument(config, bootedCommit, lastUpdate, health?.report() ?? uncheckedReport(config)));
   };
   const simulatedReboot = (reason: string): void => requestStop(`simulated reboot: ${reason}`);
   // Loaded only when configured: a device without updates does not carry the update code's memory.
@@ -287,7 +291,9 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     if (linkWasUp && linkStatus.state !== 'connected') linkUpUntilMs = monotonicMs();
     linkWasUp = linkStatus.state === 'connected';
   });
-  health = new HealthService({
+  // Loaded only when there is something to check: a device without checks does not carry their code.
+  const healthConfigured = config.health.checks.length > 0 || existsSync(config.health.greenboot.dir);
+  health = !healthConfigured ? undefined : new (await import('../health/index.js')).HealthService({
     config: config.health,
     store: () => {
       if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');
@@ -345,10 +351,11 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
       'POST /v1/update/apply': () => requireUpdate().apply(),
       'POST /v1/update/cancel': () => requireUpdate().cancel(),
       'POST /v1/update/rollback': () => requireUpdate().rollback(),
-      'GET /v1/health': async () => health?.report(),
+      'GET /v1/health': async () => health?.report() ?? uncheckedReport(config),
       'POST /v1/health/reset-breaker': async () => {
-        await health?.resetBreaker();
-        return health?.report();
+        if (!health) throw new OutpostError('CONFIG_INVALID', 'no health checks are configured (health.checks, or greenboot scripts in health.greenboot.dir), so there is no reboot breaker to reset');
+        await health.resetBreaker();
+        return health.report();
       },
     },
     uploads: {
@@ -384,7 +391,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
   if (link) services.push(linkService(link));
   services.push(...(commands?.afterLink ?? []));
   if (update) services.push(update);
-  services.push(health, api);
+  if (health) services.push(health);
+  services.push(api);
 
   const supervisor = new Supervisor({
     services,
