@@ -316,6 +316,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
       const last = lastUpdate?.last;
       return last?.result === 'rolledBack' ? `release ${last.version} failed its trial and was rolled back (${last.reason ?? 'no reason recorded'}), and this deployment fails its required checks too` : undefined;
     },
+    rebootHeld: () => (lastUpdate && lastUpdate.state !== 'idle' ? `an update is under way (${lastUpdate.state}): the update path decides when to reboot, and a release on trial is judged by its probation` : undefined),
     emit: async (event) => {
       const payload = JSON.stringify({ schema: 'outpost.event/1', at: new Date().toISOString(), ...event });
       if (commands) await commands.event({ class: 'event', topic: eventsTopic(config.deviceId), payload });

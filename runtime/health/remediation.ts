@@ -42,8 +42,12 @@ export interface RemediationPorts {
 export interface RemediationRecord {
   check: string;
   action: Remediation['action'];
-  /** `backing-off`: not yet, see nextInMs; `needs-attention`: the reboot breaker is open; `safe-mode`: no reboot while no deployment is healthy. */
-  outcome: 'done' | 'failed' | 'needs-attention' | 'safe-mode' | 'backing-off';
+  /**
+   * `backing-off`: not yet, see nextInMs; `needs-attention`: the reboot breaker is open;
+   * `safe-mode`: no reboot while no deployment is healthy; `held`: no reboot while the update path
+   * owns reboots (a release on trial: its probation decides, and a reboot would use up a trial boot).
+   */
+  outcome: 'done' | 'failed' | 'needs-attention' | 'safe-mode' | 'held' | 'backing-off';
   detail?: string;
   /** The attempt in this failing streak, from 1; for `backing-off`, the one that is waiting. */
   attempt: number;
@@ -59,6 +63,8 @@ export interface RemediatorOptions {
   breaker: RebootBreaker;
   /** Why no deployment is healthy (the update path rolled back and the old one fails too), or undefined. */
   safeMode: () => string | undefined;
+  /** Why reboots belong to someone else right now (an update under way), or undefined. */
+  rebootHeld?: () => string | undefined;
   clock: Clock;
   /** In [0, 1): the jitter; Math.random by default. */
   random?: () => number;
@@ -91,6 +97,8 @@ export class Remediator {
       reboot: async (_action, reason, about) => {
         const unsafe = safeMode();
         if (unsafe !== undefined) return { outcome: 'safe-mode', detail: `no reboot in safe mode: ${unsafe}` };
+        const held = options.rebootHeld?.();
+        if (held !== undefined) return { outcome: 'held', detail: `no reboot for health now: ${held}` };
         if (!(await breaker.allow(reason))) return { outcome: 'needs-attention', detail: breaker.state().reason ?? 'the reboot breaker is open' };
         return outcomeOf(() => ports.reboot(reason, about));
       },

@@ -56,6 +56,8 @@ export interface HealthServiceOptions {
   readonly ports: Omit<RemediationPorts, 'exec' | 'reboot'> & { reboot(reason: string): Promise<void> };
   /** Why no deployment is healthy, or undefined (from the update path's last outcome). */
   readonly safeMode: () => string | undefined;
+  /** Why reboots belong to the update path now (an update under way), or undefined. */
+  readonly rebootHeld?: () => string | undefined;
   /** Stores an event for delivery (the outbox); resolves once it is stored. */
   readonly emit: (event: HealthEvent) => Promise<void>;
   /** The report changed (a check's status, safe mode, the breaker). */
@@ -103,6 +105,7 @@ export class HealthService implements Service {
       ports: { ...this.options.ports, exec: this.options.exec, reboot: (reason, about) => this.announceReboot(reason, about) },
       breaker: this.breaker,
       safeMode: this.options.safeMode,
+      ...(this.options.rebootHeld ? { rebootHeld: this.options.rebootHeld } : {}),
       clock,
     });
     this.scheduler = new HealthScheduler({ checks: this.checks.map((c) => this.scheduled(c)), clock, onRun: (run) => this.onRun(run) });

@@ -177,6 +177,21 @@ t.test('safe mode: no reboot, the breaker untouched; other actions still run', a
   t.equal(breaker.state().recent, 1);
 });
 
+t.test('held while an update is under way: no reboot, the breaker untouched, until the update path is done', async (t) => {
+  const clock = fakeClock();
+  const { ports, calls } = recordingPorts();
+  const breaker = await breakerFor(t, 3);
+  let held: string | undefined = 'an update is under way (probation)';
+  const remediator = new Remediator({ backoffMinSec: 30, backoffMaxSec: 60, ports, breaker, safeMode: () => undefined, rebootHeld: () => held, clock, random: () => 0 });
+  t.same(await remediator.failing('net', reboot), { check: 'net', action: 'reboot', outcome: 'held', detail: 'no reboot for health now: an update is under way (probation)', attempt: 1, nextInMs: 30 * sec });
+  t.same(calls, []);
+  t.equal(breaker.state().recent, 0, 'no reboot recorded');
+  held = undefined;
+  clock.mono = 30 * sec;
+  t.match(await remediator.failing('net', reboot), { outcome: 'done', attempt: 2 });
+  t.equal(breaker.state().recent, 1);
+});
+
 t.test('a second call while an action still runs backs off instead of acting twice', async (t) => {
   const clock = fakeClock();
   const { ports, calls } = recordingPorts();
