@@ -75,3 +75,16 @@ t.test('JSON Schema is generated from the zod schema and stays open for addition
   t.same(props['health']?.['enum'], ['ok', 'degraded', 'unknown']);
   t.equal(props['schema']?.['const'], 'outpost.state/1');
 });
+
+t.test('healthReport: the detailed summary rides beside the v1 health value; a bad one is rejected by field', async (t) => {
+  const report = {
+    status: 'failed' as const,
+    checks: { app: { status: 'failing' as const, severity: 'required' as const, since: '2026-01-02T03:04:05.678Z', detail: 'exit code 1' } },
+    attention: '3 remediation reboots within 86400 s (at most 3)',
+  };
+  const doc = { ...good, health: 'degraded' as const, healthReport: report };
+  t.same(parseStateDocument(encodeStateDocument(doc)), doc);
+  t.ok(invalid(() => validateStateDocument({ ...good, health: 'failed' })), 'health itself keeps its v1 values');
+  const bad = thrown(() => validateStateDocument({ ...doc, healthReport: { ...report, checks: { app: { ...report.checks.app, status: 'broken' } } } }));
+  t.match((bad as Error).message, /healthReport\.checks\.app\.status/);
+});
