@@ -59,6 +59,30 @@ async function pidFrom(file: string): Promise<number> {
 const cgroupRoot = cgroup2Mount();
 const cgroupSkip = cgroupSkipReason(cgroupRoot);
 
+/** USER_HZ, the unit of /proc/<pid>/stat's CPU times: 100 on every Linux architecture outpost runs on. */
+const msPerTick = 10;
+
+/** utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat; the name in parentheses may hold spaces). */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+
+/**
+ * With sched autogroups (sched(7)) every session shares the CPUs equally whatever its tasks' nice,
+ * so on a host busy with other test runs a burner would get a fraction of a core. Its own
+ * session's group at nice -20 (root only) gives it a whole one; the group ends with the burner.
+ */
+function boostAutogroup(pid: number): void {
+  try {
+    writeFileSync(`/proc/${pid}/autogroup`, '-20');
+  } catch (err) {
+    // No autogroups (CONFIG_SCHED_AUTOGROUP off): the task's own nice -20 is what counts.
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
 /**
  * A process in a fresh cgroup of its own. One teardown kills and reaps it, then removes the
  * cgroup: a cgroup with a process in it cannot be removed.
@@ -66,7 +90,8 @@ const cgroupSkip = cgroupSkipReason(cgroupRoot);
 function inCgroup(t: Test, root: string, name: string, cmd: string, args: string[]): { path: string; pid: number } {
   const path = `/outpost-test-${process.pid}-${name}`;
   mkdirSync(join(root, path));
-  const proc = spawn(cmd, args, { stdio: 'ignore' });
+  // A session of its own: with sched autogroups that is a scheduling group of its own too (see boostAutogroup).
+  const proc = spawn(cmd, args, { stdio: 'ignore', detached: true });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   t.teardown(async () => {
     proc.kill('SIGKILL');
@@ -89,7 +114,8 @@ function inCgroup(t: Test, root: string, name: string, cmd: string, args: string
 
 t.test('cpu: a CPU-burning process in its own cgroup fails at ~100%, an idle one passes', { skip: cgroupSkip }, async (t) => {
   const root = cgroupRoot as string;
-  const burner = inCgroup(t, root, 'busy', process.execPath, ['-e', 'for(;;){}']);
+  const burner = inCgroup(t, root, 'busy', 'nice', ['-n', '-20', process.execPath, '-e', 'for(;;){}']);
+  boostAutogroup(burner.pid);
   const idler = inCgroup(t, root, 'idle', 'sleep', ['100']);
   const busyGroup = burner.path;
   const idleGroup = idler.path;
@@ -97,24 +123,36 @@ t.test('cpu: a CPU-burning process in its own cgroup fails at ~100%, an idle one
 
   const busy = createProbe(healthCheckSchema.parse({ name: 'busy', kind: 'cpu', cgroup: busyGroup, maxPercent: 50 }), deps({ cgroupRoot: root }));
   const idle = createProbe(healthCheckSchema.parse({ name: 'idle', kind: 'cpu', cgroup: idleGroup, maxPercent: 50 }), deps({ cgroupRoot: root }));
+  const ticksBefore = cpuTicks(burner.pid);
+  const before = monotonicMs();
   t.same(await busy.run(new AbortController().signal), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 } });
   t.same(await idle.run(new AbortController().signal), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 } });
   await sleep(1_500);
   const hot = await busy.run(new AbortController().signal);
+  const processPercent = ((cpuTicks(burner.pid) - ticksBefore) * msPerTick * 100) / (monotonicMs() - before);
   const cool = await idle.run(new AbortController().signal);
   const cpuPercent = hot.measurements?.cpuPercent ?? -1;
-  t.equal(hot.ok, false, 'the burner fails the check');
-  t.ok(cpuPercent > 70 && cpuPercent < 110, `one busy core measures ~100% (${cpuPercent})`);
-  t.match(hot.detail, new RegExp(`cgroup ${busyGroup} used [\\d.]+% of one CPU over the last 1\\.\\d+ s, above 50%`));
+  t.ok(Math.abs(cpuPercent - processPercent) < 15, `${cpuPercent}% is what the kernel counted for the burner itself in /proc/<pid>/stat (${processPercent.toFixed(1)}%)`);
+  if (processPercent < 70) {
+    // Steal time of an overloaded VM host starves even this burner; the figure above still had to agree.
+    t.comment(`the burner got only ${processPercent.toFixed(1)}% of a core from this host: ~100% not checked`);
+  } else {
+    t.ok(cpuPercent > 70 && cpuPercent < 110, `one busy core measures ~100% (${cpuPercent})`);
+    t.equal(hot.ok, false, 'the burner fails the check');
+    t.match(hot.detail, new RegExp(`^cgroup ${busyGroup} used ${cpuPercent}% of one CPU over the last [\\d.]+ s, above 50%$`));
+  }
   t.equal(cool.ok, true, 'the idle group passes');
   t.ok((cool.measurements?.cpuPercent ?? 100) < 5, `the idle group measures ~0% (${cool.measurements?.cpuPercent})`);
 });
 
 t.test('http: a server that accepts and never answers ends at the abort', async (t) => {
-  const closed: Promise<void>[] = [];
+  let received: () => void = () => undefined;
+  const requested = new Promise<void>((resolve) => (received = resolve));
+  let closed: Promise<void> | undefined;
   const server = createHttpServer((req: IncomingMessage, res) => {
     if (req.url === '/hang') {
-      closed.push(new Promise((resolve) => req.socket.once('close', () => resolve())));
+      closed = new Promise((resolve) => req.socket.once('close', () => resolve()));
+      received();
       return;
     }
     if (req.url === '/ready') res.writeHead(200).end(`${'x'.repeat(70_000)}status: ready`);
@@ -130,11 +168,18 @@ t.test('http: a server that accepts and never answers ends at the abort', async 
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const probe = (path: string, extra: Record<string, unknown> = {}) => createProbe(healthCheckSchema.parse({ name: 'web', kind: 'http', url: `${base}${path}`, timeoutSec: 1, ...extra }), deps());
 
-  const { outcome, ms } = await runFor(probe('/hang'), 300);
-  t.ok(ms < 1_000, `ended ${Math.round(ms)} ms after start, at the 300 ms abort`);
+  // Aborted 300 ms after the server has the request: the first fetch of a process loads undici, which on a busy host takes longer than that.
+  const controller = new AbortController();
+  const hanging = probe('/hang').run(controller.signal);
+  await requested;
+  await sleep(300);
+  controller.abort();
+  const aborted = performance.now();
+  const outcome = await Promise.race([hanging, sleep(3_000).then(() => undefined)]);
+  const ms = performance.now() - aborted;
+  t.ok(ms < 500, `ended ${Math.round(ms)} ms after the abort`);
   t.same(outcome, { ok: false, detail: `http check web (GET ${base}/hang) did not finish within 1 s and was stopped` });
-  t.equal(closed.length, 1, 'the request reached the server');
-  await Promise.race([closed[0], sleep(2_000).then(() => Promise.reject(new Error('the connection stayed open')))]);
+  await Promise.race([closed, sleep(2_000).then(() => Promise.reject(new Error('the connection stayed open')))]);
   t.pass('the abandoned connection is closed');
 
   t.match((await runFor(probe('/ok', { bodyMatch: 'status: ready' }), 5_000)).outcome, { ok: true, measurements: { status: 200 } });
