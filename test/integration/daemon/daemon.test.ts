@@ -83,6 +83,30 @@ t.test('a blocked event loop stops the watchdog pings (so systemd would kill it)
   t.equal((await daemon).exitCode, 0);
 });
 
+t.test('an event loop held longer than health.maxLoopLagMs withholds the pings after it runs again, and STATUS= names the event loop', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  world.writeConfig({ health: { maxLoopLagMs: 300 } });
+  const receiver = await startNotifyReceiver(join(world.dir, 'notify.sock'));
+  t.teardown(() => receiver.close());
+  const daemon = world.run({ NOTIFY_SOCKET: receiver.address, WATCHDOG_USEC: '200000', OUTPOST_FAULT_BLOCK_LOOP_MS: '1000' });
+  t.teardown(() => daemon.kill('SIGKILL'));
+  while (!(await receiver.next(15_000)).data.includes('READY=1'));
+  t.equal((await receiver.next(2000)).data, 'WATCHDOG=1\n', 'pinging before');
+  daemon.kill('SIGUSR2');
+  let status: string | undefined;
+  while (status === undefined) {
+    const d = (await receiver.next(5000)).data;
+    if (d.startsWith('STATUS=')) status = d;
+  }
+  t.equal(status, 'STATUS=watchdog withheld: event-loop not making progress\n');
+  receiver.pending();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  t.same(receiver.pending().filter((d) => d.data.includes('WATCHDOG=1')), [], 'no pings while the lag is held against it, though the loop runs again');
+  daemon.kill('SIGTERM');
+  t.equal((await daemon).exitCode, 0);
+});
+
 t.test('a bad config: every problem on stderr as file: field: message, exit 78, never READY', async (t) => {
   const world = deviceWorld();
   t.teardown(world.cleanup);
