@@ -314,7 +314,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     },
     safeMode: () => {
       const last = lastUpdate?.last;
-      return last?.result === 'rolledBack' ? `release ${last.version} failed its trial and was rolled back (${last.reason ?? 'no reason recorded'}), and this deployment fails its required checks too` : undefined;
+      // A reboot boots this deployment again: the rolled-back one is not offered any more.
+      return last?.result === 'rolledBack' ? `release ${last.version} was rolled back (${last.reason ?? 'no reason recorded'}), and this deployment fails its required checks too` : undefined;
     },
     rebootHeld: () => (lastUpdate && lastUpdate.state !== 'idle' ? `an update is under way (${lastUpdate.state}): the update path decides when to reboot, and a release on trial is judged by its probation` : undefined),
     emit: async (event) => {

@@ -61,7 +61,7 @@ export async function runGreenbootHooks(settings: HealthConfig['greenboot'], whi
   for (const file of await scripts(dir)) {
     const script = join(dir, file);
     try {
-      await exec.run(script, [], { timeoutMs: settings.timeoutSec * 1000, stdout: 'discard' });
+      await exec.run(script, [], { timeoutMs: settings.timeoutSec * 1000, stdout: 'discard', ownGroup: true });
       runs.push({ script, ok: true });
     } catch (err) {
       runs.push({ script, ok: false, error: err instanceof Error ? err.message.split('\n')[0]! : String(err) });

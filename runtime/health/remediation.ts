@@ -91,7 +91,7 @@ export class Remediator {
       exec: (action) => {
         const [cmd, ...args] = action.command;
         if (cmd === undefined) return Promise.resolve({ outcome: 'failed', detail: 'empty command' });
-        return outcomeOf(() => ports.exec.run(cmd, args, { timeoutMs: action.timeoutSec * 1000 }));
+        return outcomeOf(() => ports.exec.run(cmd, args, { timeoutMs: action.timeoutSec * 1000, ownGroup: true }));
       },
       'restart-outpost': (_action, reason) => outcomeOf(async () => ports.restartOutpost(reason)),
       reboot: async (_action, reason, about) => {

@@ -29,6 +29,13 @@ export interface ExecOptions {
   stdout?: 'capture' | 'discard' | ((line: string) => void);
   /** Aborting kills the child as a timeout does (SIGTERM, then SIGKILL); the call rejects once it is gone. */
   signal?: AbortSignal;
+  /**
+   * Runs the command in a process group of its own, and kills whatever is left of that group when
+   * the call ends: at the timeout or the abort at once (SIGKILL), otherwise once the command
+   * exited. For scripts outpost does not know (health checks, greenboot's, remediation commands):
+   * a check's background child or a hung grandchild must not outlive it.
+   */
+  ownGroup?: boolean;
 }
 
 /** Options of {@link createExec}. */
@@ -91,7 +98,7 @@ export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
       const started = performance.now();
       try {
         const { execa } = await import('execa');
-        const result = await execa(cmd, args, {
+        const child = execa(cmd, args, {
           shell: false,
           timeout: timeoutMs,
           ...(opts.signal === undefined ? {} : { cancelSignal: opts.signal }),
@@ -104,7 +111,9 @@ export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
           stripFinalNewline: true,
           maxBuffer,
           encoding: 'utf8',
+          ...(opts.ownGroup ? { detached: true } : {}),
         });
+        const result = opts.ownGroup ? await killingGroup(child, timeoutMs, opts.signal) : await child;
         log.debug('exec', { cmd, args, ms: Math.round(performance.now() - started) });
         return { stdout: typeof result.stdout === 'string' ? result.stdout : '', stderr: result.stderr };
       } catch (err) {
@@ -112,6 +121,28 @@ export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
       }
     },
   };
+}
+
+/** Awaits `child` (a group leader), killing its whole group at the timeout or abort, and what is left of it at the end. */
+async function killingGroup<T>(child: Promise<T> & { pid?: number | undefined }, timeoutMs: number, signal: AbortSignal | undefined): Promise<T> {
+  const killGroup = (): void => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // ESRCH: nothing of the group is left.
+    }
+  };
+  // Just after execa's own timeout, so the error still says it timed out.
+  const timer = setTimeout(killGroup, timeoutMs + 100);
+  signal?.addEventListener('abort', killGroup, { once: true });
+  try {
+    return await child;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', killGroup);
+    killGroup();
+  }
 }
 
 function execError(cmd: string, args: string[], timeoutMs: number, maxBuffer: number, err: unknown): OutpostError {

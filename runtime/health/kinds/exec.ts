@@ -47,6 +47,7 @@ export function execProbe(check: CheckOf<'exec'>, deps: ProbeDeps): CheckProbe {
           // The signal ends the run at the check's timeout; this backstop only stops Exec's 10 min default from cutting a longer one.
           timeoutMs: (check.timeoutSec + 1) * 1000,
           env: { OUTPOST_HEALTH_CHECK: check.name },
+          ownGroup: true,
           stdout: (line) => stdout.push(line),
         });
         return { ok: true, measurements: { exitCode: 0 } };

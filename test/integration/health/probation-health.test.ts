@@ -57,7 +57,7 @@ t.test('a required health check failing in the trial rolls the release back; the
       const r = JSON.parse((await device.cli(['health', '--json'])).stdout) as { status: string; safeMode?: string };
       return r.safeMode ? r : undefined;
     }, 20_000);
-    t.match(report, { status: 'failed', safeMode: /release 2 failed its trial and was rolled back .*this deployment fails its required checks too/ });
+    t.match(report, { status: 'failed', safeMode: /release 2 was rolled back \(.*health checks failed during probation: gate.*\), and this deployment fails its required checks too/ });
     await sleep(3000);
     t.equal(d.exitCode, null, 'safe mode: no reboot, outpost stays up and reachable');
     d.kill('SIGTERM');

@@ -63,3 +63,46 @@ t.test('stderrTail keeps the last non-empty lines', async (t) => {
   t.equal(stderrTail('a\n\nb  \nc\n', 2), 'b\nc');
   t.equal(stderrTail(''), '');
 });
+
+t.test('ownGroup: nothing the command started outlives it, at the timeout, at the abort, or after it exited', async (t) => {
+  const { mkdtempSync, readFileSync, rmSync, existsSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'outpost-exec-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const alive = (pid: number) => existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
+  const grandchild = async (file: string) => {
+    for (let i = 0; i < 100 && !existsSync(file); i++) await new Promise((r) => setTimeout(r, 20));
+    return Number(readFileSync(file, 'utf8'));
+  };
+  const settle = () => new Promise((r) => setTimeout(r, 200));
+
+  // A hung grandchild holding the output pipe: without the group kill the call waits on the pipe.
+  const hung = join(dir, 'hung');
+  const started = Date.now();
+  const err = await exec.run('sh', ['-c', `sleep 100 & echo $! > ${hung}; wait`], { timeoutMs: 300, ownGroup: true }).catch((e: unknown) => e);
+  t.match((err as Error).message, /timed out after 300 ms/);
+  t.ok(Date.now() - started < 5_000, 'returned promptly');
+  await settle();
+  t.notOk(alive(await grandchild(hung)), 'the grandchild is gone at the timeout');
+
+  const aborted = join(dir, 'aborted');
+  const controller = new AbortController();
+  const running = exec.run('sh', ['-c', `sleep 100 & echo $! > ${aborted}; wait`], { signal: controller.signal, ownGroup: true }).catch((e: unknown) => e);
+  const pid = await grandchild(aborted);
+  controller.abort();
+  await running;
+  await settle();
+  t.notOk(alive(pid), 'the grandchild is gone at the abort');
+
+  const background = join(dir, 'background');
+  await exec.run('sh', ['-c', `sleep 100 >/dev/null 2>&1 & echo $! > ${background}`], { ownGroup: true });
+  await settle();
+  t.notOk(alive(await grandchild(background)), 'a background child is gone once the command exited');
+
+  const kept = join(dir, 'kept');
+  await exec.run('sh', ['-c', `sleep 2 >/dev/null 2>&1 & echo $! > ${kept}`]);
+  const keptPid = await grandchild(kept);
+  t.ok(alive(keptPid), 'without ownGroup a background child is left alone (tools outpost knows)');
+  process.kill(keptPid, 'SIGKILL');
+});
