@@ -302,7 +302,7 @@ t.test('exec: a hung check is killed at the abort and does not stay behind', asy
   });
   const ended = await stubbornRun;
   t.equal(ended.outcome.ok, false);
-  t.ok(ended.ms > 4_000 && ended.ms < 8_000, `one ignoring SIGTERM is killed with SIGKILL after the grace (${Math.round(ended.ms)} ms)`);
+  t.ok(ended.ms < 1_500, `one ignoring SIGTERM is killed at the abort too: its process group gets SIGKILL (${Math.round(ended.ms)} ms)`);
   t.notOk(existsSync(`/proc/${stubbornPid}`), `process ${stubbornPid} is gone`);
 });
 
