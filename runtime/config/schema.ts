@@ -364,7 +364,7 @@ const healthSchema = z.strictObject({
   /** WATCHDOG=1 (and the hardware watchdog) are withheld while the event loop lags more than this. */
   maxLoopLagMs: z.number().int().min(100).max(600_000).default(5_000),
   /** Pinged only while every part makes progress; closed with the magic character on a clean stop. */
-  hardwareWatchdog: z.strictObject({ device: filePath.default('/dev/watchdog'), timeoutSec: z.number().int().min(2).max(3600).default(60) }).optional(),
+  hardwareWatchdog: z.strictObject({ device: filePath.default('/dev/watchdog'), timeoutSec: z.number().int().min(10).max(3600).default(60) }).optional(),
 })
   .refine((h) => h.backoffMaxSec >= h.backoffMinSec, { message: 'must be at least backoffMinSec', path: ['backoffMaxSec'] })
   .superRefine((h, ctx) => {
@@ -390,6 +390,10 @@ export const configSchema = z.strictObject({
   health: healthSchema.prefault({}),
 })
   .superRefine((config, ctx) => {
+    config.health.checks.forEach((check, index) => {
+      if (check.kind === 'mqtt' && !config.broker) ctx.addIssue({ code: 'custom', path: ['health', 'checks', index, 'kind'], message: 'an mqtt check needs the "broker" section: without a broker it could only fail' });
+      if (check.remediation?.action === 'reboot' && !config.update) ctx.addIssue({ code: 'custom', path: ['health', 'checks', index, 'remediation', 'action'], message: 'reboot needs the "update" section: outpost reboots through the update path (and its installer)' });
+    });
     if (!config.commands) return;
     for (const needed of ['broker', 'update'] as const) {
       if (config[needed] === undefined) ctx.addIssue({ code: 'custom', path: ['commands'], message: `needs the "${needed}" section: ${needed === 'broker' ? 'commands arrive through the broker' : 'who may send commands is part of the signed update metadata'}` });

@@ -31,14 +31,28 @@ async function scripts(dir: string): Promise<string[]> {
   return names.filter((_, i) => executable[i]);
 }
 
-/** The greenboot check scripts as exec checks (one failing run fails them, as in greenboot). */
-export async function greenbootChecks(settings: HealthConfig['greenboot']): Promise<HealthCheckConfig[]> {
+/** Scripts taken per directory: the health report (and the state document) stays bounded. */
+export const maxScriptsPerDir = 32;
+
+/**
+ * The greenboot check scripts as exec checks (one failing run fails them, as in greenboot).
+ * `taken` are the names already in use: a script whose name would clash gets a numbered one.
+ */
+export async function greenbootChecks(settings: HealthConfig['greenboot'], taken: ReadonlySet<string> = new Set(), log?: (message: string) => void): Promise<HealthCheckConfig[]> {
   const checks: HealthCheckConfig[] = [];
+  const names = new Set(taken);
   for (const severity of ['required', 'wanted'] as const) {
-    for (const file of await scripts(join(settings.dir, 'check', `${severity}.d`))) {
+    const dir = join(settings.dir, 'check', `${severity}.d`);
+    const files = await scripts(dir);
+    if (files.length > maxScriptsPerDir) log?.(`${dir} holds ${files.length} scripts; only the first ${maxScriptsPerDir} in name order run`);
+    for (const file of files.slice(0, maxScriptsPerDir)) {
+      const base = checkName(severity, file);
+      let name = base;
+      for (let n = 2; names.has(name); n += 1) name = `${base.slice(0, 60)}-${n}`;
+      names.add(name);
       checks.push({
         kind: 'exec',
-        name: checkName(severity, file),
+        name,
         command: [join(settings.dir, 'check', `${severity}.d`, file)],
         severity,
         intervalSec: settings.intervalSec,

@@ -64,10 +64,14 @@ export interface HealthServiceOptions {
   readonly onChange?: (report: HealthReport) => void;
 }
 
-/** Summarises check states: unknown until some check has a verdict. */
+/**
+ * Summarises check states: `unknown` while a required check has no verdict yet (or, without
+ * required checks, while none has), so `outpost health` is never green before they passed.
+ */
 export function summarize(states: readonly CheckState[]): HealthStatus {
   if (states.some((s) => s.status === 'failing' && s.severity === 'required')) return 'failed';
   if (states.some((s) => s.status === 'failing')) return 'degraded';
+  if (states.some((s) => s.status === 'unknown' && s.severity === 'required')) return 'unknown';
   if (states.length > 0 && states.every((s) => s.status === 'unknown')) return 'unknown';
   return 'ok';
 }
@@ -92,12 +96,11 @@ export class HealthService implements Service {
 
   async start(): Promise<void> {
     const { config, clock, log } = this.options;
-    const greenboot = await greenbootChecks(config.greenboot).catch((err: unknown) => {
+    const greenboot = await greenbootChecks(config.greenboot, new Set(config.checks.map((c) => c.name)), (message) => log.warn(message)).catch((err: unknown) => {
       log.error('cannot read the greenboot check scripts; running without them', { dir: config.greenboot.dir, err });
       return [];
     });
-    const taken = new Set(config.checks.map((c) => c.name));
-    this.checks = [...config.checks, ...greenboot.filter((c) => !taken.has(c.name))];
+    this.checks = [...config.checks, ...greenboot];
     this.breaker = await RebootBreaker.open(this.options.store(), { ...config.rebootBreaker, bootId: await this.options.bootId(), clock });
     this.remediator = new Remediator({
       backoffMinSec: config.backoffMinSec,

@@ -11,7 +11,11 @@ import type { Service } from './service.js';
 export interface LoopLagOptions {
   /** Lag above this withholds the watchdog pings. */
   readonly maxLagMs: number;
-  /** A lag counts for this long after it was measured, so one long stall is seen by the next pings. */
+  /**
+   * A lag counts for this long after it was measured. Short on purpose: one stall delays a ping by
+   * about this much (WatchdogSec tolerates that); a loop that keeps stalling is held every time a
+   * ping comes due, right after a stall, and so gets no pings at all.
+   */
   readonly holdMs?: number;
   readonly tickMs?: number;
   readonly nowMs?: () => number;
@@ -21,7 +25,7 @@ export interface LoopLagOptions {
 export function loopLagMonitor(options: LoopLagOptions): Service & { healthy(): boolean; worstLagMs(): number } {
   const nowMs = options.nowMs ?? monotonicMs;
   const tickMs = options.tickMs ?? 500;
-  const holdMs = options.holdMs ?? 30_000;
+  const holdMs = options.holdMs ?? 2_000;
   let timer: NodeJS.Timeout | undefined;
   let expectedMs = 0;
   // The worst lag within the hold time, and when it was measured.

@@ -181,4 +181,8 @@ t.test('health checks: defaults per check, and problems named by their field pat
     'health.checks.4.remediation.unit: must be a unit name',
     'health.backoffMaxSec: must be at least backoffMinSec',
   ]) t.match(problems, expected);
+  const unsupported = write(dir, 'unsupported.json', { deviceId: 'gw-1', health: { checks: [{ name: 'link', kind: 'mqtt' }, { name: 'app', kind: 'tcp', host: 'h', port: 1, remediation: { action: 'reboot' } }] } });
+  const why = problemsOf(() => loadConfig({ path: unsupported, env: {} })).join('\n');
+  t.match(why, 'health.checks.0.kind: an mqtt check needs the "broker" section');
+  t.match(why, 'health.checks.1.remediation.action: reboot needs the "update" section');
 });

@@ -67,3 +67,17 @@ t.test('a hung hook is killed at the timeout and reported', async (t) => {
   t.ok(Date.now() - started < 8000, 'bounded');
   t.match(runs, [{ ok: false, error: /timed out/ }]);
 });
+
+t.test('names that would clash (with a configured check or each other) get a number; a directory gives at most 32 checks', async (t) => {
+  const dir = greenbootDir(t);
+  script(join(dir, 'check', 'wanted.d', 'a b'), 'exit 0');
+  script(join(dir, 'check', 'wanted.d', 'a-b'), 'exit 0');
+  script(join(dir, 'check', 'wanted.d', 'A_B'), 'exit 0');
+  const checks = await greenbootChecks(settings(dir), new Set(['greenboot-wanted-a-b']));
+  t.same(checks.map((c) => c.name), ['greenboot-wanted-a_b', 'greenboot-wanted-a-b-2', 'greenboot-wanted-a-b-3']);
+  for (let i = 0; i < 40; i++) script(join(dir, 'check', 'required.d', `s${String(i).padStart(2, '0')}`), 'exit 0');
+  const notes: string[] = [];
+  const many = await greenbootChecks(settings(dir), new Set(), (m) => notes.push(m));
+  t.equal(many.filter((c) => c.severity === 'required').length, 32);
+  t.match(notes, [/holds 40 scripts; only the first 32 in name order run/]);
+});
