@@ -104,6 +104,19 @@ function deviceConfig(): unknown {
     // Signed remote commands (scenario 02 reboots through one and logs in through an access
     // grant); issuers come with the metadata. gwops is made by build-image.sh.
     commands: { access: { principals: ['gwops'] } },
+    // Scenario 01: a unit burning CPU is restarted through the installer (which allows the units
+    // named here), and a failing check reboots once, then the breaker holds. Both pass while the
+    // burner is stopped / the file is absent, so the other scenarios never see them fail.
+    // The cpu check measures rig-burn.service's slice, not `unit:`: finding a unit's cgroup takes
+    // `systemctl show` as user outpost, which needs D-Bus, and the image has none (it would fail,
+    // and its restart-unit remediation would start the burner).
+    health: {
+      checks: [
+        { name: 'rig-burn-cpu', kind: 'cpu', cgroup: '/rig.slice', maxPercent: 50, intervalSec: 2, failAfter: 2, timeoutSec: 10, remediation: { action: 'restart-unit', unit: 'rig-burn.service' } },
+        { name: 'rig-reboot-trigger', kind: 'exec', severity: 'wanted', command: ['/usr/bin/test', '!', '-e', '/var/lib/rig/health-fail'], intervalSec: 2, failAfter: 2, remediation: { action: 'reboot' } },
+      ],
+      rebootBreaker: { maxReboots: 1, windowSec: 86400 },
+    },
   };
 }
 
