@@ -260,7 +260,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
             }
           : {}),
         onTrusted: (targets) => commands?.onTrusted(targets),
-        requiredHealthChecks: () => health?.requiredChecks() ?? [],
+        requiredHealthChecks: async () => (await health?.requiredChecks()) ?? [],
         onChange: (status) => {
           // Fault injection for the crash tests (docs/architecture.md): die like `kill -9` the
           // moment this state has been persisted, so resumption is tested from every state.
@@ -312,10 +312,9 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
         await update.reboot(reason);
       },
     },
-    safeMode: () => {
+    rollback: () => {
       const last = lastUpdate?.last;
-      // A reboot boots this deployment again: the rolled-back one is not offered any more.
-      return last?.result === 'rolledBack' ? `release ${last.version} was rolled back (${last.reason ?? 'no reason recorded'}), and this deployment fails its required checks too` : undefined;
+      return last?.result === 'rolledBack' ? { id: `${last.commit}@${last.at}`, reason: `release ${last.version} was rolled back (${last.reason ?? 'no reason recorded'})` } : undefined;
     },
     rebootHeld: () => (lastUpdate && lastUpdate.state !== 'idle' ? `an update is under way (${lastUpdate.state}): the update path decides when to reboot, and a release on trial is judged by its probation` : undefined),
     emit: async (event) => {
@@ -393,7 +392,19 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
   if (link) services.push(linkService(link));
   services.push(...(commands?.afterLink ?? []));
   if (update) services.push(update);
-  if (health) services.push(health);
+  if (health) {
+    const checks = health;
+    // Safe mode and the hold on reboots read the update's state: known before the first check runs.
+    services.push({
+      name: checks.name,
+      start: async () => {
+        if (update && lastUpdate === undefined) lastUpdate = await update.status();
+        await checks.start();
+      },
+      stop: () => checks.stop(),
+      healthy: () => checks.healthy(),
+    });
+  }
   services.push(api);
 
   const supervisor = new Supervisor({

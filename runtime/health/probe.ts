@@ -10,6 +10,18 @@ export interface CheckOutcome {
   readonly detail?: string;
   /** What the verdict was decided from, e.g. `{ cpuPercent: 97.5, maxPercent: 80 }`. */
   readonly measurements?: Readonly<Record<string, number>>;
+  /**
+   * Passed without a verdict of its own yet: a rate's first sample, a restart count with no
+   * baseline, the link's start-up grace. The schedule counts it as passing; probation does not
+   * (a trial must be judged on evidence), and asks again next round.
+   */
+  readonly provisional?: true;
+  /**
+   * Failed because the probe could not look (systemd not reachable, a file it needs missing), not
+   * because what it looks at is unhealthy: the check fails, but its remediation is not run (a
+   * `restart-unit` of a stopped unit would start it).
+   */
+  readonly unmeasured?: true;
 }
 
 /** One check's probe. Aborted at the check's timeout: it must stop, and kill what it started. */

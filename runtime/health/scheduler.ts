@@ -89,6 +89,7 @@ interface Slot {
   runningSinceMs: number | undefined;
   running: Promise<void> | undefined;
   controller: AbortController | undefined;
+  lastOutcome: CheckOutcome | undefined;
 }
 
 /** The next state after a run; pure, so damping is tested on its own. */
@@ -126,6 +127,7 @@ export class HealthScheduler {
       runningSinceMs: undefined,
       running: undefined,
       controller: undefined,
+      lastOutcome: undefined,
     }));
   }
 
@@ -159,9 +161,22 @@ export class HealthScheduler {
     return this.slots.filter((slot) => slot.runningSinceMs !== undefined && now - slot.runningSinceMs > slot.check.timeoutMs + stuckGraceMs).map((slot) => slot.check.name);
   }
 
-  /** One run of `check` outside the schedule (probation's rounds), bounded by its timeout; changes no state. */
-  static async runOnce(check: Pick<ScheduledCheck, 'probe' | 'timeoutMs' | 'name'>, timers: SchedulerTimers = realTimers): Promise<CheckOutcome> {
-    return runBounded(check, new AbortController(), timers);
+  /**
+   * Runs check `name` now, as a run of its schedule (its state, remediation and next run follow
+   * from it), or, when it is running, waits for that run: either way never two at once. For
+   * probation's rounds, which must not wait for a check's interval.
+   */
+  async runNow(name: string): Promise<CheckOutcome> {
+    const slot = this.slots.find((s) => s.check.name === name);
+    if (slot === undefined) return { ok: false, detail: `no health check is named ${name}` };
+    if (this.stopped) return { ok: false, detail: 'outpost is stopping' };
+    if (slot.runningSinceMs === undefined) {
+      this.timers.clearTimeout(slot.timer);
+      slot.timer = undefined;
+      slot.running = this.runSlot(slot);
+    }
+    await slot.running;
+    return slot.runningSinceMs === undefined && slot.lastOutcome !== undefined ? slot.lastOutcome : { ok: false, detail: 'outpost is stopping' };
   }
 
   private schedule(slot: Slot, delayMs: number): void {
@@ -179,6 +194,7 @@ export class HealthScheduler {
     const outcome = await runBounded(slot.check, controller, this.timers);
     slot.runningSinceMs = undefined;
     slot.controller = undefined;
+    slot.lastOutcome = outcome;
     // A run cut short by the stop says nothing about the check.
     if (this.stopped) return;
     const previous = slot.state.status;

@@ -12,11 +12,12 @@
  *   scheduler is stuck on a probe. Failing checks are remediated, never answered by starving the
  *   watchdog (that would be a reboot outside the breaker).
  */
+import { z } from 'zod';
 import type { HealthConfig, HealthCheckConfig } from '../config/index.js';
 import type { Service } from '../lifecycle/index.js';
 import type { Logger } from '../logs/index.js';
 import type { Clock, Exec } from '../platform/index.js';
-import type { Store } from '../store/index.js';
+import type { Collection, Store } from '../store/index.js';
 import { RebootBreaker, type RebootBreakerState } from './breaker.js';
 import { greenbootChecks, runGreenbootHooks } from './greenboot.js';
 import { createProbe, type ProbeDeps } from './kinds/index.js';
@@ -54,8 +55,12 @@ export interface HealthServiceOptions {
   readonly link?: ProbeDeps['link'];
   /** How actions are carried out (the installer's unit restart, outpost's restart, the update path's reboot). */
   readonly ports: Omit<RemediationPorts, 'exec' | 'reboot'> & { reboot(reason: string): Promise<void> };
-  /** Why no deployment is healthy, or undefined (from the update path's last outcome). */
-  readonly safeMode: () => string | undefined;
+  /**
+   * The last rollback, which may leave no deployment healthy (`id` tells rollbacks apart), or
+   * undefined. Safe mode holds from it until the required checks have all passed once after it
+   * (recorded in the store, so a restart does not bring it back).
+   */
+  readonly rollback: () => { id: string; reason: string } | undefined;
   /** Why reboots belong to the update path now (an update under way), or undefined. */
   readonly rebootHeld?: () => string | undefined;
   /** Stores an event for delivery (the outbox); resolves once it is stored. */
@@ -63,6 +68,10 @@ export interface HealthServiceOptions {
   /** The report changed (a check's status, safe mode, the breaker). */
   readonly onChange?: (report: HealthReport) => void;
 }
+
+/** What outpost keeps of safe mode: the rollback it is over for. */
+const safeModeSchema = z.looseObject({ rollback: z.string() });
+const clearedKey = 'cleared';
 
 /**
  * Summarises check states: `unknown` while a required check has no verdict yet (or, without
@@ -84,6 +93,14 @@ export class HealthService implements Service {
   private breaker: RebootBreaker | undefined;
   private checks: HealthCheckConfig[] = [];
   private readonly probeDeps: ProbeDeps;
+  private markStarted: () => void = () => undefined;
+  private safeModeStore: Collection<z.infer<typeof safeModeSchema>> | undefined;
+  /** The rollback after which every required check passed once: safe mode is over for it. */
+  private clearedRollback: string | undefined;
+  /** Resolves once start() has built the checks. */
+  private readonly started = new Promise<void>((resolve) => {
+    this.markStarted = resolve;
+  });
 
   constructor(private readonly options: HealthServiceOptions) {
     this.probeDeps = {
@@ -101,24 +118,29 @@ export class HealthService implements Service {
       return [];
     });
     this.checks = [...config.checks, ...greenboot];
+    this.safeModeStore = this.options.store().collection('health-safe-mode', safeModeSchema);
+    this.clearedRollback = (await this.safeModeStore.get(clearedKey))?.rollback;
     this.breaker = await RebootBreaker.open(this.options.store(), { ...config.rebootBreaker, bootId: await this.options.bootId(), clock });
     this.remediator = new Remediator({
       backoffMinSec: config.backoffMinSec,
       backoffMaxSec: config.backoffMaxSec,
       ports: { ...this.options.ports, exec: this.options.exec, reboot: (reason, about) => this.announceReboot(reason, about) },
       breaker: this.breaker,
-      safeMode: this.options.safeMode,
+      safeMode: () => this.safeMode(),
       ...(this.options.rebootHeld ? { rebootHeld: this.options.rebootHeld } : {}),
       clock,
     });
     this.scheduler = new HealthScheduler({ checks: this.checks.map((c) => this.scheduled(c)), clock, onRun: (run) => this.onRun(run) });
     this.scheduler.start();
+    this.markStarted();
     if (this.checks.length > 0) log.info('health checks running', { checks: this.checks.map((c) => c.name) });
   }
 
   async stop(): Promise<void> {
     await this.scheduler?.stop();
     this.scheduler = undefined;
+    // A probation still waiting for the checks gets none: it gives no verdict while outpost stops.
+    this.markStarted();
   }
 
   /** False while the scheduler is stuck on a probe that ignores its timeout. */
@@ -130,22 +152,30 @@ export class HealthService implements Service {
     const checks = this.scheduler?.states() ?? [];
     const status = summarize(checks);
     const rebootBreaker = this.breaker?.state() ?? { open: false, recent: 0, maxReboots: this.options.config.rebootBreaker.maxReboots, windowSec: this.options.config.rebootBreaker.windowSec };
-    const safeMode = status === 'failed' ? this.options.safeMode() : undefined;
+    const safeMode = status === 'failed' || status === 'degraded' ? this.safeMode() : undefined;
     const attention = rebootBreaker.open && status !== 'ok' && status !== 'unknown' ? rebootBreaker.reason : undefined;
     return { status, checks, rebootBreaker, ...(safeMode === undefined ? {} : { safeMode }), ...(attention === undefined ? {} : { attention }) };
   }
 
   /**
-   * The required checks as probation runs them: each once per round, bounded by its timeout,
-   * outside the schedule (a trial must not wait for a check's interval or its damping).
+   * The required checks as probation runs them: each once per round, as a run of its schedule
+   * (never two at once; rates keep their samples), without waiting for its interval or damping.
+   * A provisional pass (a first sample) is no verdict: the round fails and asks again. Waits for
+   * the service's start, which reads greenboot's scripts.
    */
-  requiredChecks(): { name: string; run(): Promise<{ ok: boolean; detail?: string }> }[] {
+  async requiredChecks(): Promise<{ name: string; run(): Promise<{ ok: boolean; detail?: string }> }[]> {
+    await this.started;
+    const scheduler = this.scheduler;
+    if (!scheduler) return [];
     return this.checks
       .filter((c) => c.severity === 'required')
-      .map((c) => {
-        const scheduled = this.scheduled(c);
-        return { name: c.name, run: () => HealthScheduler.runOnce(scheduled) };
-      });
+      .map((c) => ({
+        name: c.name,
+        run: async () => {
+          const outcome = await scheduler.runNow(c.name);
+          return outcome.ok && outcome.provisional ? { ok: false, detail: `no verdict yet (${outcome.detail ?? 'provisional'})` } : outcome;
+        },
+      }));
   }
 
   /** Operator reset of the reboot breaker. */
@@ -161,6 +191,25 @@ export class HealthService implements Service {
       if (run.ok) this.options.log.info(`greenboot ${which}.d script ran`, { script: run.script });
       else this.options.log.error(`greenboot ${which}.d script failed`, { script: run.script, error: run.error });
     }
+  }
+
+  /** Why a reboot cannot help (no deployment is healthy), or undefined. */
+  private safeMode(): string | undefined {
+    const rollback = this.options.rollback();
+    if (rollback === undefined || rollback.id === this.clearedRollback) return undefined;
+    return `${rollback.reason}, and this deployment has not passed its required checks since`;
+  }
+
+  /** Once every required check passes after a rollback, this deployment is healthy: safe mode ends for good. */
+  private async clearSafeMode(): Promise<void> {
+    const rollback = this.options.rollback();
+    if (rollback === undefined || rollback.id === this.clearedRollback || !this.safeModeStore) return;
+    const states = this.scheduler?.states() ?? [];
+    const required = states.filter((s) => s.severity === 'required');
+    if (!(required.length > 0 ? required : states).every((s) => s.status === 'passing')) return;
+    await this.options.store().batch().put(this.safeModeStore, clearedKey, { rollback: rollback.id }).commit();
+    this.clearedRollback = rollback.id;
+    this.options.log.info('every required check passed after the rollback: safe mode is over', { rollback: rollback.id });
   }
 
   private scheduled(check: HealthCheckConfig): ScheduledCheck {
@@ -185,8 +234,15 @@ export class HealthService implements Service {
       this.options.onChange?.(this.report());
     }
     const config = this.checks.find((c) => c.name === state.name);
-    if (state.status === 'passing') this.remediator?.passed(state.name);
+    if (state.status === 'passing') {
+      this.remediator?.passed(state.name);
+      await this.clearSafeMode().catch((err: unknown) => log.error('cannot record the end of safe mode', { err }));
+    }
     if (state.status !== 'failing' || !config?.remediation || !this.remediator) return;
+    if (outcome.unmeasured) {
+      log.warn(`health check ${state.name} could not measure: its remediation waits for a measurement`, { detail: outcome.detail });
+      return;
+    }
     const record = await this.remediator.failing(state.name, config.remediation, outcome.detail);
     if (record.outcome === 'backing-off') return;
     const level = record.outcome === 'done' ? 'warn' : 'error';

@@ -78,7 +78,7 @@ export interface UpdateServiceOptions {
    * The health framework's required checks, which probation runs besides its own
    * (`update.probation.checks`, kept for configs from before it): each once per round.
    */
-  requiredHealthChecks?: () => readonly ProbationCheck[];
+  requiredHealthChecks?: () => Promise<readonly ProbationCheck[]>;
   /** Whether the broker link is up, for the optional broker probation check. */
   linkConnected: () => boolean;
   /** The simulated backend's reboot: stop the daemon; its harness starts it again. */
@@ -691,7 +691,7 @@ export class UpdateService implements Service {
     // device; the deployment's directory under the simulated bootloader.
     const env = { OUTPOST_DEPLOYMENT_ROOT: await this.deploymentRoot() };
     for (const check of config.probation.checks) checks.push(execCheck(exec, check.name, check.command, check.timeoutMs, env));
-    checks.push(...(this.options.requiredHealthChecks?.() ?? []));
+    checks.push(...((await this.options.requiredHealthChecks?.()) ?? []));
     return checks;
   }
 

@@ -54,7 +54,10 @@ export function cpuProbe(check: CheckOf<'cpu'>, deps: ProbeDeps): CheckProbe {
       ({ stdout } = await deps.exec.run('systemctl', ['show', '--property=ControlGroup', '--value', '--', unit], { signal, timeoutMs: (check.timeoutSec + 1) * 1000 }));
     } catch (err) {
       if (signal.aborted) throw err;
-      return { fail: `could not ask systemd for the cgroup of ${unit}: ${messageOf(err)}` };
+      // An unprivileged agent asks systemd over D-Bus; without it, a system unit's default place.
+      const fallback = `/system.slice/${unit}`;
+      if (await readUsage(fallback, signal).then((usage) => usage !== 'gone', () => false)) return fallback;
+      return { fail: `could not ask systemd for the cgroup of ${unit} (${messageOf(err)}), and ${join(deps.cgroupRoot, fallback)} does not exist; set the check's cgroup instead` };
     }
     const cgroup = stdout.trim();
     if (cgroup === '') return notRunning;
@@ -93,7 +96,7 @@ export function cpuProbe(check: CheckOf<'cpu'>, deps: ProbeDeps): CheckProbe {
     }
     if (typeof cgroup !== 'string') {
       previous = undefined;
-      found.fail(cgroup.fail);
+      found.unmeasured(cgroup.fail);
       return;
     }
     if (usage === 'gone' || usage === undefined) {
@@ -106,7 +109,7 @@ export function cpuProbe(check: CheckOf<'cpu'>, deps: ProbeDeps): CheckProbe {
     previous = { cgroup, usageUsec: usage, atMs: now };
     if (before === undefined || before.cgroup !== cgroup || usage < before.usageUsec || now <= before.atMs) {
       found.measure({ maxPercent: max });
-      found.note(before === undefined ? 'first sample' : `first sample: ${cgroup} was created anew since the last run`);
+      found.provisional(before === undefined ? 'first sample' : `first sample: ${cgroup} was created anew since the last run`);
       return;
     }
     const cpuPercent = round2(((usage - before.usageUsec) / 1000 / (now - before.atMs)) * 100);

@@ -11,7 +11,7 @@ export function mqttProbe(check: CheckOf<'mqtt'>, deps: ProbeDeps): CheckProbe {
       if (link.lastConnectedMs === undefined) return { ok: false, detail: 'never connected to the broker since outpost started', measurements: { withinSec: check.withinSec } };
       const disconnectedSec = Math.max(0, Math.round((deps.monotonicMs() - link.lastConnectedMs) / 1000));
       const measurements = { disconnectedSec, withinSec: check.withinSec };
-      if (disconnectedSec <= check.withinSec) return { ok: true, detail: `disconnected from the broker ${disconnectedSec} s ago`, measurements };
+      if (disconnectedSec <= check.withinSec) return { ok: true, detail: `disconnected from the broker ${disconnectedSec} s ago`, measurements, provisional: true };
       return { ok: false, detail: `disconnected from the broker for ${disconnectedSec} s, longer than ${check.withinSec} s`, measurements };
     },
   };

@@ -9,6 +9,8 @@ export class Findings {
   private readonly failures: string[] = [];
   private readonly notes: string[] = [];
   private readonly numbers: Record<string, number> = {};
+  private isProvisional = false;
+  private isUnmeasured = false;
 
   fail(detail: string): void {
     this.failures.push(detail);
@@ -16,6 +18,18 @@ export class Findings {
 
   note(detail: string): void {
     this.notes.push(detail);
+  }
+
+  /** A failure to look, not a finding (probe.ts `unmeasured`). */
+  unmeasured(detail: string): void {
+    this.failures.push(detail);
+    this.isUnmeasured = true;
+  }
+
+  /** A pass that is no verdict yet (probe.ts `provisional`). */
+  provisional(why: string): void {
+    this.notes.push(why);
+    this.isProvisional = true;
   }
 
   measure(values: Record<string, number | undefined>): void {
@@ -29,6 +43,8 @@ export class Findings {
       ok,
       ...(details.length === 0 ? {} : { detail: details.join('; ') }),
       ...(Object.keys(this.numbers).length === 0 ? {} : { measurements: Object.freeze({ ...this.numbers }) }),
+      ...(ok && this.isProvisional ? { provisional: true as const } : {}),
+      ...(!ok && this.isUnmeasured ? { unmeasured: true as const } : {}),
     };
   }
 }

@@ -52,7 +52,7 @@ export function unitProbe(check: CheckOf<'unit'>, deps: ProbeDeps): CheckProbe {
         ({ stdout } = await deps.exec.run('systemctl', ['show', '--property=ActiveState,NRestarts', '--', check.unit], { signal, timeoutMs: (check.timeoutSec + 1) * 1000 }));
       } catch (err) {
         if (signal.aborted) throw err;
-        return { ok: false, detail: `could not ask systemd about ${check.unit}: ${messageOf(err)}` };
+        return { ok: false, detail: `could not ask systemd about ${check.unit}: ${messageOf(err)}`, unmeasured: true };
       }
       const properties = parseShow(stdout);
       const found = new Findings();
@@ -61,7 +61,9 @@ export function unitProbe(check: CheckOf<'unit'>, deps: ProbeDeps): CheckProbe {
       const counter = Number(properties.get('NRestarts'));
       // systemd before 235 has no NRestarts: only the state can be judged there.
       if (properties.has('NRestarts') && Number.isInteger(counter)) {
+        const baseline = history.length > 0;
         const restarts = restartsWithin(history, { atMs: deps.monotonicMs(), nRestarts: counter }, check.restartWindowSec * 1000);
+        if (!baseline) found.provisional('first reading: restarts are counted from here');
         found.measure({ restarts, maxRestarts: check.maxRestarts, restartWindowSec: check.restartWindowSec, nRestarts: counter });
         if (restarts > check.maxRestarts) found.fail(`systemd restarted ${check.unit} ${restarts} times within ${check.restartWindowSec} s, more than ${check.maxRestarts} (journalctl -u ${check.unit} says why)`);
       }

@@ -125,8 +125,8 @@ t.test('cpu: a CPU-burning process in its own cgroup fails at ~100%, an idle one
   const idle = createProbe(healthCheckSchema.parse({ name: 'idle', kind: 'cpu', cgroup: idleGroup, maxPercent: 50 }), deps({ cgroupRoot: root }));
   const ticksBefore = cpuTicks(burner.pid);
   const before = monotonicMs();
-  t.same(await busy.run(new AbortController().signal), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 } });
-  t.same(await idle.run(new AbortController().signal), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 } });
+  t.same(await busy.run(new AbortController().signal), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 }, provisional: true });
+  t.same(await idle.run(new AbortController().signal), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 }, provisional: true });
   await sleep(1_500);
   const hot = await busy.run(new AbortController().signal);
   const processPercent = ((cpuTicks(burner.pid) - ticksBefore) * msPerTick * 100) / (monotonicMs() - before);
@@ -337,7 +337,7 @@ t.test('unit: systemctl as a script whose answer the test changes', async (t) =>
   const live = new AbortController().signal;
 
   writeFileSync(stateFile, 'ActiveState=active\nNRestarts=1\n');
-  t.same(await probe.run(live), { ok: true, measurements: { restarts: 0, maxRestarts: 3, restartWindowSec: 600, nRestarts: 1 } });
+  t.same(await probe.run(live), { ok: true, detail: 'first reading: restarts are counted from here', measurements: { restarts: 0, maxRestarts: 3, restartWindowSec: 600, nRestarts: 1 }, provisional: true });
   t.equal(readFileSync(argsFile, 'utf8').trim(), 'show --property=ActiveState,NRestarts -- app.service');
 
   writeFileSync(stateFile, 'ActiveState=active\nNRestarts=5\n');

@@ -6,7 +6,7 @@
  * the same check, outpost stays up in safe mode instead of rebooting.
  */
 import t from 'tap';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createOtaWorld } from '../../../scripts/world/ota-world.js';
@@ -53,16 +53,29 @@ t.test('a required health check failing in the trial rolls the release back; the
       continue;
     }
     final = settled;
-    const report = await until('safe mode', async () => {
-      const r = JSON.parse((await device.cli(['health', '--json'])).stdout) as { status: string; safeMode?: string };
-      return r.safeMode ? r : undefined;
-    }, 20_000);
-    t.match(report, { status: 'failed', safeMode: /release 2 was rolled back \(.*health checks failed during probation: gate.*\), and this deployment fails its required checks too/ });
-    await sleep(3000);
-    t.equal(d.exitCode, null, 'safe mode: no reboot, outpost stays up and reachable');
-    d.kill('SIGTERM');
-    const { all } = await d;
-    t.match(all, /health remediation of gate: reboot safe-mode/, 'the reboot the check asks for is refused as safe mode');
+    // Twice: the second start must find safe mode again before its first check runs (a restart or a
+    // power cut in safe mode must not turn into a reboot).
+    for (const start of ['first', 'restarted']) {
+      const running = start === 'first' ? d : (await device.boot()).daemon;
+      const report = await until('safe mode', async () => {
+        const r = JSON.parse((await device.cli(['health', '--json'])).stdout) as { status: string; safeMode?: string };
+        return r.safeMode ? r : undefined;
+      }, 20_000);
+      t.match(report, { status: 'failed', safeMode: /release 2 was rolled back \(.*health checks failed during probation: gate.*\), and this deployment has not passed its required checks since/ }, `${start}: safe mode`);
+      await sleep(3000);
+      t.equal(running.exitCode, null, `${start}: no reboot, outpost stays up and reachable`);
+      if (start === 'first') {
+        running.kill('SIGTERM');
+        t.match((await running).all, /health remediation of gate: reboot safe-mode/, 'the reboot the check asks for is refused as safe mode');
+        continue;
+      }
+      // Healthy once after the rollback: safe mode is over, and a later failure may reboot again.
+      rmSync(broken);
+      await until('the check passing', async () => ((JSON.parse((await device.cli(['health', '--json'])).stdout) as { status: string }).status === 'ok' ? true : undefined), 20_000);
+      writeFileSync(broken, '');
+      const { all } = await running;
+      t.match(all, /every required check passed after the rollback: safe mode is over[^]*simulated reboot: health check gate is failing/, 'out of safe mode, the next failure reboots');
+    }
   }
   t.match(final, { last: { result: 'rolledBack', version: 2, reason: /health checks failed during probation: gate/ } }, 'probation ran the required health check');
   t.match(boots.join('\n'), /health remediation of gate: reboot held/, 'no health reboot during the trial: held while the update path judges it');

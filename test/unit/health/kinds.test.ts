@@ -127,7 +127,7 @@ t.test('cpu: percent of one core between two runs of a cgroup', async (t) => {
   const probe = createProbe(healthCheckSchema.parse({ name: 'c', kind: 'cpu', cgroup: '/app.slice', maxPercent: 50 }), deps({ cgroupRoot: root, monotonicMs: clock.now }));
 
   setUsage(5_000_000);
-  t.same(await probe.run(live()), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 } });
+  t.same(await probe.run(live()), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 }, provisional: true }, 'a first sample is no verdict: probation asks again');
 
   clock.advance(2_000);
   setUsage(5_000_000 + 1_900_000);
@@ -157,7 +157,7 @@ t.test('cpu: percent of one core between two runs of a cgroup', async (t) => {
 
   clock.advance(1_000);
   setUsage(9_000_000);
-  t.same(await probe.run(live()), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 } }, 'after vanishing, sampling starts again');
+  t.same(await probe.run(live()), { ok: true, detail: 'first sample', measurements: { maxPercent: 50 }, provisional: true }, 'after vanishing, sampling starts again');
 });
 
 t.test('cpu: a unit\'s cgroup is asked from systemd once, and again when it is gone', async (t) => {
@@ -186,6 +186,22 @@ t.test('cpu: a unit\'s cgroup is asked from systemd once, and again when it is g
   rmSync(join(root, 'app.slice'), { recursive: true });
   const stopped = await probe.run(live());
   t.same(stopped, { ok: true, detail: 'app.service is not running', measurements: { cpuPercent: 0, maxPercent: 50 } }, 'a unit that is not running burns nothing (whether it should run is a unit check\'s verdict)');
+});
+
+t.test('cpu: without systemd to ask (no D-Bus for the unprivileged agent), a unit is read at its default cgroup; nowhere to read is unmeasured', async (t) => {
+  const root = tempDir(t);
+  const clock = fakeClock();
+  const exec = scriptedExec(() => {
+    throw new OutpostError('EXEC_FAILED', 'systemctl show: exit code 1\nFailed to connect to bus: No such file or directory');
+  });
+  const probe = createProbe(healthCheckSchema.parse({ name: 'c', kind: 'cpu', unit: 'app.service', maxPercent: 50 }), deps({ exec, cgroupRoot: root, monotonicMs: clock.now }));
+  const nowhere = await probe.run(live());
+  t.match(nowhere, { ok: false, unmeasured: true, detail: /could not ask systemd for the cgroup of app\.service \([^]*Failed to connect to bus[^]*\), and .*system\.slice\/app\.service does not exist; set the check's cgroup instead/ });
+  write(join(root, 'system.slice', 'app.service', 'cpu.stat'), 'usage_usec 1000000\n');
+  t.match(await probe.run(live()), { ok: true, provisional: true }, 'found at /system.slice/app.service');
+  clock.advance(1_000);
+  write(join(root, 'system.slice', 'app.service', 'cpu.stat'), 'usage_usec 1900000\n');
+  t.match(await probe.run(live()), { ok: false, measurements: { cpuPercent: 90, maxPercent: 50 } });
 });
 
 t.test('cpu: host PSI and load per CPU', async (t) => {
@@ -249,7 +265,7 @@ t.test('unit: active, and restarts counted within the window', async (t) => {
   const exec = scriptedExec(() => ({ stdout: show, stderr: '' }));
   const clock = fakeClock();
   const probe = createProbe(healthCheckSchema.parse({ name: 'u', kind: 'unit', unit: 'app.service', maxRestarts: 2, restartWindowSec: 60 }), deps({ exec, monotonicMs: clock.now }));
-  t.same(await probe.run(live()), { ok: true, measurements: { restarts: 0, maxRestarts: 2, restartWindowSec: 60, nRestarts: 0 } });
+  t.same(await probe.run(live()), { ok: true, detail: 'first reading: restarts are counted from here', measurements: { restarts: 0, maxRestarts: 2, restartWindowSec: 60, nRestarts: 0 }, provisional: true });
   t.same(exec.calls[0], ['systemctl', 'show', '--property=ActiveState,NRestarts', '--', 'app.service']);
 
   clock.advance(10_000);
@@ -288,7 +304,7 @@ t.test('unit: systemctl failing is a failing run naming the unit', async (t) => 
     throw new OutpostError('EXEC_FAILED', 'systemctl show: systemctl is not installed or not on PATH');
   });
   const outcome = await createProbe(healthCheckSchema.parse({ name: 'u', kind: 'unit', unit: 'app.service' }), deps({ exec })).run(live());
-  t.same(outcome, { ok: false, detail: 'could not ask systemd about app.service: systemctl show: systemctl is not installed or not on PATH' });
+  t.same(outcome, { ok: false, detail: 'could not ask systemd about app.service: systemctl show: systemctl is not installed or not on PATH', unmeasured: true }, 'a failure to look: the check fails, its remediation does not run');
 });
 
 t.test('mqtt: connected, or within the window on the monotonic clock', async (t) => {
@@ -299,7 +315,7 @@ t.test('mqtt: connected, or within the window on the monotonic clock', async (t)
   const probe = createProbe(check, deps({ monotonicMs: clock.now, link: () => state }));
   t.same(await probe.run(live()), { ok: true });
   state = { connected: false, lastConnectedMs: 970_000 };
-  t.same(await probe.run(live()), { ok: true, detail: 'disconnected from the broker 30 s ago', measurements: { disconnectedSec: 30, withinSec: 60 } });
+  t.same(await probe.run(live()), { ok: true, detail: 'disconnected from the broker 30 s ago', measurements: { disconnectedSec: 30, withinSec: 60 }, provisional: true }, 'within the window: passing, but no evidence for probation');
   state = { connected: false, lastConnectedMs: 930_000 };
   t.same(await probe.run(live()), { ok: false, detail: 'disconnected from the broker for 70 s, longer than 60 s', measurements: { disconnectedSec: 70, withinSec: 60 } });
   state = { connected: false, lastConnectedMs: undefined };

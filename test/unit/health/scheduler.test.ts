@@ -129,3 +129,31 @@ t.test('stop aborts a running probe and no run is reported after it', async (t) 
   t.ok(signalled);
   t.equal(runs.length, 0);
 });
+
+t.test('runNow runs a check at once as a run of its schedule, or waits for the run under way: never two at once', async (t) => {
+  let running = 0;
+  let maxRunning = 0;
+  let runs = 0;
+  const probe: CheckProbe = {
+    async run() {
+      running++;
+      maxRunning = Math.max(maxRunning, running);
+      await sleep(50);
+      running--;
+      runs++;
+      return { ok: runs > 1, detail: `run ${runs}` };
+    },
+  };
+  const seen: CheckRun[] = [];
+  const scheduler = new HealthScheduler({ checks: [check('app', probe, { intervalMs: 60_000 })], clock: systemClock, onRun: (run) => void seen.push(run), staggerMs: 0 });
+  scheduler.start();
+  await sleep(10);
+  const [during, alsoDuring] = await Promise.all([scheduler.runNow('app'), scheduler.runNow('app')]);
+  t.same([during, alsoDuring], [{ ok: false, detail: 'run 1' }, { ok: false, detail: 'run 1' }], 'both waited for the scheduled run under way');
+  t.match(await scheduler.runNow('app'), { ok: true, detail: 'run 2' }, 'an idle check runs at once, not after its 60 s interval');
+  t.equal(maxRunning, 1);
+  t.same(seen.map((r) => r.state.status), ['failing', 'passing'], 'its runs are the schedule\'s: state and transitions follow');
+  t.match(await scheduler.runNow('nope'), { ok: false, detail: 'no health check is named nope' });
+  await scheduler.stop();
+  t.match(await scheduler.runNow('app'), { ok: false, detail: 'outpost is stopping' });
+});
