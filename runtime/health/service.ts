@@ -42,7 +42,7 @@ export interface HealthReport {
 /** An event of the health domain (`outpost.event/1` on the events topic). */
 export type HealthEvent =
   | { type: 'health-check-changed'; check: string; severity: 'required' | 'wanted'; from: CheckState['status']; to: CheckState['status']; detail?: string; measurements?: Readonly<Record<string, number>> }
-  | ({ type: 'health-remediation'; measurements?: Readonly<Record<string, number>> } & RemediationRecord);
+  | ({ type: 'health-remediation'; measurements?: Readonly<Record<string, number>> } & Omit<RemediationRecord, 'outcome'> & { outcome: RemediationRecord['outcome'] | 'requested' });
 
 /** Options of {@link HealthService}. */
 export interface HealthServiceOptions {
@@ -247,14 +247,14 @@ export class HealthService implements Service {
     if (record.outcome === 'backing-off') return;
     const level = record.outcome === 'done' ? 'warn' : 'error';
     log[level](`health remediation of ${state.name}: ${record.action} ${record.outcome}`, { ...record });
-    // A reboot's event went out before the reboot was asked for (announceReboot).
+    // A reboot's event (`requested`) went out before the reboot was asked for (announceReboot).
     if (!(record.action === 'reboot' && record.outcome === 'done')) await this.emit({ type: 'health-remediation', ...record, ...(outcome.measurements ? { measurements: outcome.measurements } : {}) });
     if (record.outcome === 'needs-attention' || record.outcome === 'safe-mode') this.options.onChange?.(this.report());
   }
 
   /** Stores the reboot's event first: after the reboot nothing of this process is left to send it. */
   private async announceReboot(reason: string, about: { check: string; attempt: number }): Promise<void> {
-    await this.emit({ type: 'health-remediation', ...about, action: 'reboot', outcome: 'done', detail: reason });
+    await this.emit({ type: 'health-remediation', ...about, action: 'reboot', outcome: 'requested', detail: reason });
     await this.options.ports.reboot(reason);
   }
 

@@ -15,7 +15,7 @@ export function diskProbe(check: CheckOf<'disk'>, _deps: ProbeDeps): CheckProbe 
     async run(signal) {
       let fs: StatsFs;
       try {
-        fs = await abortable(signal, statfs(check.path));
+        fs = await abortable(signal, () => statfs(check.path));
       } catch (err) {
         if (signal.aborted) throw err;
         return { ok: false, detail: errnoCode(err) === 'ENOENT' ? `${check.path} does not exist` : `statfs ${check.path}: ${messageOf(err)}` };

@@ -9,7 +9,7 @@ export function errnoCode(err: unknown): string | undefined {
 
 /** A text file of /proc or /sys, given up at the abort. */
 export function readText(file: string, signal: AbortSignal): Promise<string> {
-  return abortable(signal, readFile(file, 'utf8'));
+  return abortable(signal, () => readFile(file, 'utf8'));
 }
 
 /** Like {@link readText}, but `undefined` when the file is absent (a kernel without the feature). */

@@ -10,6 +10,7 @@ import type { CheckOf, ProbeDeps } from './deps.js';
 import { diskProbe } from './disk.js';
 import { execProbe } from './exec.js';
 import { messageOf } from './files.js';
+import { CallsStillHung } from './abort.js';
 import { httpProbe } from './http.js';
 import { memoryProbe } from './memory.js';
 import { mqttProbe } from './mqtt.js';
@@ -64,6 +65,7 @@ export function createProbe(check: HealthCheckConfig, deps: ProbeDeps): CheckPro
         return await probe.run(signal);
       } catch (err) {
         if (signal.aborted) return { ok: false, detail: `${check.kind} check ${check.name} (${subject(check)}) did not finish within ${check.timeoutSec} s and was stopped` };
+        if (err instanceof CallsStillHung) return { ok: false, detail: `${check.kind} check ${check.name} (${subject(check)}): ${err.message}`, unmeasured: true };
         return { ok: false, detail: `${check.kind} check ${check.name} (${subject(check)}): ${messageOf(err)}` };
       }
     },

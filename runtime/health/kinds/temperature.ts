@@ -17,7 +17,7 @@ export function temperatureProbe(check: CheckOf<'temperature'>, deps: ProbeDeps)
     async run(signal) {
       let entries: string[];
       try {
-        entries = await abortable(signal, readdir(root));
+        entries = await abortable(signal, () => readdir(root));
       } catch (err) {
         if (errnoCode(err) !== 'ENOENT') throw err;
         entries = [];
