@@ -80,7 +80,9 @@ function uncheckedReport(config: Config): HealthReport {
 
 /** The health part of the state document; `health` keeps its v1 values (protocol/state.ts). */
 function stateHealth(report: HealthReport): Pick<StateDocument, 'health' | 'healthReport'> {
-  const checks = Object.fromEntries(report.checks.map((c) => [c.name, { status: c.status, severity: c.severity, since: c.since, ...(c.detail === undefined ? {} : { detail: c.detail.slice(0, 300) }) }]));
+  // Bounded: at most 64 configured and 64 greenboot checks, each detail one short line, so the
+  // document stays far below its 64 KiB limit whatever the checks print.
+  const checks = Object.fromEntries(report.checks.map((c) => [c.name, { status: c.status, severity: c.severity, since: c.since, ...(c.detail === undefined ? {} : { detail: c.detail.replace(/[\u0000-\u001f\u007f]+/g, ' ').slice(0, 160) }) }]));
   return {
     health: report.status === 'failed' ? 'degraded' : report.status,
     healthReport: { status: report.status, checks, ...(report.safeMode === undefined ? {} : { safeMode: report.safeMode.slice(0, 1000) }), ...(report.attention === undefined ? {} : { attention: report.attention.slice(0, 1000) }) },

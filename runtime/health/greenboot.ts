@@ -10,6 +10,7 @@ import { access, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { HealthCheckConfig, HealthConfig } from '../config/index.js';
 import type { Exec } from '../platform/index.js';
+import { scriptOutputBytes } from './probe.js';
 
 /** A script's file name as a check name: lower case, only the characters check names take. */
 function checkName(severity: 'required' | 'wanted', file: string): string {
@@ -75,7 +76,7 @@ export async function runGreenbootHooks(settings: HealthConfig['greenboot'], whi
   for (const file of await scripts(dir)) {
     const script = join(dir, file);
     try {
-      await exec.run(script, [], { timeoutMs: settings.timeoutSec * 1000, stdout: 'discard', ownGroup: true });
+      await exec.run(script, [], { timeoutMs: settings.timeoutSec * 1000, stdout: 'discard', ownGroup: true, maxBufferBytes: scriptOutputBytes });
       runs.push({ script, ok: true });
     } catch (err) {
       runs.push({ script, ok: false, error: err instanceof Error ? err.message.split('\n')[0]! : String(err) });

@@ -28,3 +28,9 @@ export interface CheckOutcome {
 export interface CheckProbe {
   run(signal: AbortSignal): Promise<CheckOutcome>;
 }
+
+/**
+ * What a script health runs (a check, a greenboot script, a remediation command) may print on
+ * stdout or stderr before it is stopped: the daemon's heap is small, and these scripts are not outpost's.
+ */
+export const scriptOutputBytes = 1024 * 1024;

@@ -22,6 +22,7 @@
 import type { HealthCheckConfig } from '../config/index.js';
 import type { Clock, Exec } from '../platform/index.js';
 import type { RebootBreaker } from './breaker.js';
+import { scriptOutputBytes } from './probe.js';
 
 /** One configured remediation (config `health.checks[].remediation`). */
 export type Remediation = NonNullable<HealthCheckConfig['remediation']>;
@@ -91,7 +92,7 @@ export class Remediator {
       exec: (action) => {
         const [cmd, ...args] = action.command;
         if (cmd === undefined) return Promise.resolve({ outcome: 'failed', detail: 'empty command' });
-        return outcomeOf(() => ports.exec.run(cmd, args, { timeoutMs: action.timeoutSec * 1000, ownGroup: true }));
+        return outcomeOf(() => ports.exec.run(cmd, args, { timeoutMs: action.timeoutSec * 1000, ownGroup: true, maxBufferBytes: scriptOutputBytes }));
       },
       'restart-outpost': (_action, reason) => outcomeOf(async () => ports.restartOutpost(reason)),
       reboot: async (_action, reason, about) => {

@@ -181,7 +181,7 @@ export class HealthService implements Service {
   /** Operator reset of the reboot breaker. */
   async resetBreaker(): Promise<void> {
     await this.breaker?.reset();
-    this.options.onChange?.(this.report());
+    this.changed();
   }
 
   /** Runs greenboot's green.d (after a commit) or red.d (after a rollback) scripts. */
@@ -231,7 +231,7 @@ export class HealthService implements Service {
       const level = state.status === 'failing' ? 'warn' : 'info';
       log[level](`health check ${state.name} is ${state.status}`, { from: run.changedFrom, detail: outcome.detail, measurements: outcome.measurements });
       await this.emit({ type: 'health-check-changed', check: state.name, severity: state.severity, from: run.changedFrom, to: state.status, ...details(outcome) });
-      this.options.onChange?.(this.report());
+      this.changed();
     }
     const config = this.checks.find((c) => c.name === state.name);
     if (state.status === 'passing') {
@@ -249,7 +249,16 @@ export class HealthService implements Service {
     log[level](`health remediation of ${state.name}: ${record.action} ${record.outcome}`, { ...record });
     // A reboot's event (`requested`) went out before the reboot was asked for (announceReboot).
     if (!(record.action === 'reboot' && record.outcome === 'done')) await this.emit({ type: 'health-remediation', ...record, ...(outcome.measurements ? { measurements: outcome.measurements } : {}) });
-    if (record.outcome === 'needs-attention' || record.outcome === 'safe-mode') this.options.onChange?.(this.report());
+    if (record.outcome === 'needs-attention' || record.outcome === 'safe-mode') this.changed();
+  }
+
+  /** Tells the daemon the report changed; its failure (publishing the state) must not stop a remediation. */
+  private changed(): void {
+    try {
+      this.options.onChange?.(this.report());
+    } catch (err) {
+      this.options.log.error('cannot publish the health report', { err });
+    }
   }
 
   /** Stores the reboot's event first: after the reboot nothing of this process is left to send it. */

@@ -36,6 +36,8 @@ export interface ExecOptions {
    * a check's background child or a hung grandchild must not outlive it.
    */
   ownGroup?: boolean;
+  /** Cap on this call's captured stdout and stderr, below the runner's (a script outpost does not know may print without end). */
+  maxBufferBytes?: number;
 }
 
 /** Options of {@link createExec}. */
@@ -95,6 +97,7 @@ export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
   return {
     async run(cmd, args, opts = {}) {
       const timeoutMs = opts.timeoutMs ?? defaultExecTimeoutMs;
+      const cap = Math.min(maxBuffer, opts.maxBufferBytes ?? maxBuffer);
       const started = performance.now();
       try {
         const { execa } = await import('execa');
@@ -109,7 +112,7 @@ export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
           extendEnv: false,
           ...(opts.stdout === 'discard' ? { stdout: 'ignore' as const } : typeof opts.stdout === 'function' ? { stdout: lineSink(opts.stdout) } : {}),
           stripFinalNewline: true,
-          maxBuffer,
+          maxBuffer: cap,
           encoding: 'utf8',
           ...(opts.ownGroup ? { detached: true } : {}),
         });
@@ -117,7 +120,7 @@ export function createExec(log: Logger, options: CreateExecOptions = {}): Exec {
         log.debug('exec', { cmd, args, ms: Math.round(performance.now() - started) });
         return { stdout: typeof result.stdout === 'string' ? result.stdout : '', stderr: result.stderr };
       } catch (err) {
-        throw execError(cmd, args, timeoutMs, maxBuffer, err);
+        throw execError(cmd, args, timeoutMs, cap, err);
       }
     },
   };

@@ -73,7 +73,8 @@ export function execCheck(exec: Exec, name: string, command: readonly string[], 
       const [cmd, ...args] = command;
       if (cmd === undefined) return { ok: false, detail: 'empty command' };
       try {
-        await exec.run(cmd, args, { timeoutMs, env });
+        // Its own process group: a check's hung grandchild or background child does not outlive it.
+        await exec.run(cmd, args, { timeoutMs, env, ownGroup: true });
         return { ok: true };
       } catch (err) {
         return { ok: false, detail: err instanceof Error ? err.message.split('\n')[0] : String(err) };

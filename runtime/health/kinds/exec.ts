@@ -1,4 +1,4 @@
-import type { CheckProbe } from '../probe.js';
+import { scriptOutputBytes, type CheckProbe } from '../probe.js';
 import type { CheckOf, ProbeDeps } from './deps.js';
 import { messageOf } from './files.js';
 
@@ -48,6 +48,7 @@ export function execProbe(check: CheckOf<'exec'>, deps: ProbeDeps): CheckProbe {
           timeoutMs: (check.timeoutSec + 1) * 1000,
           env: { OUTPOST_HEALTH_CHECK: check.name },
           ownGroup: true,
+          maxBufferBytes: scriptOutputBytes,
           stdout: (line) => stdout.push(line),
         });
         return { ok: true, measurements: { exitCode: 0 } };

@@ -110,7 +110,7 @@ t.test('each action kind goes to its port', async (t) => {
   t.match(await remediator.failing('net', reboot, 'no route to the broker'), { action: 'reboot', outcome: 'done', attempt: 1 });
   t.same(calls, [
     'restart-unit app.service',
-    ['/usr/libexec/clean-spool', ['--all'], { timeoutMs: 20_000, ownGroup: true }],
+    ['/usr/libexec/clean-spool', ['--all'], { timeoutMs: 20_000, ownGroup: true, maxBufferBytes: 1024 * 1024 }],
     'reboot: health check net is failing (no route to the broker); remediation attempt 1',
   ]);
 });

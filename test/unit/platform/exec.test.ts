@@ -106,3 +106,9 @@ t.test('ownGroup: nothing the command started outlives it, at the timeout, at th
   t.ok(alive(keptPid), 'without ownGroup a background child is left alone (tools outpost knows)');
   process.kill(keptPid, 'SIGKILL');
 });
+
+t.test('maxBufferBytes caps one call below the runner\'s cap, and the error says so', async (t) => {
+  const err = await exec.run('sh', ['-c', 'head -c 5000 /dev/zero >&2'], { maxBufferBytes: 1000 }).catch((e: unknown) => e);
+  t.match((err as Error).message, /printed more than the 1000 bytes of output outpost keeps and was stopped/);
+  t.equal((await exec.run('sh', ['-c', 'head -c 5000 /dev/zero | tr "\\0" x'])).stdout.length, 5000, 'others keep the runner\'s cap');
+});
