@@ -2,14 +2,19 @@
  * `npm run bench`: runs every benchmark, writes bench/results/<name>.json, and regenerates the
  * summary tables in bench/README.md between their BEGIN/END markers.
  * OUTPOST_BENCH_IDLE_SEC shortens the idle period (default 60 s) for a quick look;
- * OUTPOST_BENCH_ONLY=startup-memory|commands|ota (comma-separated) runs only those sections;
- * OUTPOST_BENCH_COMMANDS shortens the command round-trip runs (default 1000 commands each).
+ * OUTPOST_BENCH_ONLY=startup-memory|commands|ota|health-overhead (comma-separated) runs only those sections;
+ * OUTPOST_BENCH_COMMANDS shortens the command round-trip runs (default 1000 commands each);
+ * OUTPOST_BENCH_HEALTH_SETTLE_SEC, OUTPOST_BENCH_HEALTH_WINDOW_SEC and OUTPOST_BENCH_HEALTH_ROUNDS
+ * set the health overhead's settle period, window and number of windows (default 30 s, 180 s, 3);
+ * OUTPOST_BENCH_HEALTH_BASE the commit it builds for the daemon before health ('none' skips it),
+ * OUTPOST_BENCH_HEALTH_REV a commit it builds and measures instead of dist.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join } from 'node:path';
 import { packageRoot } from '../runtime/version.js';
 import { benchCommands, commandsTables } from './commands.js';
+import { benchHealthOverhead, defaultHealthBaseRev, healthOverheadTables } from './health-overhead.js';
 import { benchOta, otaTables } from './ota-bytes.js';
 import { benchStartupMemory, daemonNodeOptions } from './startup-memory.js';
 
@@ -68,6 +73,21 @@ try {
     const totalSec = Math.round((performance.now() - started) / 1000);
     writeResult('ota', { totalSec, ...result });
     writeTable('ota', otaTables(result, `${measuredOn()} ${totalSec} s for this section${result.tree.cache.cached ? ' (rootfs from the cache)' : ` (${result.tree.cache.buildSec} s of it building the rootfs)`}.`));
+  }
+  if (wanted('health-overhead')) {
+    mkdirSync(join(dir, 'health-overhead'));
+    const started = performance.now();
+    const base = process.env.OUTPOST_BENCH_HEALTH_BASE ?? defaultHealthBaseRev;
+    const result = await benchHealthOverhead(join(dir, 'health-overhead'), {
+      settleSec: Number(process.env.OUTPOST_BENCH_HEALTH_SETTLE_SEC ?? 30),
+      windowSec: Number(process.env.OUTPOST_BENCH_HEALTH_WINDOW_SEC ?? 180),
+      rounds: Number(process.env.OUTPOST_BENCH_HEALTH_ROUNDS ?? 3),
+      baseRev: base === 'none' ? null : base,
+      rev: process.env.OUTPOST_BENCH_HEALTH_REV ?? null,
+    }, (line) => process.stdout.write(`${line}\n`));
+    const totalSec = Math.round((performance.now() - started) / 1000);
+    writeResult('health-overhead', { totalSec, ...result });
+    writeTable('health-overhead', healthOverheadTables(result, `${measuredOn()} ${totalSec} s for this section; settle ${result.settleSec} s, ${result.rounds} windows of ${result.windowSec} s; ${result.rev === null ? 'dist' : `built from ${result.rev}`}; load average ${result.loadAvg.before[0]} before, ${result.loadAvg.after[0]} after.`));
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
