@@ -1,3 +1,10 @@
+/**
+ * A GET through node:http / node:https. Not `fetch`: node's fetch (undici) parses HTTP with
+ * WebAssembly, which the daemon's `--jitless` removes, and the first check killed the daemon.
+ */
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Readable } from 'node:stream';
 import type { CheckProbe } from '../probe.js';
 import type { CheckOf, ProbeDeps } from './deps.js';
 import { messageOf } from './files.js';
@@ -7,25 +14,31 @@ export const maxBodyBytes = 64 * 1024;
 /** How much of a body a failing status's detail quotes. */
 const quotedBodyChars = 200;
 
-/** Up to `max` bytes of a body as text; the rest of the stream is cancelled, so the connection is not drained. */
-export async function readBounded(body: ReadableStream<Uint8Array> | null, max: number): Promise<string> {
-  if (body === null) return '';
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
+/** Up to `max` bytes of a response body as text; the response is destroyed after, so the rest is never read. */
+export async function readBounded(response: Readable, max: number): Promise<string> {
+  const chunks: Buffer[] = [];
   let size = 0;
   try {
-    while (size < max) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      const part = value.subarray(0, max - size);
+    for await (const chunk of response as AsyncIterable<Buffer>) {
+      const part = chunk.subarray(0, max - size);
       chunks.push(part);
       size += part.byteLength;
+      if (size >= max) break;
     }
   } finally {
-    // Also ends a body still streaming at the abort; a finished one ignores it.
-    await reader.cancel().catch(() => undefined);
+    response.destroy();
   }
-  return new TextDecoder().decode(Buffer.concat(chunks));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The response's head, or a rejection; the request is destroyed at the abort. */
+function get(url: string, signal: AbortSignal): Promise<IncomingMessage> {
+  const request = url.startsWith('https:') ? httpsRequest : httpRequest;
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method: 'GET', signal, headers: { 'user-agent': 'outpost-health' } }, resolve);
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 /**
@@ -38,30 +51,28 @@ export function httpProbe(check: CheckOf<'http'>, deps: ProbeDeps): CheckProbe {
   return {
     async run(signal) {
       const started = deps.monotonicMs();
-      let response: Response;
+      let response: IncomingMessage;
       try {
-        response = await fetch(check.url, { signal, redirect: 'manual', headers: { 'user-agent': 'outpost-health' } });
+        response = await get(check.url, signal);
       } catch (err) {
         if (signal.aborted) throw err;
-        // fetch's own message is "fetch failed"; the reason (ECONNREFUSED...) is in its cause.
-        const cause = err instanceof Error && err.cause !== undefined ? `: ${messageOf(err.cause)}` : '';
-        return { ok: false, detail: `GET ${check.url} failed: ${messageOf(err)}${cause}` };
+        return { ok: false, detail: `GET ${check.url} failed: ${messageOf(err)}` };
       }
-      const status = response.status;
+      const status = response.statusCode ?? 0;
       if (!passing.has(status)) {
-        const body = (await readBounded(response.body, quotedBodyChars * 4)).slice(0, quotedBodyChars).trim();
-        const location = response.headers.get('location');
+        const body = (await readBounded(response, quotedBodyChars * 4)).slice(0, quotedBodyChars).trim();
+        const location = response.headers.location;
         return {
           ok: false,
-          detail: `GET ${check.url} answered ${status}, expected ${check.status.join(' or ')}${location === null ? '' : ` (redirect to ${location})`}${body === '' ? '' : `: ${body}`}`,
+          detail: `GET ${check.url} answered ${status}, expected ${check.status.join(' or ')}${location === undefined ? '' : ` (redirect to ${location})`}${body === '' ? '' : `: ${body}`}`,
           measurements: { status, responseMs: deps.monotonicMs() - started },
         };
       }
       if (bodyMatch === undefined) {
-        await response.body?.cancel().catch(() => undefined);
+        response.destroy();
         return { ok: true, measurements: { status, responseMs: deps.monotonicMs() - started } };
       }
-      const body = await readBounded(response.body, maxBodyBytes);
+      const body = await readBounded(response, maxBodyBytes);
       const measurements = { status, responseMs: deps.monotonicMs() - started };
       if (bodyMatch.test(body)) return { ok: true, measurements };
       return { ok: false, detail: `GET ${check.url} answered ${status} but its body (first ${maxBodyBytes} bytes) does not match /${check.bodyMatch}/: ${body.slice(0, quotedBodyChars).trim()}`, measurements };

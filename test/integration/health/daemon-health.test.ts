@@ -145,3 +145,25 @@ t.test('the reboot breaker opens after maxReboots remediation reboots, stays ope
   const afterReset = await again.daemon;
   t.match(afterReset.all, /simulated reboot: health check app is failing/, 'once reset, the next failing run reboots again');
 });
+
+t.test('an http check works under the unit\'s node flags (--jitless: no WebAssembly, so no fetch)', async (t: Test) => {
+  const { createServer } = await import('node:http');
+  const server = createServer((_req, res) => res.end('{"status":"up"}'));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const { port } = server.address() as import('node:net').AddressInfo;
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  world.writeConfig({ health: { checks: [{ name: 'api', kind: 'http', url: `http://127.0.0.1:${port}/health`, bodyMatch: '"up"', intervalSec: 1, severity: 'required' }] } });
+  // As systemd/outpost.service starts it.
+  const daemon = world.run({ NODE_OPTIONS: '--max-semi-space-size=1 --max-old-space-size=64 --jitless' });
+  t.teardown(() => void daemon.kill('SIGKILL'));
+  const passing = await until('the http check passing', async () => {
+    if (daemon.exitCode !== null) return 'exited';
+    const r = await world.cli(['health', '--json']);
+    return r.exitCode === 0 && (JSON.parse(r.stdout) as Report).checks[0]?.status === 'passing' ? 'passing' : undefined;
+  }, 20_000);
+  t.equal(passing, 'passing', 'the daemon runs the check and stays up');
+  daemon.kill('SIGTERM');
+  t.equal((await daemon).exitCode, 0);
+});
