@@ -199,6 +199,11 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
   let commands: CommandWiring | undefined;
   const onTrial = config.update ? async (store: Store) => (await import('../update/machine.js')).updateUnderWay(store) : undefined;
   const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'), onTrial);
+  // The domains are built before the store opens; each reaches it through this once started.
+  const requireStore = (): Store => {
+    if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');
+    return storeService.store;
+  };
   // Until the daemon is up, a stop (signal or simulated reboot) is only remembered; it runs
   // once start has finished, so no service is stopped half-started.
   let stopRequestedDuringStart: string | undefined;
@@ -239,10 +244,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     ? new (await import('../update/service.js')).UpdateService({
         config: config.update,
         stateDir: config.paths.stateDir,
-        store: () => {
-          if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');
-          return storeService.store;
-        },
+        store: requireStore,
         exec,
         log: log.child('update'),
         linkConnected: () => link?.status.state === 'connected',
@@ -297,10 +299,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
   const healthConfigured = config.health.checks.length > 0 || existsSync(config.health.greenboot.dir);
   health = !healthConfigured ? undefined : new (await import('../health/index.js')).HealthService({
     config: config.health,
-    store: () => {
-      if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');
-      return storeService.store;
-    },
+    store: requireStore,
     clock: systemClock,
     exec,
     log: log.child('health'),
@@ -370,10 +369,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
   if (config.commands && link && update) {
     commands = await (await import('./command-wiring.js')).commandWiring({
       config: { ...config, commands: config.commands },
-      store: () => {
-        if (!storeService.store) throw new OutpostError('INTERNAL', 'state store is not open');
-        return storeService.store;
-      },
+      store: requireStore,
       link,
       update,
       log: log.child('commands'),
