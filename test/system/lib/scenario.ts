@@ -129,10 +129,11 @@ export function ostreeStatus(vm: Vm): Promise<string> {
  * Starts the newest release (`outpost update apply`). The daemon also checks by itself 5 s after
  * it starts; if that check already began the update, "already in progress" is success too.
  */
-export async function startUpdate(vm: Vm): Promise<void> {
+export async function startUpdate(vm: Vm): Promise<string> {
   await outpostReady(vm);
   const r = await vm.exec('outpost update apply', 120_000);
   if (r.rc !== 0 && !/already in progress/.test(r.out)) throw new Error(`outpost update apply failed (${r.rc}): ${r.out}`);
+  return r.out;
 }
 
 /** Waits until outpost.service is active (READY=1 sent) and its API socket exists. */
