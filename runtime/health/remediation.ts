@@ -11,17 +11,19 @@
  * - A reboot goes through the breaker, which records it before it is asked for; in safe mode (no
  *   deployment is healthy, so a reboot can only land in another failing one) none is taken.
  * - An action's failure is a result, never a throw: the caller reports it and the check runs on.
- * - Nothing but the breaker is persisted: backoff starting over at a daemon restart is intended
- *   (the restart may be what fixed things). `restart-outpost` is the exception that could loop on
- *   it, every restart acting "right away" again: a remediator does not restart outpost before
- *   backoffMinSec have passed since it was created, so that loop runs no faster than the min (the
- *   check also has to fail `failAfter` runs again in the new process). Its doubling across
- *   restarts is left to systemd: StartLimitBurst in outpost.service ends the loop (systemd's
- *   RestartSteps/RestartMaxDelaySec would stretch it, where the unit sets them).
+ * - Backoff lives in memory and starts over at a daemon restart (the restart may be what fixed
+ *   things), except for `restart-outpost`, whose restart would otherwise start it over every time:
+ *   its attempts are persisted (restart-attempts.ts) before the restart is asked for, and a new
+ *   process resumes the check's streak from them (within the same boot): the next attempt waits
+ *   the backoff of the last one from when it was made, and the count goes on. An attempt that
+ *   cannot be recorded restarts nothing. A pass clears them like the rest of the streak.
+ * - `restart-outpost` also waits backoffMinSec after the remediator was created, so a check that
+ *   passes once after each restart (clearing its attempts) and fails again loops no faster.
  */
 import type { HealthCheckConfig } from '../config/index.js';
 import type { Clock, Exec } from '../platform/index.js';
 import type { RebootBreaker } from './breaker.js';
+import type { RestartAttempts } from './restart-attempts.js';
 import { scriptOutputBytes } from './probe.js';
 
 /** One configured remediation (config `health.checks[].remediation`). */
@@ -62,6 +64,8 @@ export interface RemediatorOptions {
   backoffMaxSec: number;
   ports: RemediationPorts;
   breaker: RebootBreaker;
+  /** Where `restart-outpost` attempts outlive the process they restart. */
+  restarts: RestartAttempts;
   /** Why no deployment is healthy (the update path rolled back and the old one fails too), or undefined. */
   safeMode: () => string | undefined;
   /** Why reboots belong to someone else right now (an update under way), or undefined. */
@@ -86,7 +90,7 @@ export class Remediator {
 
   constructor(private readonly options: RemediatorOptions) {
     this.startedMs = options.clock.monotonicMs();
-    const { ports, breaker, safeMode } = options;
+    const { ports, breaker, restarts, safeMode } = options;
     this.handlers = {
       'restart-unit': (action) => outcomeOf(() => ports.restartUnit(action.unit)),
       exec: (action) => {
@@ -94,7 +98,11 @@ export class Remediator {
         if (cmd === undefined) return Promise.resolve({ outcome: 'failed', detail: 'empty command' });
         return outcomeOf(() => ports.exec.run(cmd, args, { timeoutMs: action.timeoutSec * 1000, ownGroup: true, maxBufferBytes: scriptOutputBytes }));
       },
-      'restart-outpost': (_action, reason) => outcomeOf(async () => ports.restartOutpost(reason)),
+      'restart-outpost': async (_action, reason, about) => {
+        const recorded = await outcomeOf(() => restarts.record(about.check, about.attempt));
+        if (recorded.outcome === 'failed') return { outcome: 'failed', detail: `no restart: cannot record the attempt first: ${recorded.detail}` };
+        return outcomeOf(async () => ports.restartOutpost(reason));
+      },
       reboot: async (_action, reason, about) => {
         const unsafe = safeMode();
         if (unsafe !== undefined) return { outcome: 'safe-mode', detail: `no reboot in safe mode: ${unsafe}` };
@@ -113,7 +121,7 @@ export class Remediator {
    */
   async failing(check: string, remediation: Remediation, detail?: string): Promise<RemediationRecord> {
     const now = this.options.clock.monotonicMs();
-    const streak = this.streaks.get(check) ?? { attempts: 0, nextAtMs: now };
+    const streak = this.streaks.get(check) ?? this.resumed(check, remediation, now);
     this.streaks.set(check, streak);
     const notBefore = remediation.action === 'restart-outpost' ? Math.max(streak.nextAtMs, this.startedMs + this.options.backoffMinSec * 1000) : streak.nextAtMs;
     const base = { check, action: remediation.action };
@@ -128,8 +136,16 @@ export class Remediator {
   }
 
   /** The check passes again: its next failure is acted on right away. */
-  passed(check: string): void {
+  async passed(check: string): Promise<void> {
     this.streaks.delete(check);
+    await this.options.restarts.clear(check);
+  }
+
+  /** A streak this process has not seen: a `restart-outpost` one goes on from the attempts persisted in this boot. */
+  private resumed(check: string, remediation: Remediation, now: number): { attempts: number; nextAtMs: number } {
+    const last = remediation.action === 'restart-outpost' ? this.options.restarts.last(check) : undefined;
+    if (last === undefined) return { attempts: 0, nextAtMs: now };
+    return { attempts: last.attempts, nextAtMs: last.monotonicMs + this.delayMs(last.attempts) };
   }
 
   private run<A extends Remediation>(remediation: A, reason: string, about: Attempt): Promise<ActionResult> {

@@ -23,6 +23,7 @@ import { greenbootChecks, runGreenbootHooks } from './greenboot.js';
 import { createProbe, type ProbeDeps } from './kinds/index.js';
 import type { CheckOutcome } from './probe.js';
 import { Remediator, type RemediationPorts, type RemediationRecord } from './remediation.js';
+import { RestartAttempts } from './restart-attempts.js';
 import { HealthScheduler, type CheckRun, type CheckState, type ScheduledCheck } from './scheduler.js';
 
 /** The summary: `failed` when a required check fails, `degraded` when a wanted one does. */
@@ -120,12 +121,15 @@ export class HealthService implements Service {
     this.checks = [...config.checks, ...greenboot];
     this.safeModeStore = this.options.store().collection('health-safe-mode', safeModeSchema);
     this.clearedRollback = (await this.safeModeStore.get(clearedKey))?.rollback;
-    this.breaker = await RebootBreaker.open(this.options.store(), { ...config.rebootBreaker, bootId: await this.options.bootId(), clock });
+    const bootId = await this.options.bootId();
+    this.breaker = await RebootBreaker.open(this.options.store(), { ...config.rebootBreaker, bootId, clock });
+    const restarts = await RestartAttempts.open(this.options.store(), { bootId, clock });
     this.remediator = new Remediator({
       backoffMinSec: config.backoffMinSec,
       backoffMaxSec: config.backoffMaxSec,
       ports: { ...this.options.ports, exec: this.options.exec, reboot: (reason, about) => this.announceReboot(reason, about) },
       breaker: this.breaker,
+      restarts,
       safeMode: () => this.safeMode(),
       ...(this.options.rebootHeld ? { rebootHeld: this.options.rebootHeld } : {}),
       clock,
@@ -235,7 +239,9 @@ export class HealthService implements Service {
     }
     const config = this.checks.find((c) => c.name === state.name);
     if (state.status === 'passing') {
-      this.remediator?.passed(state.name);
+      // A provisional pass (a first sample after a restart) is no evidence of recovery: resetting
+      // on it would start a restart-outpost streak over at every restart it causes.
+      if (!outcome.provisional) await this.remediator?.passed(state.name).catch((err: unknown) => log.error(`cannot clear the remediation attempts of ${state.name}`, { err }));
       await this.clearSafeMode().catch((err: unknown) => log.error('cannot record the end of safe mode', { err }));
     }
     if (state.status !== 'failing' || !config?.remediation || !this.remediator) return;
