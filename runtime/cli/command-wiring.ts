@@ -1,13 +1,13 @@
 /**
  * The daemon's remote-command parts (loaded only when the config has a `commands` section, so a
- * device without them carries none of this code): the persistent outbox, its drain to the broker,
- * and the command service with its handlers. Who may send commands comes from the signed update
- * metadata: the stored copy at start, then every refresh.
+ * device without them carries none of this code): the command service with its handlers, sending
+ * through the daemon's outbox (outbox-wiring.ts). Who may send commands comes from the signed
+ * update metadata: the stored copy at start, then every refresh.
  */
 import { join } from 'node:path';
 import { overlayFileName, type Config } from '../config/index.js';
 import type { Service } from '../lifecycle/index.js';
-import { Outbox, startOutboxDrain, type Link, type OutboxMessage } from '../link/index.js';
+import type { Link } from '../link/index.js';
 import type { Logger } from '../logs/index.js';
 import type { Store } from '../store/index.js';
 import type { UpdateService } from '../update/index.js';
@@ -23,12 +23,15 @@ import { logsSpec } from '../commands/handlers/logs-spec.js';
 import { unitControl } from './unit-control.js';
 import type { AccessService } from '../access/index.js';
 import type { Exec } from '../platform/index.js';
+import type { OutboxWiring } from './outbox-wiring.js';
 
 /** What the wiring needs from the daemon. */
 export interface CommandWiringOptions {
   readonly config: Config & { commands: NonNullable<Config['commands']> };
   readonly store: () => Store;
   readonly link: Link;
+  /** Where results and the commands' events go. */
+  readonly outbox: Pick<OutboxWiring, 'outbox' | 'stats'>;
   readonly update: UpdateService;
   readonly log: Logger;
   readonly versions: () => Record<string, string | null>;
@@ -42,21 +45,17 @@ export interface CommandWiringOptions {
 
 /** The services and the link's inbox. */
 export interface CommandWiring {
-  /** Start before the link, so the first delivered command finds them running. */
+  /** Start after the outbox opens and before the link, so the first delivered command finds them running. */
   readonly beforeLink: Service[];
-  /** Starts after the link. */
-  readonly afterLink: Service[];
   /** Hands a delivered message to the command service; rejects until it runs. */
   receive(message: InboundMessage): Promise<void>;
   /** For the update service: every verified refresh may change who may send commands. */
   onTrusted(targets: TrustedTargets): void;
-  /** Stores a message (another domain's event) in the outbox for delivery; rejects until the outbox is open. */
-  event(message: OutboxMessage): Promise<void>;
 }
 
 export async function commandWiring(options: CommandWiringOptions): Promise<CommandWiring> {
   const { config, link, update, log } = options;
-  let outbox: Outbox | undefined;
+  const requireOutbox = options.outbox.outbox;
   let issuers: IssuerSet = emptyIssuers;
   let floor: Date | undefined;
   const trust = (targets: TrustedTargets, source: string): void => {
@@ -69,24 +68,6 @@ export async function commandWiring(options: CommandWiringOptions): Promise<Comm
     if (parsed.issuers.size !== issuers.size || source === 'store') log.info('command issuers trusted', { source, issuers: parsed.issuers.size });
     issuers = parsed.issuers;
   };
-  const requireOutbox = (): Outbox => {
-    if (!outbox) throw new Error('the outbox is not open');
-    return outbox;
-  };
-
-  const outboxService: Service = {
-    name: 'outbox',
-    async start() {
-      outbox = await Outbox.open(options.store(), { maxBytes: config.outbox.maxBytes, log: log.child('outbox') });
-      const stored = await update.storedTrust();
-      if (stored.targets) trust(stored.targets, 'store');
-      else floor = stored.notEarlierThan;
-    },
-    async stop() {
-      outbox = undefined;
-    },
-  };
-
   const socket = config.installer.socket;
   const units = unitControl(socket, options.exec);
 
@@ -117,7 +98,7 @@ export async function commandWiring(options: CommandWiringOptions): Promise<Comm
   }
 
   const handlers = new Map<string, CommandHandler>([
-    ['diagnostics', diagnosticsHandler({ stateDir: config.paths.stateDir, versions: options.versions, link: () => ({ ...link.status }), outbox: () => outbox?.stats(), update: () => update.status() })],
+    ['diagnostics', diagnosticsHandler({ stateDir: config.paths.stateDir, versions: options.versions, link: () => ({ ...link.status }), outbox: options.outbox.stats, update: () => update.status() })],
     ['update-check', updateCheckHandler(() => update.check())],
     ['reboot', rebootHandler((reason) => update.reboot(reason), (err) => log.error('the reboot a command asked for failed', { err }))],
     ...accessHandlers,
@@ -139,23 +120,21 @@ export async function commandWiring(options: CommandWiringOptions): Promise<Comm
     ...(options.onStep ? { onStep: options.onStep } : {}),
   });
 
-  let drain: { stop(): Promise<void> } | undefined;
-  const drainService: Service = {
-    name: 'outbox-drain',
+  const commandsService: Service = {
+    name: commands.name,
     async start() {
-      drain = startOutboxDrain({ outbox: requireOutbox(), link, log: log.child('outbox') });
+      // Before the stored commands are verified at start, which needs the issuers and the floor.
+      const stored = await update.storedTrust();
+      if (stored.targets) trust(stored.targets, 'store');
+      else floor = stored.notEarlierThan;
+      await commands.start();
     },
-    async stop() {
-      await drain?.stop();
-      drain = undefined;
-    },
+    stop: () => commands.stop(),
   };
 
   return {
-    beforeLink: [outboxService, ...(access ? [access] : []), commands],
-    afterLink: [drainService],
+    beforeLink: [...(access ? [access] : []), commandsService],
     receive: (message) => commands.receive(message),
     onTrusted: (targets) => trust(targets, 'refresh'),
-    event: async (message) => void (await requireOutbox().put(message)),
   };
 }

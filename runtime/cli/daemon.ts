@@ -10,7 +10,8 @@ import { OutpostError, isOutpostError } from '../errors.js';
 import { loopLagMonitor, markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
 import type { HealthReport, HealthService } from '../health/index.js';
 import { eventsTopic } from '../protocol/index.js';
-import { createLink, type Link } from '../link/index.js';
+// Not through link/index.js, which also exports the outbox: a device without a broker does not load it.
+import { createLink, type Link } from '../link/mqtt-link.js';
 import { createLogger, isJournalStream, journalSink, journalSocketPath, streamSink, type Logger, type LogSink } from '../logs/index.js';
 import { createExec, createNotifier, groupId, kernelBootId, loadNative, monotonicMs, openHardwareWatchdog, peerLookup, systemClock, watchdogIntervalMs, type NativeLoad } from '../platform/index.js';
 import type { StateDocument } from '../protocol/index.js';
@@ -21,6 +22,7 @@ import type { UpdateService, UpdateStatus } from '../update/index.js';
 import { updateStatusText } from '../update/status-text.js';
 import type { InboundMessage } from '../commands/service.js';
 import type { CommandWiring } from './command-wiring.js';
+import type { OutboxWiring } from './outbox-wiring.js';
 import { outpostVersion } from '../version.js';
 
 /** The store format this release writes; bump with a migration in store/migrations. */
@@ -197,6 +199,7 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     : {};
   const link = config.broker ? createLink({ broker: config.broker, deviceId: config.deviceId, log: log.child('link'), version: outpostVersion, ...inbox }) : undefined;
   let commands: CommandWiring | undefined;
+  let outbox: OutboxWiring | undefined;
   const onTrial = config.update ? async (store: Store) => (await import('../update/machine.js')).updateUnderWay(store) : undefined;
   const storeService = new StoreService(join(config.paths.stateDir, 'store'), log.child('store'), onTrial);
   // The domains are built before the store opens; each reaches it through this once started.
@@ -320,8 +323,8 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     rebootHeld: () => (lastUpdate && lastUpdate.state !== 'idle' ? `an update is under way (${lastUpdate.state}): the update path decides when to reboot, and a release on trial is judged by its probation` : undefined),
     emit: async (event) => {
       const payload = JSON.stringify({ schema: 'outpost.event/1', at: new Date().toISOString(), ...event });
-      if (commands) await commands.event({ class: 'event', topic: eventsTopic(config.deviceId), payload });
-      else log.info('health event (no outbox: commands are not configured)', { event: payload });
+      if (outbox) await outbox.outbox().put({ class: 'event', topic: eventsTopic(config.deviceId), payload });
+      else log.info('health event (no outbox: no broker is configured)', { event: payload });
     },
     onChange: () => publishState(true),
   });
@@ -366,11 +369,13 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     log: log.child('api'),
   });
 
-  if (config.commands && link && update) {
+  if (link) outbox = (await import('./outbox-wiring.js')).outboxWiring({ store: requireStore, link, maxBytes: config.outbox.maxBytes, log: log.child('outbox') });
+  if (config.commands && link && outbox && update) {
     commands = await (await import('./command-wiring.js')).commandWiring({
       config: { ...config, commands: config.commands },
       store: requireStore,
       link,
+      outbox,
       update,
       log: log.child('commands'),
       exec,
@@ -386,9 +391,11 @@ export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: 
     });
     receiveCommand = commands.receive;
   }
-  const services: Service[] = [loopLagMonitor({ maxLagMs: config.health.maxLoopLagMs }), storeService, ...(commands?.beforeLink ?? [])];
+  const services: Service[] = [loopLagMonitor({ maxLagMs: config.health.maxLoopLagMs }), storeService];
+  if (outbox) services.push(outbox.open);
+  services.push(...(commands?.beforeLink ?? []));
   if (link) services.push(linkService(link));
-  services.push(...(commands?.afterLink ?? []));
+  if (outbox) services.push(outbox.drain);
   if (update) services.push(update);
   if (health) {
     const checks = health;
