@@ -116,6 +116,8 @@ function deviceConfig(): unknown {
         { name: 'rig-reboot-trigger', kind: 'exec', severity: 'wanted', command: ['/usr/bin/test', '!', '-e', '/var/lib/rig/health-fail'], intervalSec: 2, failAfter: 2, remediation: { action: 'reboot' } },
       ],
       rebootBreaker: { maxReboots: 1, windowSec: 86400 },
+      // Attempts 5, 10, 20 s apart: scenario 01's short hold still sees the breaker refuse several.
+      backoffMinSec: 5,
     },
   };
 }
