@@ -6,8 +6,11 @@
  * good v5 followed with `--wait`, an operator's rollback from it, a v6 cancelled mid-download over a
  * slow link, signed remote commands (issuers in the signed metadata, `outpostctl command send`, a
  * replay answered with the recorded result, a forgery refused, SSH access granted for 10 s that
- * ends by itself and a second grant revoked, against an sshd of the demo's own), and the update
- * outcomes as journald indexes them (MESSAGE_ID). Everything lives in temp dirs removed at the end.
+ * ends by itself and a second grant revoked, against an sshd of the demo's own), health checks (a
+ * required check fixed by its own exec remediation, `outpost health` and its exit code, a reboot
+ * remediation that does not help until the reboot circuit breaker opens, and its reset), and the
+ * update outcomes as journald indexes them (MESSAGE_ID). Everything lives in temp dirs removed at
+ * the end.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -25,6 +28,7 @@ import { otaDevice, type OtaDevice } from './world/ota-device.js';
 import { until } from './world/until.js';
 import { createSshWorld, sshWorldUnavailable, type Sshd, type SshWorld } from './world/sshd.js';
 import { demoAccessConfig, demoGrantSec, showAccess } from './demo/access.js';
+import { showHealth } from './demo/health.js';
 import { heading, show } from './demo/ui.js';
 
 const healthCheck = { name: 'app', command: ['/bin/sh', '-c', 'exec "$OUTPOST_DEPLOYMENT_ROOT/usr/libexec/outpost/health-check"'] };
@@ -204,7 +208,8 @@ async function main(): Promise<void> {
   heading('Operator: release v6 over a slow link (capped at 1 KiB/s); `outpost update cancel` stops it before its deploy');
   // Incompressible, so its delta takes a minute at the capped rate: the cancel meets the download.
   show(await ota.release(6, { deltaFrom: [2], extra: { 'usr/share/outpost-world/payload.bin': randomBytes(64 * 1024), 'usr/libexec/outpost/health-check': '#!/bin/sh\nexit 0\n' } }));
-  device.world.writeConfig({ ...config, update: ota.updateConfig({ bandwidthBytesPerSec: 1024, minDownloadBytesPerSec: 0, probation: { windowSec: 8, intervalSec: 1, checks: [healthCheck] } }) });
+  const slowConfig = { ...config, update: ota.updateConfig({ bandwidthBytesPerSec: 1024, minDownloadBytesPerSec: 0, probation: { windowSec: 8, intervalSec: 1, checks: [healthCheck] } }) };
+  device.world.writeConfig(slowConfig);
   await stop();
   await boot(device);
   show(`$ outpost update apply\n${await cli(device, ['update', 'apply'])}`);
@@ -214,6 +219,21 @@ async function main(): Promise<void> {
   show(`$ outpost update status\n${await cli(device, ['update', 'status'])}`);
   show('(automatic checks now pass v6 over; an explicit `outpost update apply` installs it)');
   show(`$ ostree admin status\n${await device.adminStatus()}`);
+
+  // After the updates: required health checks would take part in their probations.
+  const healthDevice = device;
+  await showHealth({
+    device: healthDevice,
+    sub,
+    deviceId: 'gw-test-1',
+    configure: async (health) => {
+      healthDevice.world.writeConfig({ ...slowConfig, health });
+      await stop();
+      await boot(healthDevice);
+    },
+    exited: async () => (await running)?.all ?? '',
+    boot: () => boot(healthDevice),
+  });
 
   heading('Stopping the daemon (SIGTERM): the broker marks the device offline');
   const offline = execa('mosquitto_sub', [...sub, '-t', 'outpost/v1/gw-test-1/online', '-v', '-C', '2', '-W', '15'], { reject: false });
