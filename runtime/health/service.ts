@@ -244,7 +244,9 @@ export class HealthService implements Service {
       if (!outcome.provisional) await this.remediator?.passed(state.name).catch((err: unknown) => log.error(`cannot clear the remediation attempts of ${state.name}`, { err }));
       await this.clearSafeMode().catch((err: unknown) => log.error('cannot record the end of safe mode', { err }));
     }
-    if (state.status !== 'failing' || !config?.remediation || !this.remediator) return;
+    // A run that passed while damping still says failing (recoverAfter > 1) is evidence against
+    // acting: a reboot there would hit a device that just recovered and spend the breaker's budget.
+    if (state.status !== 'failing' || outcome.ok || !config?.remediation || !this.remediator) return;
     if (outcome.unmeasured) {
       log.warn(`health check ${state.name} could not measure: its remediation waits for a measurement`, { detail: outcome.detail });
       return;
