@@ -27,6 +27,7 @@ const attemptSchema = z.looseObject({
   monotonicMs: z.number().nonnegative(),
 });
 type StoredAttempt = z.infer<typeof attemptSchema>;
+const collectionName = 'health-restart-attempts';
 
 /** Options of {@link RestartAttempts.open}. */
 export interface RestartAttemptsOptions {
@@ -47,8 +48,16 @@ export class RestartAttempts {
 
   /** Reads the attempts earlier processes recorded in `store`. */
   static async open(store: Store, options: RestartAttemptsOptions): Promise<RestartAttempts> {
-    const collection = store.collection('health-restart-attempts', attemptSchema);
-    return new RestartAttempts(store, collection, options, new Map(await collection.entries()));
+    // Read loosely: an entry another release wrote in another shape is dropped, not fatal (a
+    // strict read throws STORE_CORRUPT, whose exit status systemd does not restart). It is only a
+    // backoff hint; losing it costs one early attempt.
+    const raw = await store.collection(collectionName, z.unknown()).entries();
+    const stored = new Map<string, StoredAttempt>();
+    for (const [check, value] of raw) {
+      const parsed = attemptSchema.safeParse(value);
+      if (parsed.success) stored.set(check, parsed.data);
+    }
+    return new RestartAttempts(store, store.collection(collectionName, attemptSchema), options, stored);
   }
 
   /** The check's last attempt when it was made in this boot, else undefined. */
