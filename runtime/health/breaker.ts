@@ -33,6 +33,7 @@ const recordSchema = z.looseObject({
 });
 const listSchema = z.looseObject({ records: z.array(recordSchema) });
 type RebootRecord = z.infer<typeof recordSchema>;
+const collectionName = 'health-reboots';
 
 const listKey = 'reboots';
 
@@ -67,14 +68,18 @@ export class RebootBreaker {
     private readonly options: RebootBreakerOptions,
     /** What is on disk, in the order written. */
     private records: RebootRecord[],
+    /** The stored records could not be read: open, fail safe, until an operator resets. */
+    private unreadable: boolean,
   ) {}
 
   /** Reads the records of earlier reboots from `store`. */
   static async open(store: Store, options: RebootBreakerOptions): Promise<RebootBreaker> {
-    const reboots = store.collection('health-reboots', listSchema);
-    const stored = await reboots.get(listKey);
-    const records = stored?.records ?? [];
-    return new RebootBreaker(store, reboots, options, records.slice(Math.max(0, records.length - options.maxReboots)));
+    // Read loosely: a strict read of a list another release wrote in another shape throws
+    // STORE_CORRUPT, and that exit status is one systemd does not restart.
+    const stored = await store.collection(collectionName, z.unknown()).get(listKey);
+    const parsed = stored === undefined ? undefined : listSchema.safeParse(stored);
+    const records = parsed?.success === true ? parsed.data.records : [];
+    return new RebootBreaker(store, store.collection(collectionName, listSchema), options, records.slice(Math.max(0, records.length - options.maxReboots)), parsed?.success === false);
   }
 
   state(): RebootBreakerState {
@@ -82,6 +87,7 @@ export class RebootBreaker {
     const recent = this.inWindow();
     const base = { recent: recent.length, maxReboots, windowSec };
     if (maxReboots === 0) return { ...base, open: true, reason: 'health.rebootBreaker.maxReboots is 0: outpost never reboots to remediate a check' };
+    if (this.unreadable) return { ...base, open: true, reason: 'the stored record of remediation reboots cannot be read (another release wrote it?): no more until an operator resets the breaker' };
     if (recent.length < maxReboots) return { ...base, open: false };
     const last = recent[recent.length - 1];
     return {
@@ -108,6 +114,7 @@ export class RebootBreaker {
     await this.serialized(async () => {
       await this.store.batch().del(this.reboots, listKey).commit();
       this.records = [];
+      this.unreadable = false;
     });
   }
 

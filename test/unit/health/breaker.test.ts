@@ -160,3 +160,17 @@ t.test('two reboots asked for at once cannot both take the last free slot', asyn
   const breaker = await RebootBreaker.open(store, { maxReboots: 1, windowSec: hourSec, bootId: 'boot-a', clock: fakeClock(t0, 1000) });
   t.same(await Promise.all([breaker.allow('app'), breaker.allow('db')]), [true, false]);
 });
+
+t.test('records in a shape this release cannot read: the breaker opens (fail safe) instead of failing the start, until a reset', async (t) => {
+  const store = await storeDir(t)();
+  t.teardown(() => store.close());
+  // As a later release might have written it before a rollback to this one.
+  await store.batch().put(store.collection('health-reboots', z.unknown()), 'reboots', { records: 'v2', entries: [{ at: 5 }] }).commit();
+  const breaker = await RebootBreaker.open(store, { maxReboots: 3, windowSec: hourSec, bootId: 'boot-a', clock: fakeClock(t0, 60_000) });
+  t.match(breaker.state(), { open: true, recent: 0, reason: /cannot be read/ }, 'open, and says why');
+  t.equal(await breaker.allow('check x'), false, 'no reboot on an unreadable count');
+  await breaker.reset();
+  t.match(breaker.state(), { open: false }, 'an operator reset closes it');
+  t.equal(await breaker.allow('check x'), true);
+  t.match(await onDisk(store), { records: [{ reason: 'check x' }] }, 'and the list is written afresh');
+});
