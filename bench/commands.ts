@@ -37,7 +37,7 @@ import { daemonNodeOptions } from './startup-memory.js';
 
 /** Latency figures of one run of sequential round trips, in ms. */
 export interface LatencyRun {
-  subject: 'echo' | 'outpost';
+  subject: 'echo' | 'durable-echo' | 'outpost';
   round: number;
   commands: number;
   p50Ms: number;
@@ -60,8 +60,12 @@ export interface CommandsResult {
     runs: LatencyRun[];
     /** Medians over the rounds. */
     echo: { p50Ms: number; p99Ms: number };
+    /** The echo making the commits the semantics require (bench/echo-client.ts `durableDir`): the floor of any implementation. */
+    durableEcho: { p50Ms: number; p99Ms: number };
     outpost: { p50Ms: number; p99Ms: number };
     ratio: { p50: number; p99: number };
+    /** durable echo ÷ echo: what the durability alone costs against the goal's baseline. */
+    floorRatio: { p50: number; p99: number };
     /** Throughput with `window` commands in flight at a time. */
     pipelined: { commands: number; window: number; echoPerSec: number; outpostPerSec: number; outpostStalls: number };
     /** One run of the echo on a second, stock mosquitto, the clients with mqtt.js's TCP defaults (Nagle on). */
@@ -379,8 +383,12 @@ export async function benchCommands(dir: string, idleSec: number, log: (line: st
     // The baseline, on the same broker with the same flags.
     const echoIn = 'bench/echo/in';
     const echoOut = 'bench/echo/out';
-    const startEcho = async (url: string, noDelay: boolean): Promise<void> => {
-      const echo = execa('node', [echoPath, JSON.stringify({ url, caFile: pki.ca.cert, certFile: echoCert.cert, keyFile: echoCert.key, inTopic: echoIn, outTopic: echoOut, noDelay })], { env: { NODE_OPTIONS: daemonNodeOptions }, reject: false, buffer: false });
+    const durableIn = 'bench/durable-echo/in';
+    const durableOut = 'bench/durable-echo/out';
+    const durableDir = join(dir, 'durable-echo');
+    const startEcho = async (url: string, noDelay: boolean, durable = false): Promise<void> => {
+      const topics = durable ? { inTopic: durableIn, outTopic: durableOut, durableDir } : { inTopic: echoIn, outTopic: echoOut };
+      const echo = execa('node', [echoPath, JSON.stringify({ url, caFile: pki.ca.cert, certFile: echoCert.cert, keyFile: echoCert.key, noDelay, ...topics })], { env: { NODE_OPTIONS: daemonNodeOptions }, reject: false, buffer: false });
       cleanups.push(async () => {
         echo.kill('SIGTERM');
         await echo;
@@ -392,11 +400,12 @@ export async function benchCommands(dir: string, idleSec: number, log: (line: st
       });
     };
     await startEcho(broker.url, true);
+    await startEcho(broker.url, true, true);
     await startEcho(stockBroker.url, false);
 
     const cmdTopic = `outpost/v1/${deviceId}/cmd`;
     const resultTopic = `outpost/v1/${deviceId}/cmd/result`;
-    const sender = await startSender(broker.url, pki.ca.cert, operatorCert, [resultTopic, echoOut], true);
+    const sender = await startSender(broker.url, pki.ca.cert, operatorCert, [resultTopic, echoOut, durableOut], true);
     cleanups.push(() => sender.client.endAsync(true));
     const stockSender = await startSender(stockBroker.url, pki.ca.cert, operatorCert, [echoOut], false);
     cleanups.push(() => stockSender.client.endAsync(true));
@@ -412,17 +421,18 @@ export async function benchCommands(dir: string, idleSec: number, log: (line: st
       what.catch((err: unknown) => {
         throw new Error(`${err instanceof Error ? err.message : String(err)}; the daemon ${exited(daemon.child) ? `exited (${daemon.child.exitCode ?? daemon.child.signalCode})` : 'runs'}, its last lines:\n${daemon.tail.join('\n')}`);
       });
-    log(`commands: round trips, ${rounds} × ${commands} each, echo and outpost alternating`);
+    log(`commands: round trips, ${rounds} × ${commands} each, echo, durable echo and outpost in turn`);
     const runs: LatencyRun[] = [];
     let resultText = probe;
     let envelopeBytes = 0;
     const nudge = (): Envelope => envelopes(key, deviceId, 1)[0]!;
     for (let round = 0; round < rounds; round++) {
-      const order: LatencyRun['subject'][] = round % 2 === 0 ? ['echo', 'outpost'] : ['outpost', 'echo'];
+      const subjects: LatencyRun['subject'][] = ['echo', 'durable-echo', 'outpost'];
+      const order = [...subjects.slice(round % 3), ...subjects.slice(0, round % 3)];
       for (const subject of order) {
         const list = envelopes(key, deviceId, warmup + commands);
         envelopeBytes = Buffer.byteLength(list[0]!.text);
-        const topic = subject === 'echo' ? echoIn : cmdTopic;
+        const topic = { echo: echoIn, 'durable-echo': durableIn, outpost: cmdTopic }[subject];
         const warm = await withTail(sequential(sender, topic, list.slice(0, warmup), nudge));
         const timed = await withTail(sequential(sender, topic, list.slice(warmup), nudge));
         if (subject === 'outpost') {
@@ -436,7 +446,9 @@ export async function benchCommands(dir: string, idleSec: number, log: (line: st
     }
     const summary = (subject: LatencyRun['subject']) => ({ p50Ms: ms3(median(runs.filter((r) => r.subject === subject).map((r) => r.p50Ms))), p99Ms: ms3(median(runs.filter((r) => r.subject === subject).map((r) => r.p99Ms))) });
     const echoSummary = summary('echo');
+    const durableSummary = summary('durable-echo');
     const outpostSummary = summary('outpost');
+    const ratio = (a: { p50Ms: number; p99Ms: number }, b: { p50Ms: number; p99Ms: number }) => ({ p50: Math.round((a.p50Ms / b.p50Ms) * 100) / 100, p99: Math.round((a.p99Ms / b.p99Ms) * 100) / 100 });
 
     log('commands: the echo on a stock mosquitto, Nagle on');
     const stockList = envelopes(key, deviceId, warmup + commands);
@@ -528,8 +540,10 @@ export async function benchCommands(dir: string, idleSec: number, log: (line: st
         resultBytes: Buffer.byteLength(resultText),
         runs,
         echo: echoSummary,
+        durableEcho: durableSummary,
         outpost: outpostSummary,
-        ratio: { p50: Math.round((outpostSummary.p50Ms / echoSummary.p50Ms) * 100) / 100, p99: Math.round((outpostSummary.p99Ms / echoSummary.p99Ms) * 100) / 100 },
+        ratio: ratio(outpostSummary, echoSummary),
+        floorRatio: ratio(durableSummary, echoSummary),
         stockEcho,
         pipelined: { commands: pipelinedCommands, window, echoPerSec: echoPipelined.perSec, outpostPerSec: outpostPipelined.perSec, outpostStalls: outpostPipelined.stalls },
         fsyncs,
@@ -575,9 +589,12 @@ export function commandsTables(r: CommandsResult, header: string): string {
     `| subject | p50 | p99 | ${rt.pipelined.commands} with ${rt.pipelined.window} in flight | p50/p99 of each run (ms) |`,
     '|---|---|---|---|---|',
     `| mqtt.js echo client (republishes QoS 1) | ${msf(rt.echo.p50Ms)} | ${msf(rt.echo.p99Ms)} | ${perSec(rt.pipelined.echoPerSec)} | ${byRound('echo')} |`,
+    `| the durability floor: that echo with the 3 commits the semantics require (2 before the reply leaves) | ${msf(rt.durableEcho.p50Ms)} | ${msf(rt.durableEcho.p99Ms)} | | ${byRound('durable-echo')} |`,
     `| outpost run, \`diagnostics\` command | ${msf(rt.outpost.p50Ms)} | ${msf(rt.outpost.p99Ms)} | ${perSec(rt.pipelined.outpostPerSec)} | ${byRound('outpost')} |`,
     `| for scale: the echo on a stock mosquitto, TCP defaults (Nagle on), one run | ${msf(rt.stockEcho.p50Ms)} | ${msf(rt.stockEcho.p99Ms)} | | ${rt.stockEcho.p50Ms.toFixed(2)}/${rt.stockEcho.p99Ms.toFixed(1)} |`,
     `| outpost ÷ echo (goal ≤ 1.2) | **${rt.ratio.p50.toFixed(2)}** | **${rt.ratio.p99.toFixed(2)}** | ${(rt.pipelined.outpostPerSec / rt.pipelined.echoPerSec).toFixed(2)} | |`,
+    `| durability floor ÷ echo: the least any implementation with these semantics can reach | **${rt.floorRatio.p50.toFixed(2)}** | **${rt.floorRatio.p99.toFixed(2)}** | | |`,
+    `| outpost ÷ durability floor | ${(rt.outpost.p50Ms / rt.durableEcho.p50Ms).toFixed(2)} | ${(rt.outpost.p99Ms / rt.durableEcho.p99Ms).toFixed(2)} | | |`,
     '',
     `Stalled commands (no reply within ${STALL_MS / 1000} s, left out of p50/p99, answered once a further message arrived): outpost ${rt.runs.filter((x) => x.subject === 'outpost').map((x) => `${x.stalls} of ${x.commands} (${x.recovered} woken)`).join(', ')}; ${rt.pipelined.outpostStalls} of ${rt.pipelined.commands} with ${rt.pipelined.window} in flight; echo ${rt.runs.filter((x) => x.subject === 'echo').reduce((n, x) => n + x.stalls, 0)}.`,
     '',
