@@ -5,7 +5,7 @@
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiServer, apiAccess, statusSchema, type AccessGroup, type ApiServerOptions, type Status } from '../api/index.js';
-import { loadConfig, type Config, type LoadConfigOptions } from '../config/index.js';
+import { loadConfig, type Config, type LoadConfigOptions, type LoadedConfig } from '../config/index.js';
 import { OutpostError, isOutpostError } from '../errors.js';
 import { loopLagMonitor, markRunning, markStopped, Supervisor, uncleanStopMessage, type Service } from '../lifecycle/index.js';
 import type { HealthReport, HealthService } from '../health/index.js';
@@ -166,9 +166,10 @@ const startExtension = { byMs: 60_000, maxMs: 300_000 };
  * Runs the daemon until SIGTERM/SIGINT; resolves with the exit code. `source` is where `config`
  * was loaded from, for checking a config change (`set-config`) the way the next start loads it.
  */
-export async function runDaemon(config: Config, env: NodeJS.ProcessEnv, source: Pick<LoadConfigOptions, 'path'> = {}): Promise<number> {
+export async function runDaemon({ config, ignored }: LoadedConfig, env: NodeJS.ProcessEnv, source: Pick<LoadConfigOptions, 'path'> = {}): Promise<number> {
   const native = loadNative({ env });
   const log = createLogger({ level: config.log.level, sinks: [daemonLogSink(native)] });
+  for (const problem of ignored) log.warn('a setting of the config overlay is ignored; the image\'s value applies', { ...problem });
   const privilegeProblem = updatePrivilegeProblem(config, process.geteuid?.());
   if (privilegeProblem) {
     log.error('cannot run the update path', { problem: privilegeProblem });

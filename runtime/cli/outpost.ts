@@ -2,7 +2,7 @@
 /** `outpost`: the device daemon and its local commands. Argument handling only; work lives in the domains. */
 import { join } from 'node:path';
 import { apiGet, formatStatus, statusSchema } from '../api/index.js';
-import { loadConfig, validateConfigFile, defaultConfigPath } from '../config/index.js';
+import { loadConfig, loadConfigLayers, validateConfigFile, defaultConfigPath } from '../config/index.js';
 import { OutpostError } from '../errors.js';
 import { outpostVersion } from '../version.js';
 import { runMain, type Command, type CommandContext, type OptionSpec } from './command.js';
@@ -23,7 +23,7 @@ const commands: Command[] = [
     summary: 'run the daemon (systemd starts this; Type=notify)',
     options: { config: configOption },
     details: 'Exits 78 on an invalid config, 65 on an unrecoverable state store, 0 after a clean stop.',
-    run: async ({ values, env }) => runDaemon(loadConfig({ ...configPath(values), env }), env, configPath(values)),
+    run: async ({ values, env }) => runDaemon(loadConfigLayers({ ...configPath(values), env }), env, configPath(values)),
   },
   {
     name: 'installer',

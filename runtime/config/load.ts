@@ -129,32 +129,86 @@ export interface LoadConfigOptions {
   overlayDocument?: Readonly<Record<string, unknown>>;
 }
 
+/** What {@link loadConfigLayers} loaded, and what of the overlay file it left out. */
+export interface LoadedConfig {
+  readonly config: Config;
+  /** The overlay's problems whose settings were left out (the image's value applies), for the caller to log. */
+  readonly ignored: readonly ConfigProblem[];
+}
+
 /** Loads, layers and validates the configuration the daemon runs with. */
 export function loadConfig(options: LoadConfigOptions = {}): Config {
+  return loadConfigLayers(options).config;
+}
+
+/**
+ * As {@link loadConfig}, but a problem of the overlay file does not stop the load: its setting is
+ * left out (or the whole overlay, when that is not enough) and reported in `ignored`. The overlay
+ * is written on the device, by `set-config` under whichever release ran then; after a rollback the
+ * previous release reads keys it does not know, and an agent that refused to start on them (exit
+ * 78, which systemd does not restart) could never be sent the fix. The image's file stays strict,
+ * and so does an `overlayDocument` (set-config's check, which refuses before it writes).
+ */
+export function loadConfigLayers(options: LoadConfigOptions = {}): LoadedConfig {
   const env = options.env ?? process.env;
   const file = options.path ?? env.OUTPOST_CONFIG ?? defaultConfigPath;
   const base = readJson(file, false) ?? {};
-  const sources = [{ file, doc: base }];
 
   const envPaths: JsonObject = {};
   if (env.OUTPOST_STATE_DIR) envPaths.stateDir = env.OUTPOST_STATE_DIR;
   if (env.OUTPOST_RUN_DIR) envPaths.runDir = env.OUTPOST_RUN_DIR;
-
   const basePaths = isObject(base.paths) ? base.paths : {};
   const stateDir = envPaths.stateDir ?? basePaths.stateDir ?? '/var/lib/outpost';
-  let merged = base;
-  if (typeof stateDir === 'string' && options.overlay !== false) {
-    const overlayFile = join(stateDir, overlayFileName);
-    const overlay = options.overlayDocument === undefined ? readJson(overlayFile, true) : (options.overlayDocument as JsonObject);
-    if (overlay) {
-      sources.push({ file: overlayFile, doc: overlay });
-      merged = merge(merged, overlay);
+
+  const layered = (overlay: { file: string; doc: JsonObject } | undefined): Config => {
+    const sources = [{ file, doc: base }, ...(overlay ? [overlay] : [])];
+    if (Object.keys(envPaths).length > 0) sources.push({ file: '(environment)', doc: { paths: envPaths } });
+    return validate(sources.slice(1).reduce((merged, source) => merge(merged, source.doc), base), sources);
+  };
+  if (typeof stateDir !== 'string' || options.overlay === false) return { config: layered(undefined), ignored: [] };
+  const overlayFile = join(stateDir, overlayFileName);
+  if (options.overlayDocument !== undefined) return { config: layered({ file: overlayFile, doc: options.overlayDocument as JsonObject }), ignored: [] };
+
+  let doc: JsonObject | undefined;
+  try {
+    doc = readJson(overlayFile, true);
+  } catch (err) {
+    if (!(err instanceof OutpostError)) throw err;
+    const unreadable = err.code === 'CONFIG_INVALID' ? problemsIn(err, overlayFile) : [{ file: overlayFile, field: '(file)', message: err.message }];
+    return { config: layered(undefined), ignored: [...unreadable, wholeOverlayIgnored(overlayFile)] };
+  }
+  if (doc === undefined) return { config: layered(undefined), ignored: [] };
+  const ignored: ConfigProblem[] = [];
+  // Leaving a setting out can only remove problems, but one pass may not show them all (an
+  // object replaced by a string hides its own fields): a few passes, then the whole overlay.
+  for (let pass = 0; pass < 3; pass += 1) {
+    let problems: ConfigProblem[];
+    try {
+      return { config: layered({ file: overlayFile, doc }), ignored };
+    } catch (err) {
+      problems = problemsIn(err, overlayFile);
     }
+    if (problems.length === 0) break;
+    ignored.push(...problems);
+    doc = problems.reduce((pruned, problem) => without(pruned, problem.field.split('.')), doc);
   }
-  if (Object.keys(envPaths).length > 0) {
-    const envDoc = { paths: envPaths };
-    sources.push({ file: '(environment)', doc: envDoc });
-    merged = merge(merged, envDoc);
-  }
-  return validate(merged, sources);
+  const config = layered(undefined);
+  return { config, ignored: [...ignored, wholeOverlayIgnored(overlayFile)] };
+}
+
+const wholeOverlayIgnored = (file: string): ConfigProblem => ({ file, field: '(root)', message: 'the whole overlay is ignored' });
+
+/** The problems `err` names in `file`; rethrows anything but an invalid config. */
+function problemsIn(err: unknown, file: string): ConfigProblem[] {
+  if (!(err instanceof OutpostError) || err.code !== 'CONFIG_INVALID') throw err;
+  return ((err as OutpostError & { problems?: ConfigProblem[] }).problems ?? []).filter((problem) => problem.file === file);
+}
+
+/** A copy of `doc` without the value at `path`. */
+function without(doc: JsonObject, path: readonly string[]): JsonObject {
+  const [key, ...rest] = path;
+  if (key === undefined || !(key in doc)) return doc;
+  const { [key]: value, ...others } = doc;
+  if (rest.length === 0) return others;
+  return isObject(value) ? { ...others, [key]: without(value, rest) } : others;
 }

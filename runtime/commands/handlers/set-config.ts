@@ -97,11 +97,12 @@ async function readOverlay(file: string): Promise<{ text: string | undefined; do
   let doc: unknown;
   try {
     doc = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`the config overlay ${file} is not JSON (${(err as Error).message}); fix it on the device`);
+  } catch {
+    doc = undefined;
   }
-  if (!isObject(doc)) throw new Error(`the config overlay ${file} is not a JSON object; fix it on the device`);
-  return { text, doc };
+  // The daemon runs without an overlay it cannot read (config/load.ts): the patch applies to
+  // nothing, as the daemon sees it, and the unreadable text is what is kept as the previous copy.
+  return { text, doc: isObject(doc) ? doc : {} };
 }
 
 function problemsText(err: unknown): string {

@@ -145,6 +145,25 @@ t.test('the store locked by another process: a clear error and exit 75, not a cr
   t.notMatch(result.all, /at .*\.js:\d+/, 'no stack trace for an expected condition');
 });
 
+t.test('an overlay from a newer release (keys this one does not know) does not stop the daemon: they are ignored with a warning', async (t) => {
+  const world = deviceWorld();
+  t.teardown(world.cleanup);
+  const { mkdirSync } = await import('node:fs');
+  mkdirSync(world.stateDir, { recursive: true });
+  const overlay = join(world.stateDir, 'config.json');
+  writeFileSync(overlay, JSON.stringify({ deviceId: 'gw-from-overlay', health: { futureKey: 1 } }));
+  const run = world.run();
+  t.teardown(() => run.kill('SIGKILL'));
+  await until('API socket', () => (existsSync(world.socketPath) ? true : undefined));
+  run.kill('SIGTERM');
+  const result = await run;
+  t.equal(result.exitCode, 0, 'it ran and stopped cleanly (before: exit 78, which systemd does not restart)');
+  t.match(result.all, /a setting of the config overlay is ignored/);
+  t.match(result.all, overlay);
+  t.match(result.all, 'health.futureKey');
+  t.match(result.all, '"deviceId":"gw-from-overlay"', 'what it does know applies');
+});
+
 t.test('a corrupt store is repaired on start with a copy kept; the daemon comes up', async (t) => {
   const world = deviceWorld();
   t.teardown(world.cleanup);

@@ -97,6 +97,19 @@ t.test('a patch the schema refuses fails naming the fields, and writes nothing',
   t.equal(d.answered.length, 0);
 });
 
+t.test('an overlay this release cannot read (not JSON, keys from a newer release) can be mended remotely', async (t) => {
+  const d = device(t);
+  writeFileSync(d.overlayFile, '{"log": ');
+  t.same(await d.run({ log: { level: 'debug' } }), { changed: true, restart: true }, 'the patch applies to what the daemon runs with: no overlay');
+  t.same(JSON.parse(readFileSync(d.overlayFile, 'utf8')), { log: { level: 'debug' } });
+  t.equal(readFileSync(`${d.overlayFile}.previous`, 'utf8'), '{"log": ', 'the unreadable copy is kept as the previous one');
+
+  writeFileSync(d.overlayFile, JSON.stringify({ log: { level: 'debug' }, health: { futureKey: 1 } }));
+  await t.rejects(d.run({ log: { level: 'warn' } }, 'c-2'), /health\.futureKey: unknown key/, 'a patch that keeps the unknown key names it');
+  t.same(await d.run({ health: { futureKey: null } }, 'c-3'), { changed: true, restart: true }, 'a patch removing it is taken');
+  t.same(JSON.parse(readFileSync(d.overlayFile, 'utf8')), { log: { level: 'debug' }, health: {} });
+});
+
 t.test('protected settings are bad args naming the field; a patch must be an object', async (t) => {
   const d = device(t);
   await t.rejects(d.run({ update: { rootFile: '/tmp/root.json' } }), /bad-args: patch\.update\.rootFile: may not be changed by a remote command/);

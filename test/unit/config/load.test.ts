@@ -2,7 +2,7 @@ import t, { type Test } from 'tap';
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig, validateConfigFile } from '../../../runtime/config/index.js';
+import { loadConfig, loadConfigLayers, validateConfigFile } from '../../../runtime/config/index.js';
 import { OutpostError } from '../../../runtime/errors.js';
 
 function tempDir(t: Test): string {
@@ -131,8 +131,44 @@ t.test('the writable overlay in stateDir wins, and its problems name the overlay
   write(stateDir, 'config.json', { log: { level: 'debug' } });
   t.equal(loadConfig({ path: base, env: {} }).log.level, 'debug');
 
-  const overlay = write(stateDir, 'config.json', { lifecycle: { stopTimeoutMs: -1 } });
-  t.match(problemsOf(() => loadConfig({ path: base, env: {} })), [`${overlay}: lifecycle.stopTimeoutMs:`]);
+  // set-config checks the overlay it would write with the strict loader: refused, naming the file.
+  const overlay = join(stateDir, 'config.json');
+  t.match(problemsOf(() => loadConfig({ path: base, env: {}, overlayDocument: { lifecycle: { stopTimeoutMs: -1 } } })), [`${overlay}: lifecycle.stopTimeoutMs:`]);
+});
+
+t.test('an overlay the running release cannot read does not stop the load: its settings are left out and reported', async (t) => {
+  const dir = tempDir(t);
+  const stateDir = join(dir, 'state');
+  mkdirSync(stateDir);
+  const base = write(dir, 'c.json', { deviceId: 'gw-1', paths: { stateDir }, log: { level: 'warn' }, lifecycle: { stopTimeoutMs: 5000 } });
+  const overlay = join(stateDir, 'config.json');
+
+  // Written by set-config under a newer release, read after a rollback: a key this one does not know.
+  write(stateDir, 'config.json', { log: { level: 'debug', futureKey: true }, lifecycle: { stopTimeoutMs: -1 } });
+  const loaded = loadConfigLayers({ path: base, env: {} });
+  t.equal(loaded.config.log.level, 'debug', 'what the overlay sets and this release reads applies');
+  t.equal(loaded.config.lifecycle.stopTimeoutMs, 5000, 'the image\'s value where the overlay\'s is invalid');
+  t.same(loaded.ignored.map((p) => `${p.file}: ${p.field}`).sort(), [`${overlay}: lifecycle.stopTimeoutMs`, `${overlay}: log.futureKey`]);
+  t.match(loaded.ignored.find((p) => p.field === 'log.futureKey'), { message: 'unknown key' });
+  t.equal(loadConfig({ path: base, env: {} }).log.level, 'debug', 'loadConfig loads it too');
+
+  // An object replaced by a value hides nothing: that key is left out.
+  write(stateDir, 'config.json', { log: 'loud', deviceId: 'gw-9' });
+  const replaced = loadConfigLayers({ path: base, env: {} });
+  t.equal(replaced.config.deviceId, 'gw-9');
+  t.equal(replaced.config.log.level, 'warn');
+  t.match(replaced.ignored, [{ file: overlay, field: 'log' }]);
+
+  // Not JSON (a hand edit, a torn write by other means): the whole overlay is left out.
+  write(stateDir, 'config.json', '{"log": ');
+  const torn = loadConfigLayers({ path: base, env: {} });
+  t.equal(torn.config.log.level, 'warn');
+  t.match(torn.ignored, [{ file: overlay, field: '(root)', message: /invalid JSON/ }, { file: overlay, field: '(root)', message: 'the whole overlay is ignored' }]);
+
+  // The image's own file stays strict, whatever the overlay holds.
+  const broken = write(dir, 'broken.json', { deviceId: 'gw-1', paths: { stateDir }, lifecycle: { stopTimeoutMs: -1 } });
+  write(stateDir, 'config.json', { log: { level: 'debug' } });
+  t.match(problemsOf(() => loadConfigLayers({ path: broken, env: {} })), [`${broken}: lifecycle.stopTimeoutMs:`]);
 });
 
 t.test('OUTPOST_CONFIG and the directory variables override the file', async (t) => {
