@@ -169,7 +169,7 @@ const startExtension = { byMs: 60_000, maxMs: 300_000 };
 export async function runDaemon({ config, ignored }: LoadedConfig, env: NodeJS.ProcessEnv, source: Pick<LoadConfigOptions, 'path'> = {}): Promise<number> {
   const native = loadNative({ env });
   const log = createLogger({ level: config.log.level, sinks: [daemonLogSink(native)] });
-  for (const problem of ignored) log.warn('a setting of the config overlay is ignored; the image\'s value applies', { ...problem });
+  for (const { file, field, message } of ignored) log.warn('a setting of the config overlay is ignored; the image\'s value applies', { file, field, message });
   const privilegeProblem = updatePrivilegeProblem(config, process.geteuid?.());
   if (privilegeProblem) {
     log.error('cannot run the update path', { problem: privilegeProblem });

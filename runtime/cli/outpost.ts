@@ -22,7 +22,7 @@ const commands: Command[] = [
     name: 'run',
     summary: 'run the daemon (systemd starts this; Type=notify)',
     options: { config: configOption },
-    details: 'Exits 78 on an invalid config, 65 on an unrecoverable state store, 0 after a clean stop.',
+    details: 'Exits 78 on an invalid config (a setting of the overlay in the state dir that this release cannot read is left out with a warning instead), 65 on an unrecoverable state store, 0 after a clean stop.',
     run: async ({ values, env }) => runDaemon(loadConfigLayers({ ...configPath(values), env }), env, configPath(values)),
   },
   {

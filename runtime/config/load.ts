@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { OutpostError } from '../errors.js';
+import { isProtectedConfigPath, protectedConfigPaths } from './protected.js';
 import { configSchema, type Config } from './schema.js';
 
 /** Where the configuration comes from when nothing else says. */
@@ -24,6 +25,8 @@ export interface ConfigProblem {
   file: string;
   field: string;
   message: string;
+  /** The field's keys, for code; `field` is their dotted form, for people. */
+  path?: readonly string[];
 }
 
 function isObject(value: unknown): value is JsonObject {
@@ -78,8 +81,8 @@ function merge(base: JsonObject, overlay: JsonObject): JsonObject {
 function hasPath(doc: JsonObject | undefined, path: readonly PropertyKey[]): boolean {
   let node: unknown = doc;
   for (const key of path) {
-    if (!isObject(node) || !(String(key) in node)) return false;
-    node = node[String(key)];
+    if ((!isObject(node) && !Array.isArray(node)) || !Object.hasOwn(node, String(key))) return false;
+    node = (node as Record<string, unknown>)[String(key)];
   }
   return true;
 }
@@ -93,11 +96,11 @@ function toProblems(issue: z.core.$ZodIssue, fileOf: (path: readonly PropertyKey
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((key) => {
       const path = [...issue.path, key];
-      return { file: fileOf(path), field: dotted(path), message: 'unknown key' };
+      return { file: fileOf(path), field: dotted(path), message: 'unknown key', path: path.map(String) };
     });
   }
   const missing = issue.code === 'invalid_type' && issue.message.includes('received undefined');
-  return [{ file: fileOf(issue.path), field: dotted(issue.path), message: missing ? 'is required' : issue.message }];
+  return [{ file: fileOf(issue.path), field: dotted(issue.path), message: missing ? 'is required' : issue.message, path: issue.path.map(String) }];
 }
 
 /** Validates an already-merged document; `sources` are the layers, last one wins. */
@@ -142,12 +145,16 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
 }
 
 /**
- * As {@link loadConfig}, but a problem of the overlay file does not stop the load: its setting is
- * left out (or the whole overlay, when that is not enough) and reported in `ignored`. The overlay
- * is written on the device, by `set-config` under whichever release ran then; after a rollback the
- * previous release reads keys it does not know, and an agent that refused to start on them (exit
- * 78, which systemd does not restart) could never be sent the fix. The image's file stays strict,
- * and so does an `overlayDocument` (set-config's check, which refuses before it writes).
+ * As {@link loadConfig}, but a problem of the overlay file does not stop the load: the overlay's
+ * setting on each problem's path is left out on its own (a list as a whole) and reported in
+ * `ignored`, the image's value applying; an overlay that is not JSON, or whose problem is no one
+ * setting's, is left out whole. The overlay is written on the device, by `set-config` under
+ * whichever release ran then; after a rollback the previous release reads keys it does not know,
+ * and an agent that refused to start on them (exit 78, which systemd does not restart) could never
+ * be sent the fix. Strict still: the image's file, an `overlayDocument` (set-config's check, which
+ * refuses before it writes), and the protected settings (`protectedConfigPaths`: never the
+ * fleet's to set, so only a hand on the device wrote them there, and leaving out one that narrows
+ * what the image allows would widen it).
  */
 export function loadConfigLayers(options: LoadConfigOptions = {}): LoadedConfig {
   const env = options.env ?? process.env;
@@ -169,31 +176,58 @@ export function loadConfigLayers(options: LoadConfigOptions = {}): LoadedConfig 
   const overlayFile = join(stateDir, overlayFileName);
   if (options.overlayDocument !== undefined) return { config: layered({ file: overlayFile, doc: options.overlayDocument as JsonObject }), ignored: [] };
 
-  let doc: JsonObject | undefined;
+  let read: JsonObject | undefined;
   try {
-    doc = readJson(overlayFile, true);
+    read = readJson(overlayFile, true);
   } catch (err) {
     if (!(err instanceof OutpostError)) throw err;
     const unreadable = err.code === 'CONFIG_INVALID' ? problemsIn(err, overlayFile) : [{ file: overlayFile, field: '(file)', message: err.message }];
     return { config: layered(undefined), ignored: [...unreadable, wholeOverlayIgnored(overlayFile)] };
   }
-  if (doc === undefined) return { config: layered(undefined), ignored: [] };
+  if (read === undefined) return { config: layered(undefined), ignored: [] };
+  let doc: JsonObject = read;
   const ignored: ConfigProblem[] = [];
-  // Leaving a setting out can only remove problems, but one pass may not show them all (an
-  // object replaced by a string hides its own fields): a few passes, then the whole overlay.
-  for (let pass = 0; pass < 3; pass += 1) {
-    let problems: ConfigProblem[];
+  // Each pass leaves out at least one setting, or ends: an object replaced by a value hides its
+  // own fields until the value is gone, so one pass may not show every problem.
+  for (;;) {
     try {
       return { config: layered({ file: overlayFile, doc }), ignored };
     } catch (err) {
-      problems = problemsIn(err, overlayFile);
+      if (!(err instanceof OutpostError) || err.code !== 'CONFIG_INVALID') throw err;
+      // The overlay's own setting on each problem's path: also for a problem the image is named
+      // for, a key required in a section only the overlay adds.
+      const settings = ((err as OutpostError & { problems?: ConfigProblem[] }).problems ?? []).flatMap((problem) => {
+        const setting = settingAt(doc, problem.path ?? []);
+        if (setting.length === 0) return [];
+        const field = dotted(setting);
+        return [{ setting, problem: { file: overlayFile, field, message: field === problem.field ? problem.message : `${problem.field}: ${problem.message}` } }];
+      });
+      if (settings.some(({ problem }) => isProtectedConfigPath(problem.field))) throw err;
+      const pruned = settings.reduce<JsonObject>((left, { setting }) => without(left, setting), doc);
+      if (pruned !== doc) {
+        ignored.push(...settings.map(({ problem }) => problem));
+        doc = pruned;
+        continue;
+      }
+      // No setting of the overlay's on the way (a rule across fields, or the image's own fault):
+      // the whole overlay, unless that would leave out a protected setting with it.
+      if (protectedConfigPaths.some((p) => hasPath(read, p.split('.')))) throw err;
+      return { config: layered(undefined), ignored: [...ignored, wholeOverlayIgnored(overlayFile)] };
     }
-    if (problems.length === 0) break;
-    ignored.push(...problems);
-    doc = problems.reduce((pruned, problem) => without(pruned, problem.field.split('.')), doc);
   }
-  const config = layered(undefined);
-  return { config, ignored: [...ignored, wholeOverlayIgnored(overlayFile)] };
+}
+
+/** The longest start of `path` that `doc` sets: the setting to leave out for it (a list as a whole). */
+function settingAt(doc: JsonObject, path: readonly string[]): string[] {
+  const setting: string[] = [];
+  let node: Json = doc;
+  for (const key of path) {
+    if (!isObject(node) || !Object.hasOwn(node, key)) break;
+    setting.push(key);
+    node = node[key] as Json;
+    if (Array.isArray(node)) break;
+  }
+  return setting;
 }
 
 const wholeOverlayIgnored = (file: string): ConfigProblem => ({ file, field: '(root)', message: 'the whole overlay is ignored' });
@@ -204,11 +238,12 @@ function problemsIn(err: unknown, file: string): ConfigProblem[] {
   return ((err as OutpostError & { problems?: ConfigProblem[] }).problems ?? []).filter((problem) => problem.file === file);
 }
 
-/** A copy of `doc` without the value at `path`. */
+/** `doc` without the value at `path` (a list as a whole); `doc` itself when there is none. */
 function without(doc: JsonObject, path: readonly string[]): JsonObject {
   const [key, ...rest] = path;
-  if (key === undefined || !(key in doc)) return doc;
+  if (key === undefined || !Object.hasOwn(doc, key)) return doc;
   const { [key]: value, ...others } = doc;
-  if (rest.length === 0) return others;
-  return isObject(value) ? { ...others, [key]: without(value, rest) } : others;
+  if (rest.length === 0 || !isObject(value)) return others;
+  const child = without(value, rest);
+  return child === value ? doc : { ...others, [key]: child };
 }

@@ -5,7 +5,7 @@
  * and systemd's `Restart=on-failure` starts it again with the new config.
  *
  * Invariants:
- * - Some settings are not the fleet's to change (see {@link protectedConfigPaths}): a patch that
+ * - Some settings are not the fleet's to change (config/protected.ts): a patch that
  *   sets or removes one, or replaces a section holding one, fails the args schema (`bad-args`
  *   naming the field) and is never recorded as started.
  * - The overlay is written only if the whole config it makes (image config + new overlay) passes
@@ -19,6 +19,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
+import { isProtectedConfigPath, protectedConfigPaths } from '../../config/index.js';
 import { isOutpostError } from '../../errors.js';
 import { writeFileAtomic } from '../../platform/index.js';
 import type { CommandHandler } from '../service.js';
@@ -26,16 +27,6 @@ import type { CommandHandler } from '../service.js';
 /** JSON as a merge patch holds it. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
-
-/**
- * What `set-config` may not touch, and why: the identity and places the device runs with
- * (`deviceId`, `paths`), the privileged side and its trust (`installer`, `update.rootFile`,
- * `update.sysroot`, `update.osname`, `update.boot`), what commands may do (`commands`), the link the
- * command came through (`broker`: a wrong value cuts the device off with no remote way back),
- * local access (`api`), and `update.probation.checks`, argv the daemon runs (a remote way to run
- * any program). These are changed in the image or on the device.
- */
-export const protectedConfigPaths: readonly string[] = ['deviceId', 'paths', 'installer', 'commands', 'broker', 'api', 'update.rootFile', 'update.sysroot', 'update.osname', 'update.boot', 'update.probation.checks'];
 
 function isObject(value: unknown): value is JsonObject {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -60,7 +51,7 @@ export function protectedPathsTouched(patch: JsonObject, prefix = ''): string[] 
   const touched: string[] = [];
   for (const [key, value] of Object.entries(patch)) {
     const path = prefix === '' ? key : `${prefix}.${key}`;
-    if (protectedConfigPaths.some((p) => path === p || path.startsWith(`${p}.`))) touched.push(path);
+    if (isProtectedConfigPath(path)) touched.push(path);
     else if (isObject(value)) touched.push(...protectedPathsTouched(value, path));
     else if (protectedConfigPaths.some((p) => p.startsWith(`${path}.`))) touched.push(path);
   }
@@ -86,12 +77,12 @@ export interface SetConfigOptions {
 /** Time the drain gets to send the result before the daemon stops (it is sent after the restart otherwise). */
 const restartDelayMs = 1000;
 
-async function readOverlay(file: string): Promise<{ text: string | undefined; doc: JsonObject }> {
+async function readOverlay(file: string): Promise<{ text: string | undefined; doc: JsonObject; parsed: boolean }> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { text: undefined, doc: {} };
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { text: undefined, doc: {}, parsed: true };
     throw new Error(`cannot read the config overlay ${file}: ${(err as Error).message}`);
   }
   let doc: unknown;
@@ -102,7 +93,7 @@ async function readOverlay(file: string): Promise<{ text: string | undefined; do
   }
   // The daemon runs without an overlay it cannot read (config/load.ts): the patch applies to
   // nothing, as the daemon sees it, and the unreadable text is what is kept as the previous copy.
-  return { text, doc: isObject(doc) ? doc : {} };
+  return isObject(doc) ? { text, doc, parsed: true } : { text, doc: {}, parsed: false };
 }
 
 function problemsText(err: unknown): string {
@@ -118,7 +109,7 @@ export function setConfigHandler(options: SetConfigOptions): CommandHandler<z.ou
     async run(args, { command, whenAnswered }) {
       const current = await readOverlay(options.overlayFile);
       const next = mergePatch(current.doc, args.patch as JsonObject) as JsonObject;
-      if (JSON.stringify(next) === JSON.stringify(current.doc)) return { changed: false, restart: false };
+      if (current.parsed && JSON.stringify(next) === JSON.stringify(current.doc)) return { changed: false, restart: false };
       try {
         options.check(next);
       } catch (err) {

@@ -165,10 +165,48 @@ t.test('an overlay the running release cannot read does not stop the load: its s
   t.equal(torn.config.log.level, 'warn');
   t.match(torn.ignored, [{ file: overlay, field: '(root)', message: /invalid JSON/ }, { file: overlay, field: '(root)', message: 'the whole overlay is ignored' }]);
 
+  // A list is one setting: a check of a kind this release does not know leaves the overlay's list
+  // out, the image's checks apply.
+  const check = { name: 'app', kind: 'http', url: 'http://127.0.0.1:8080/health' };
+  write(stateDir, 'config.json', { log: { level: 'debug' }, health: { checks: [check, { name: 'x', kind: 'future-kind' }] } });
+  const listed = loadConfigLayers({ path: base, env: {} });
+  t.equal(listed.config.log.level, 'debug');
+  t.same(listed.config.health.checks, []);
+  t.match(listed.ignored, [{ file: overlay, field: 'health.checks', message: /^health\.checks\.1\.kind: / }]);
+  t.notOk(listed.ignored.some((p) => p.field === '(root)'), 'not the whole overlay');
+
+  // A key with a dot in its name is still one key.
+  write(stateDir, 'config.json', { log: { level: 'debug', 'future.key': 1 } });
+  const dotted = loadConfigLayers({ path: base, env: {} });
+  t.equal(dotted.config.log.level, 'debug');
+  t.same(dotted.ignored.map((p) => p.field), ['log.future.key']);
+
+  // Problems that show only once others are gone: every pass validates what is left.
+  write(stateDir, 'config.json', { log: 'loud', health: 7, lifecycle: { stopTimeoutMs: -1, futureKey: 1 }, update: { checkIntervalSec: 'soon' } });
+  const layered = loadConfigLayers({ path: base, env: {} });
+  t.equal(layered.config.lifecycle.stopTimeoutMs, 5000);
+  t.same([...new Set(layered.ignored.map((p) => p.field))].sort(), ['health', 'lifecycle.futureKey', 'lifecycle.stopTimeoutMs', 'log', 'update', 'update.checkIntervalSec'], 'each left out on its own, not the whole overlay');
+  t.match(layered.ignored.find((p) => p.field === 'update'), { message: /^update\.(server|hardware): is required/ }, 'a section the overlay adds without what it needs is left out');
+
   // The image's own file stays strict, whatever the overlay holds.
   const broken = write(dir, 'broken.json', { deviceId: 'gw-1', paths: { stateDir }, lifecycle: { stopTimeoutMs: -1 } });
   write(stateDir, 'config.json', { log: { level: 'debug' } });
   t.match(problemsOf(() => loadConfigLayers({ path: broken, env: {} })), [`${broken}: lifecycle.stopTimeoutMs:`]);
+});
+
+t.test('protected settings in the overlay stay strict: leaving one out could widen what the image allows', async (t) => {
+  const dir = tempDir(t);
+  const stateDir = join(dir, 'state');
+  mkdirSync(stateDir);
+  const base = write(dir, 'c.json', { deviceId: 'gw-1', paths: { stateDir } });
+  const overlay = join(stateDir, 'config.json');
+  write(stateDir, 'config.json', { api: { futureKey: true } });
+  t.match(problemsOf(() => loadConfigLayers({ path: base, env: {} })), [`${overlay}: api.futureKey: unknown key`]);
+  write(stateDir, 'config.json', { deviceId: 'bad/id', log: { level: 'debug' } });
+  t.match(problemsOf(() => loadConfigLayers({ path: base, env: {} })), [`${overlay}: deviceId:`]);
+  // A protected setting the overlay sets is not dropped with the rest either.
+  write(stateDir, 'config.json', { deviceId: 'gw-2', log: { futureKey: 1 } });
+  t.equal(loadConfigLayers({ path: base, env: {} }).config.deviceId, 'gw-2', 'the other settings are still left out on their own');
 });
 
 t.test('OUTPOST_CONFIG and the directory variables override the file', async (t) => {
