@@ -4,7 +4,10 @@
  *
  * Invariants:
  * - Every write is a synchronous (fsync'd) batch: when `commit()` resolves, the data is on disk,
- *   so callers may act on it (write-ahead, DESIGN principle 2).
+ *   so callers may act on it (write-ahead, DESIGN principle 2). The one exception is asked for by
+ *   name, `commit({ durable: false })`, for a write whose loss to a power cut only repeats work
+ *   already safe to repeat; it survives a crash of the process (the page cache has it), and the
+ *   next synchronous commit puts it on disk with its own.
  * - Values are JSON and validated against their collection's schema on read; a value that does
  *   not match is reported as corruption, never handed to logic half-parsed.
  * - `meta/schemaVersion` is the store's format version, `meta/readableFrom` the oldest format
@@ -71,7 +74,12 @@ export interface WriteBatch {
    * otherwise ignored, and the commit still resolves.
    */
   afterCommit(hook: () => void, onHookError?: (err: unknown) => void): WriteBatch;
-  commit(): Promise<void>;
+  /**
+   * Writes the batch, fsync'd unless `durable: false`: then a power cut may undo it (never a crash
+   * of the process), for writes whose loss only repeats safe work, such as the outbox's removal of
+   * a message already acknowledged (it is sent again; QoS 1 allows that).
+   */
+  commit(options?: { durable?: boolean }): Promise<void>;
 }
 
 /** Brings a store from version `from` to `from + 1`, adding its writes to `batch`. */
@@ -211,10 +219,10 @@ class LevelBatch implements WriteBatch {
     return this;
   }
 
-  async commit(): Promise<void> {
+  async commit({ durable = true }: { durable?: boolean } = {}): Promise<void> {
     if (this.ops.length > 0) {
       try {
-        await this.inFlight.track(() => this.db.batch(this.ops, { sync: true }));
+        await this.inFlight.track(() => this.db.batch(this.ops, { sync: durable }));
       } catch (err) {
         throw toOutpostError(err, 'STORE_IO', `cannot write the state store at ${this.db.location}`);
       }

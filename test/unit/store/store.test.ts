@@ -63,6 +63,18 @@ t.test('another process holding the store makes open fail with STORE_LOCKED, not
   await store.close();
 });
 
+t.test('a commit that is not durable is seen at once and outlives a SIGKILL of its process (the page cache has it)', async (t) => {
+  const location = tempStore(t);
+  const child = fork(new URL('../../fixtures/hold-store.ts', import.meta.url), [location, '--write'], { execArgv: ['--import=tsx'], stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  t.teardown(() => child.kill('SIGKILL'));
+  await new Promise<void>((resolve) => child.once('message', () => resolve()));
+  child.kill('SIGKILL');
+  await new Promise((resolve) => child.once('exit', resolve));
+  const store = await Store.open({ location, version: 1 });
+  t.same(await store.collection('a', z.number()).entries(), [['y', 2]], 'the removal holds; the durable write before it too');
+  await store.close();
+});
+
 t.test('a corrupt store is refused with STORE_CORRUPT unless repair is allowed', async (t) => {
   const location = tempStore(t);
   const store = await Store.open({ location, version: 1 });
