@@ -5,11 +5,12 @@
  * mqtt.js cost alone. Prints `ready` once subscribed.
  *
  * With `durableDir` it is the durability floor instead: the same echo making only the commits
- * issue 19's semantics require of any implementation, each a classic-level batch with `sync: true`
- * as the daemon's store makes them: the message before its PUBACK ("persisted before PUBACK"; a
- * device that checked it first could record it as started in the same commit), the reply before it
- * is published ("exactly one final result": a reply sent before it is recorded would be followed by
- * `interrupted` after a crash), and the reply's removal after its PUBACK.
+ * issue 19's semantics require, each a classic-level batch as the daemon's store makes them: the
+ * message before its PUBACK, fsync'd ("persisted before PUBACK"; a device that checked it first
+ * could record it as started in the same commit), the reply before it is published, fsync'd
+ * ("exactly one final result": a reply sent before it is recorded would be followed by
+ * `interrupted` after a crash), and the reply's removal after its PUBACK, not fsync'd (a power cut
+ * that undoes it sends the reply again, as QoS 1 may).
  *
  * Usage: node echo-client.js <JSON { url, caFile, certFile, keyFile, inTopic, outTopic, noDelay?, durableDir? }>
  */
@@ -37,7 +38,7 @@ if (o.durableDir === undefined) {
       callback();
       await db.batch([{ type: 'del', key: `in/${key}` }, { type: 'put', key: `out/${key}`, value: payload }], sync);
       await client.publishAsync(o.outTopic, payload, { qos: 1 });
-      await db.batch([{ type: 'del', key: `out/${key}` }], sync);
+      await db.batch([{ type: 'del', key: `out/${key}` }], { sync: false });
     })().catch((err: unknown) => {
       process.stderr.write(`durable echo: ${err instanceof Error ? err.message : String(err)}\n`);
       process.exit(1);
