@@ -60,12 +60,12 @@ export interface CommandsResult {
     runs: LatencyRun[];
     /** Medians over the rounds. */
     echo: { p50Ms: number; p99Ms: number };
-    /** The echo making the commits the semantics require (bench/echo-client.ts `durableDir`): the floor of any implementation. */
+    /** The echo making the commits the semantics require (bench/echo-client.ts `durableDir`), measured beside the bare one. */
     durableEcho: { p50Ms: number; p99Ms: number };
     outpost: { p50Ms: number; p99Ms: number };
     ratio: { p50: number; p99: number };
     /** durable echo ÷ echo: what the durability alone costs against the goal's baseline. */
-    floorRatio: { p50: number; p99: number };
+    durableEchoRatio: { p50: number; p99: number };
     /** Throughput with `window` commands in flight at a time. */
     pipelined: { commands: number; window: number; echoPerSec: number; outpostPerSec: number; outpostStalls: number };
     /** One run of the echo on a second, stock mosquitto, the clients with mqtt.js's TCP defaults (Nagle on). */
@@ -543,7 +543,7 @@ export async function benchCommands(dir: string, idleSec: number, log: (line: st
         durableEcho: durableSummary,
         outpost: outpostSummary,
         ratio: ratio(outpostSummary, echoSummary),
-        floorRatio: ratio(durableSummary, echoSummary),
+        durableEchoRatio: ratio(durableSummary, echoSummary),
         stockEcho,
         pipelined: { commands: pipelinedCommands, window, echoPerSec: echoPipelined.perSec, outpostPerSec: outpostPipelined.perSec, outpostStalls: outpostPipelined.stalls },
         fsyncs,
@@ -593,7 +593,7 @@ export function commandsTables(r: CommandsResult, header: string): string {
     `| outpost run, \`diagnostics\` command | ${msf(rt.outpost.p50Ms)} | ${msf(rt.outpost.p99Ms)} | ${perSec(rt.pipelined.outpostPerSec)} | ${byRound('outpost')} |`,
     `| for scale: the echo on a stock mosquitto, TCP defaults (Nagle on), one run | ${msf(rt.stockEcho.p50Ms)} | ${msf(rt.stockEcho.p99Ms)} | | ${rt.stockEcho.p50Ms.toFixed(2)}/${rt.stockEcho.p99Ms.toFixed(1)} |`,
     `| outpost ÷ echo (goal ≤ 1.2) | **${rt.ratio.p50.toFixed(2)}** | **${rt.ratio.p99.toFixed(2)}** | ${(rt.pipelined.outpostPerSec / rt.pipelined.echoPerSec).toFixed(2)} | |`,
-    `| durable echo ÷ echo | **${rt.floorRatio.p50.toFixed(2)}** | **${rt.floorRatio.p99.toFixed(2)}** | | |`,
+    `| durable echo ÷ echo | **${rt.durableEchoRatio.p50.toFixed(2)}** | **${rt.durableEchoRatio.p99.toFixed(2)}** | | |`,
     `| outpost ÷ durable echo | ${(rt.outpost.p50Ms / rt.durableEcho.p50Ms).toFixed(2)} | ${(rt.outpost.p99Ms / rt.durableEcho.p99Ms).toFixed(2)} | | |`,
     '',
     `Stalled commands (no reply within ${STALL_MS / 1000} s, left out of p50/p99, answered once a further message arrived): outpost ${rt.runs.filter((x) => x.subject === 'outpost').map((x) => `${x.stalls} of ${x.commands} (${x.recovered} woken)`).join(', ')}; ${rt.pipelined.outpostStalls} of ${rt.pipelined.commands} with ${rt.pipelined.window} in flight; echo ${rt.runs.filter((x) => x.subject === 'echo').reduce((n, x) => n + x.stalls, 0)}; durable echo ${rt.runs.filter((x) => x.subject === 'durable-echo').reduce((n, x) => n + x.stalls, 0)}.`,

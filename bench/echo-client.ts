@@ -4,7 +4,7 @@
  * message, QoS 1, to a reply topic. No store, no verification, no handler: what the broker and
  * mqtt.js cost alone. Prints `ready` once subscribed.
  *
- * With `durableDir` it is the durability floor instead: the same echo making only the commits
+ * With `durableDir` it is the durable echo instead: the same echo making only the commits
  * issue 19's semantics require, each a classic-level batch as the daemon's store makes them: the
  * message before its PUBACK, fsync'd ("persisted before PUBACK"; a device that checked it first
  * could record it as started in the same commit), the reply before it is published, fsync'd

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { OutpostError } from '../errors.js';
-import { isProtectedConfigPath, protectedConfigPaths } from './protected.js';
+import { protectedWithin } from './protected.js';
 import { configSchema, type Config } from './schema.js';
 
 /** Where the configuration comes from when nothing else says. */
@@ -152,7 +152,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Config {
  * whichever release ran then; after a rollback the previous release reads keys it does not know,
  * and an agent that refused to start on them (exit 78, which systemd does not restart) could never
  * be sent the fix. Strict still: the image's file, an `overlayDocument` (set-config's check, which
- * refuses before it writes), and the protected settings (`protectedConfigPaths`: never the
+ * refuses before it writes), and the protected settings (config/protected.ts: never the
  * fleet's to set, so only a hand on the device wrote them there, and leaving out one that narrows
  * what the image allows would widen it).
  */
@@ -202,7 +202,8 @@ export function loadConfigLayers(options: LoadConfigOptions = {}): LoadedConfig 
         const field = dotted(setting);
         return [{ setting, problem: { file: overlayFile, field, message: field === problem.field ? problem.message : `${problem.field}: ${problem.message}` } }];
       });
-      if (settings.some(({ problem }) => isProtectedConfigPath(problem.field))) throw err;
+      // Never one that is, or holds, a protected setting the overlay sets.
+      if (settings.some(({ setting }) => protectedWithin(setting, (p) => hasPath(doc, p)).length > 0)) throw err;
       const pruned = settings.reduce<JsonObject>((left, { setting }) => without(left, setting), doc);
       if (pruned !== doc) {
         ignored.push(...settings.map(({ problem }) => problem));
@@ -211,7 +212,7 @@ export function loadConfigLayers(options: LoadConfigOptions = {}): LoadedConfig 
       }
       // No setting of the overlay's on the way (a rule across fields, or the image's own fault):
       // the whole overlay, unless that would leave out a protected setting with it.
-      if (protectedConfigPaths.some((p) => hasPath(read, p.split('.')))) throw err;
+      if (protectedWithin([], (p) => hasPath(read, p)).length > 0) throw err;
       return { config: layered(undefined), ignored: [...ignored, wholeOverlayIgnored(overlayFile)] };
     }
   }

@@ -127,7 +127,7 @@ export function startOutboxDrain(options: OutboxDrainOptions): OutboxDrain {
     const outcome = await Promise.race([sent, stopping.then(() => 'stopped' as const)]);
     if (outcome === 'stopped') return 'idle';
     if (outcome === 'acked') {
-      await outbox.ack(entry.key);
+      await outbox.ack(entry.key, { durable: entry.key === reportKey });
       return 'sent';
     }
     if (isOutpostError(outcome, 'LINK_UNAVAILABLE') && !outcome.transient) {

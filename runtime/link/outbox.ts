@@ -253,16 +253,19 @@ export class Outbox {
     return (await this.entries.get(key)) !== undefined;
   }
 
-  /** Removes an entry after its PUBACK. An entry already gone (evicted meanwhile, acked twice) is no error. */
-  async ack(key: string): Promise<void> {
+  /**
+   * Removes an entry after its PUBACK. An entry already gone (evicted meanwhile, acked twice) is no
+   * error. Not fsync'd unless `durable`: a power cut that undoes it only sends the message again
+   * (QoS 1 allows a duplicate; a result repeats its command's id), and the drain does not wait for
+   * the disk once per message. `durable` for a message whose repeat would mislead (a drop report
+   * counts drops since the last one: sent twice, its counts would be added twice).
+   */
+  async ack(key: string, { durable = false }: { durable?: boolean } = {}): Promise<void> {
     const { priority } = parseKey(key);
     await this.#serial(async () => {
       const entry = await this.entries.get(key);
       if (entry === undefined) return;
-      // Not fsync'd: a power cut that undoes it only sends the message again (QoS 1 allows a
-      // duplicate; a result repeats its command's id), and the drain no longer waits for the disk
-      // once per message.
-      await this.store.batch().del(this.entries as Collection<unknown>, key).commit({ durable: false });
+      await this.store.batch().del(this.entries as Collection<unknown>, key).commit({ durable });
       this.#count(priority, -1, -sizeOf(entry));
     });
   }

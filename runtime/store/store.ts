@@ -6,8 +6,8 @@
  * - Every write is a synchronous (fsync'd) batch: when `commit()` resolves, the data is on disk,
  *   so callers may act on it (write-ahead, DESIGN principle 2). The one exception is asked for by
  *   name, `commit({ durable: false })`, for a write whose loss to a power cut only repeats work
- *   already safe to repeat; it survives a crash of the process (the page cache has it), and the
- *   next synchronous commit puts it on disk with its own.
+ *   already safe to repeat: it survives a crash of the process (the page cache has it), not
+ *   necessarily a power cut.
  * - Values are JSON and validated against their collection's schema on read; a value that does
  *   not match is reported as corruption, never handed to logic half-parsed.
  * - `meta/schemaVersion` is the store's format version, `meta/readableFrom` the oldest format
@@ -67,7 +67,8 @@ export interface WriteBatch {
   put<T>(collection: Collection<T>, key: string, value: T): WriteBatch;
   del(collection: Collection<unknown>, key: string): WriteBatch;
   /**
-   * Runs `hook` once the batch is on disk, before `commit()` resolves; not when the commit fails.
+   * Runs `hook` once the batch is written (on disk unless `durable: false`), before `commit()`
+   * resolves; not when the commit fails.
    * For modules that add writes to a caller's batch and keep in-memory counters of what is on
    * disk (the link's outbox): the counters move with the data, never ahead of it. A hook that
    * throws is a bug; it cannot undo the commit, so it is reported to `onHookError` when given and

@@ -15,7 +15,8 @@
  *   there was none), then the new one replaces it, each written atomically and fsync'd; only then
  *   is the restart asked for, and only after the result is queued. A power cut before the result
  *   is recorded leaves the new overlay in effect and the command reported `interrupted`.
- * - A patch that changes nothing writes nothing and restarts nothing.
+ * - A patch that changes nothing writes nothing and restarts nothing; one that only mends an
+ *   overlay the daemon could not parse (and so runs without) writes it and restarts nothing.
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
@@ -117,6 +118,9 @@ export function setConfigHandler(options: SetConfigOptions): CommandHandler<z.ou
       }
       await writeFileAtomic(`${options.overlayFile}.previous`, current.text ?? '{}\n', { mode: 0o600 });
       await writeFileAtomic(options.overlayFile, `${JSON.stringify(next, null, 2)}\n`, { mode: 0o600 });
+      // An overlay it could not parse the daemon runs without: mending the file to what it runs
+      // with already changes nothing a restart would show.
+      if (JSON.stringify(next) === JSON.stringify(current.doc)) return { changed: true, restart: false };
       whenAnswered(() => setTimeout(() => options.restart(`set-config ${command.id}: the new config takes effect at the next start`), restartDelayMs));
       return { changed: true, restart: true };
     },

@@ -204,6 +204,15 @@ t.test('protected settings in the overlay stay strict: leaving one out could wid
   t.match(problemsOf(() => loadConfigLayers({ path: base, env: {} })), [`${overlay}: api.futureKey: unknown key`]);
   write(stateDir, 'config.json', { deviceId: 'bad/id', log: { level: 'debug' } });
   t.match(problemsOf(() => loadConfigLayers({ path: base, env: {} })), [`${overlay}: deviceId:`]);
+  // Nor taken out with a section around it: here the overlay adds an update section without what
+  // it needs, and leaving the section out would leave out update.rootFile with it.
+  write(stateDir, 'config.json', { update: { rootFile: '/etc/outpost/narrow-root.json', checkIntervalSec: 60 }, log: { level: 'debug' } });
+  t.match(problemsOf(() => loadConfigLayers({ path: base, env: {} })), [/update\.(server|hardware): is required/]);
+  // A key whose name only looks like a protected path is an unknown key like any other.
+  write(stateDir, 'config.json', { 'broker.x': 1, log: { level: 'debug' } });
+  const lookalike = loadConfigLayers({ path: base, env: {} });
+  t.equal(lookalike.config.log.level, 'debug');
+  t.same(lookalike.ignored.map((p) => p.field), ['broker.x']);
   // A protected setting the overlay sets is not dropped with the rest either.
   write(stateDir, 'config.json', { deviceId: 'gw-2', log: { futureKey: 1 } });
   t.equal(loadConfigLayers({ path: base, env: {} }).config.deviceId, 'gw-2', 'the other settings are still left out on their own');
