@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { OutpostError } from '../errors.js';
-import { protectedWithin } from './protected.js';
+import { isProtectedSetting, protectedBelow } from './protected.js';
 import { configSchema, type Config } from './schema.js';
 
 /** Where the configuration comes from when nothing else says. */
@@ -181,7 +181,7 @@ export function loadConfigLayers(options: LoadConfigOptions = {}): LoadedConfig 
     read = readJson(overlayFile, true);
   } catch (err) {
     if (!(err instanceof OutpostError)) throw err;
-    const unreadable = err.code === 'CONFIG_INVALID' ? problemsIn(err, overlayFile) : [{ file: overlayFile, field: '(file)', message: err.message }];
+    const unreadable = err.code === 'CONFIG_INVALID' ? problemsOf(err).filter((problem) => problem.file === overlayFile) : [{ file: overlayFile, field: '(file)', message: err.message }];
     return { config: layered(undefined), ignored: [...unreadable, wholeOverlayIgnored(overlayFile)] };
   }
   if (read === undefined) return { config: layered(undefined), ignored: [] };
@@ -193,17 +193,16 @@ export function loadConfigLayers(options: LoadConfigOptions = {}): LoadedConfig 
     try {
       return { config: layered({ file: overlayFile, doc }), ignored };
     } catch (err) {
-      if (!(err instanceof OutpostError) || err.code !== 'CONFIG_INVALID') throw err;
       // The overlay's own setting on each problem's path: also for a problem the image is named
       // for, a key required in a section only the overlay adds.
-      const settings = ((err as OutpostError & { problems?: ConfigProblem[] }).problems ?? []).flatMap((problem) => {
+      const settings = problemsOf(err).flatMap((problem) => {
         const setting = settingAt(doc, problem.path ?? []);
         if (setting.length === 0) return [];
         const field = dotted(setting);
         return [{ setting, problem: { file: overlayFile, field, message: field === problem.field ? problem.message : `${problem.field}: ${problem.message}` } }];
       });
       // Never one that is, or holds, a protected setting the overlay sets.
-      if (settings.some(({ setting }) => protectedWithin(setting, (p) => hasPath(doc, p)).length > 0)) throw err;
+      if (settings.some(({ setting }) => isProtectedSetting(setting) || protectedBelow(setting).some((p) => hasPath(doc, p)))) throw err;
       const pruned = settings.reduce<JsonObject>((left, { setting }) => without(left, setting), doc);
       if (pruned !== doc) {
         ignored.push(...settings.map(({ problem }) => problem));
@@ -212,7 +211,7 @@ export function loadConfigLayers(options: LoadConfigOptions = {}): LoadedConfig 
       }
       // No setting of the overlay's on the way (a rule across fields, or the image's own fault):
       // the whole overlay, unless that would leave out a protected setting with it.
-      if (protectedWithin([], (p) => hasPath(read, p)).length > 0) throw err;
+      if (protectedBelow([]).some((p) => hasPath(read, p))) throw err;
       return { config: layered(undefined), ignored: [...ignored, wholeOverlayIgnored(overlayFile)] };
     }
   }
@@ -233,10 +232,10 @@ function settingAt(doc: JsonObject, path: readonly string[]): string[] {
 
 const wholeOverlayIgnored = (file: string): ConfigProblem => ({ file, field: '(root)', message: 'the whole overlay is ignored' });
 
-/** The problems `err` names in `file`; rethrows anything but an invalid config. */
-function problemsIn(err: unknown, file: string): ConfigProblem[] {
+/** The problems an invalid config's error names; rethrows anything else. */
+function problemsOf(err: unknown): ConfigProblem[] {
   if (!(err instanceof OutpostError) || err.code !== 'CONFIG_INVALID') throw err;
-  return ((err as OutpostError & { problems?: ConfigProblem[] }).problems ?? []).filter((problem) => problem.file === file);
+  return (err as OutpostError & { problems?: ConfigProblem[] }).problems ?? [];
 }
 
 /** `doc` without the value at `path` (a list as a whole); `doc` itself when there is none. */

@@ -12,19 +12,16 @@
  */
 export const protectedConfigPaths: readonly string[] = ['deviceId', 'paths', 'installer', 'commands', 'broker', 'api', 'update.rootFile', 'update.sysroot', 'update.osname', 'update.boot', 'update.probation.checks'];
 
+// By keys, never dotted strings: a key with a dot in its name is not a path.
 const protectedKeys = protectedConfigPaths.map((p) => p.split('.'));
+const startsWith = (path: readonly string[], start: readonly string[]): boolean => start.length <= path.length && start.every((key, i) => path[i] === key);
 
-/** Whether the dotted `field` is a protected setting or lies below one. */
-export function isProtectedConfigPath(field: string): boolean {
-  return protectedConfigPaths.some((p) => field === p || field.startsWith(`${p}.`));
+/** Whether the setting at `keys` is a protected one or lies below one. */
+export function isProtectedSetting(keys: readonly string[]): boolean {
+  return protectedKeys.some((p) => startsWith(keys, p));
 }
 
-/**
- * The protected settings that leaving out the setting at `keys` would take with it: `keys` itself
- * when it is one or lies below one, else those below it that `isSet` says are there. By keys, so a
- * key with a dot in its name is never taken for a path.
- */
-export function protectedWithin(keys: readonly string[], isSet: (keys: readonly string[]) => boolean): string[][] {
-  const startsWith = (path: readonly string[], start: readonly string[]) => start.every((key, i) => path[i] === key);
-  return protectedKeys.filter((p) => (p.length <= keys.length ? startsWith(keys, p) : startsWith(p, keys) && isSet(p)));
+/** The protected settings below the setting at `keys` (every one for `[]`): what replacing or leaving it out would take with it. */
+export function protectedBelow(keys: readonly string[]): readonly (readonly string[])[] {
+  return protectedKeys.filter((p) => p.length > keys.length && startsWith(p, keys));
 }

@@ -20,7 +20,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { isProtectedConfigPath, protectedConfigPaths } from '../../config/index.js';
+import { isProtectedSetting, protectedBelow } from '../../config/index.js';
 import { isOutpostError } from '../../errors.js';
 import { writeFileAtomic } from '../../platform/index.js';
 import type { CommandHandler } from '../service.js';
@@ -48,13 +48,13 @@ export function mergePatch(target: JsonValue | undefined, patch: JsonValue): Jso
  * The protected paths a patch touches: a key at or below one, or a key above one whose value is
  * not an object (it would replace or remove the whole section).
  */
-export function protectedPathsTouched(patch: JsonObject, prefix = ''): string[] {
+export function protectedPathsTouched(patch: JsonObject, prefix: readonly string[] = []): string[] {
   const touched: string[] = [];
   for (const [key, value] of Object.entries(patch)) {
-    const path = prefix === '' ? key : `${prefix}.${key}`;
-    if (isProtectedConfigPath(path)) touched.push(path);
-    else if (isObject(value)) touched.push(...protectedPathsTouched(value, path));
-    else if (protectedConfigPaths.some((p) => p.startsWith(`${path}.`))) touched.push(path);
+    const keys = [...prefix, key];
+    if (isProtectedSetting(keys)) touched.push(keys.join('.'));
+    else if (isObject(value)) touched.push(...protectedPathsTouched(value, keys));
+    else if (protectedBelow(keys).length > 0) touched.push(keys.join('.'));
   }
   return touched;
 }
