@@ -110,7 +110,8 @@ export function setConfigHandler(options: SetConfigOptions): CommandHandler<z.ou
     async run(args, { command, whenAnswered }) {
       const current = await readOverlay(options.overlayFile);
       const next = mergePatch(current.doc, args.patch as JsonObject) as JsonObject;
-      if (current.parsed && JSON.stringify(next) === JSON.stringify(current.doc)) return { changed: false, restart: false };
+      const unchanged = JSON.stringify(next) === JSON.stringify(current.doc);
+      if (current.parsed && unchanged) return { changed: false, restart: false };
       try {
         options.check(next);
       } catch (err) {
@@ -120,7 +121,7 @@ export function setConfigHandler(options: SetConfigOptions): CommandHandler<z.ou
       await writeFileAtomic(options.overlayFile, `${JSON.stringify(next, null, 2)}\n`, { mode: 0o600 });
       // An overlay it could not parse the daemon runs without: mending the file to what it runs
       // with already changes nothing a restart would show.
-      if (JSON.stringify(next) === JSON.stringify(current.doc)) return { changed: true, restart: false };
+      if (unchanged) return { changed: true, restart: false };
       whenAnswered(() => setTimeout(() => options.restart(`set-config ${command.id}: the new config takes effect at the next start`), restartDelayMs));
       return { changed: true, restart: true };
     },
