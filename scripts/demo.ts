@@ -4,7 +4,7 @@
  * outpost daemon with the simulated bootloader — then an update v1 → v2 as a static delta, a bad
  * v3 rolled back on its own, a v4 that never boots, deferred after the bootloader's fallback, a
  * good v5 followed with `--wait`, an operator's rollback from it, a v6 cancelled mid-download over a
- * slow link, signed remote commands (issuers in the signed metadata, `outpostctl command send`, a
+ * slow link and then installed from an offline bundle, signed remote commands (issuers in the signed metadata, `outpostctl command send`, a
  * replay answered with the recorded result, a forgery refused, SSH access granted for 10 s that
  * ends by itself and a second grant revoked, against an sshd of the demo's own), health checks (a
  * required check fixed by its own exec remediation, `outpost health` and its exit code, a reboot
@@ -23,7 +23,7 @@ import { newCommand, signCommand } from '../runtime/commands/index.js';
 import { generateKey, readPrivateKeyFile } from '../runtime/trust/index.js';
 import { createPki } from './world/pki.js';
 import { startMosquitto, type Mosquitto } from './world/mosquitto.js';
-import { createOtaWorld, type OtaWorld } from './world/ota-world.js';
+import { createOtaWorld, worldHardware, type OtaWorld } from './world/ota-world.js';
 import { otaDevice, type OtaDevice } from './world/ota-device.js';
 import { until } from './world/until.js';
 import { createSshWorld, sshWorldUnavailable, type Sshd, type SshWorld } from './world/sshd.js';
@@ -218,6 +218,13 @@ async function main(): Promise<void> {
   show(`$ outpost update cancel\n${await cli(device, ['update', 'cancel'])}`);
   show(`$ outpost update status\n${await cli(device, ['update', 'status'])}`);
   show('(automatic checks now pass v6 over; an explicit `outpost update apply` installs it)');
+  show(`$ ostree admin status\n${await device.adminStatus()}`);
+
+  heading('Operator: v6 from an offline bundle (a USB stick): `outpost update install FILE --wait` needs no network');
+  const bundle = join(ota.ostree.dir, 'outpost-v6.bundle');
+  await ota.ctl(['release', 'bundle', '--repo', ota.tufDir, '--target', `releases/${worldHardware}/x86_64/6`, '--out', bundle]);
+  show(`$ outpostctl release bundle --repo <tuf repo> --target releases/${worldHardware}/x86_64/6 --out outpost-v6.bundle\n(signed metadata and the static delta in one file; the CLI hands the daemon the opened file)`);
+  await updateThroughReboots(device, ['update', 'install', bundle, '--wait']);
   show(`$ ostree admin status\n${await device.adminStatus()}`);
 
   // After the updates: required health checks would take part in their probations.
